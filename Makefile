@@ -1,0 +1,32 @@
+# dsfed: `make demo` runs the embedded default pipeline, `make test` the test suite.
+# Both create .venv (Python 3.11) and install the project on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help install demo test bench clean-artifacts
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencies
+
+demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU
+	dvc repro
+
+test: $(STAMP)  ## run the test suite
+	python -m pytest
+
+bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
+	python benchmarks/store_access.py
+
+clean-artifacts:  ## remove pipeline outputs (they stay in DVC's cache: `dvc checkout` restores them)
+	rm -rf artifacts/clients

@@ -1,0 +1,5 @@
+"""``python -m dsfed``: the command line."""
+
+from dsfed.cli import main
+
+main()

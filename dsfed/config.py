@@ -1,0 +1,451 @@
+"""Pydantic models mirroring ``params.yaml``: one section per stage, errors that name the field path.
+
+Load with :func:`load_params`; every problem comes back as a :class:`ConfigError` whose lines read
+``clients.site_b.source.path: folder does not exist (/abs/path)``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from dsfed.errors import DsfedError
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "Params",
+    "PrepareConfig",
+    "SourceSpec",
+    "load_params",
+    "read_yaml",
+]
+
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(DsfedError):
+    """``params.yaml`` is invalid; ``problems`` holds one ``field.path: message`` line per error."""
+
+    def __init__(self, problems: list[str], source: str = "params.yaml") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__("; ".join(problems))
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+
+def _check_paths(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("check_paths"))
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    root = Path(info.context.get("root", ".")) if info.context else Path(".")
+    return path if path.is_absolute() else root / path
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources: where a client's data comes from (a discriminated union on ``kind``)
+# --------------------------------------------------------------------------------------------------
+
+
+class MaskMapping(Strict):
+    """How mask pixel values become classes.
+
+    ``values`` maps a grey value to the classes it belongs to (multi-label: the FedDG cup value 0 is
+    both optic_disc and optic_cup); every value found in a mask must be listed, within ``tolerance``.
+    ``threshold`` instead marks pixels >= threshold as the single class (JPEG masks).
+    """
+
+    values: dict[int, list[str]] | None = None
+    threshold: Annotated[int, Field(ge=1, le=255)] | None = None
+    tolerance: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MaskMapping:
+        if (self.values is None) == (self.threshold is None):
+            raise ValueError("give exactly one of 'values' or 'threshold'")
+        if self.values is not None:
+            bad = [v for v in self.values if not 0 <= v <= 255]
+            if bad:
+                raise ValueError(f"mask values must be 0..255, got {bad}")
+        return self
+
+    def classes(self) -> set[str]:
+        """Class names this mapping can produce (empty for ``threshold``: the task's only class)."""
+        return {c for names in (self.values or {}).values() for c in names}
+
+
+class Pairing(Strict):
+    """How an image finds its mask: same stem plus ``mask_suffix``, or two regexes sharing ``(?P<id>...)``."""
+
+    mask_suffix: str = ""
+    image_regex: str | None = None
+    mask_regex: str | None = None
+
+    @model_validator(mode="after")
+    def _regexes(self) -> Pairing:
+        if (self.image_regex is None) != (self.mask_regex is None):
+            raise ValueError("give both 'image_regex' and 'mask_regex', or neither")
+        for name in ("image_regex", "mask_regex"):
+            pattern = getattr(self, name)
+            if pattern is None:
+                continue
+            try:
+                compiled = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{name}: not a valid regex ({exc})") from exc
+            if "id" not in compiled.groupindex:
+                raise ValueError(f"{name}: needs a named group (?P<id>...)")
+        if self.image_regex is None and self.mask_suffix == "":
+            raise ValueError("give 'mask_suffix' or 'image_regex'/'mask_regex' (images and masks would pair with themselves)")
+        return self
+
+
+class Partition(Strict):
+    """Take one part of a dataset split into ``parts`` clients (the same spec on each, ``index`` differs).
+
+    ``dirichlet``: samples are grouped by quantile bins of ``attribute``; each group is shared out with
+    proportions drawn from Dirichlet(alpha) (small alpha: strongly non-IID). ``attribute``: client i gets
+    the i-th quantile of ``attribute`` (as real work splits ISIC by skin tone).
+    """
+
+    method: Literal["dirichlet", "attribute"]
+    parts: Annotated[int, Field(ge=2, le=64)]
+    index: Annotated[int, Field(ge=0)]
+    attribute: Literal["brightness", "foreground"] = "brightness"
+    alpha: Annotated[float, Field(gt=0)] = 0.5
+    bins: Annotated[int, Field(ge=1, le=64)] | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> Partition:
+        if self.index >= self.parts:
+            raise ValueError(f"index {self.index} must be < parts {self.parts}")
+        return self
+
+    def family(self) -> dict[str, Any]:
+        """The settings every part of the same split must share (all but ``index``)."""
+        return self.model_dump(exclude={"index"})
+
+
+class _SourceBase(Strict):
+    partition: Partition | None = None
+
+    @field_validator("path", check_fields=False)
+    @classmethod
+    def _path_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        if _check_paths(info):
+            resolved = _resolve(value, info).resolve()
+            if not resolved.exists():
+                kind = "file" if resolved.suffix else "folder"
+                raise ValueError(f"{kind} does not exist ({resolved})")
+        return value
+
+
+class PhantomSource(_SourceBase):
+    """Built-in phantom data: ``site`` names a style in the table at ``path``."""
+
+    kind: Literal["phantom"]
+    task: Literal["fundus", "skin"] = "fundus"
+    path: Path
+    site: str
+    n: Annotated[int, Field(ge=1, le=100_000)] = 80
+    seed: int = 0
+
+
+class FoldersSource(_SourceBase):
+    """Generic ``<path>/<images>/`` and ``<path>/<masks>/`` folders with a pairing rule."""
+
+    kind: Literal["folders"]
+    path: Path
+    images: str = "images"
+    masks: str = "masks"
+    pairing: Pairing = Pairing(mask_suffix="_mask")
+    mask_mapping: MaskMapping
+
+
+class FedDGSource(_SourceBase):
+    """Multi-site fundus in the FedDG layout ``<path>/<domain>/{train,test}/ROIs/{image,mask}/``.
+
+    Masks: 0 = cup, 128 = rim, 255 = background -> optic_disc (rim + cup) and optic_cup (cup).
+    """
+
+    kind: Literal["feddg"]
+    path: Path
+    domain: str
+    mask_mapping: MaskMapping = MaskMapping(values={0: ["optic_disc", "optic_cup"], 128: ["optic_disc"], 255: []})
+
+
+class ProstateSource(_SourceBase):
+    """Multi-site prostate slices ``<path>/<site>/{train,test}/{image,mask}/`` (grey, repeated to RGB)."""
+
+    kind: Literal["prostate"]
+    path: Path
+    site: str
+    mask_mapping: MaskMapping = MaskMapping(threshold=1)
+
+
+class ISICSource(_SourceBase):
+    """ISIC challenge layout: ``<path>/<images>/<id>.jpg`` with ``<path>/<masks>/<id>_segmentation.png``."""
+
+    kind: Literal["isic"]
+    path: Path
+    images: str = "ISIC2018_Task1-2_Training_Input"
+    masks: str = "ISIC2018_Task1_Training_GroundTruth"
+    mask_mapping: MaskMapping = MaskMapping(threshold=128)
+
+
+class PH2Source(_SourceBase):
+    """PH2 layout: ``<path>/<id>/<id>_Dermoscopic_Image/<id>.bmp`` with ``<id>_lesion/<id>_lesion.bmp``."""
+
+    kind: Literal["ph2"]
+    path: Path
+    mask_mapping: MaskMapping = MaskMapping(threshold=128)
+
+
+SourceSpec = Annotated[
+    PhantomSource | FoldersSource | FedDGSource | ProstateSource | ISICSource | PH2Source,
+    Field(discriminator="kind"),
+]
+
+
+class ClientConfig(Strict):
+    """One hospital: where its data comes from."""
+
+    source: SourceSpec
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage sections
+# --------------------------------------------------------------------------------------------------
+
+
+class DataConfig(Strict):
+    """Task-wide data settings shared by every stage."""
+
+    classes: list[str] = ["optic_disc", "optic_cup"]
+    image_size: Annotated[int, Field(ge=16, le=4096)] = 128
+    mask_size: Annotated[int, Field(ge=8, le=4096)] = 64
+    resize: Literal["stretch", "pad"] = "stretch"
+    holdout: str | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one class")
+        bad = [c for c in value if not CLASS_NAME.match(c)]
+        if bad:
+            raise ValueError(f"class names must be identifiers, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("class names must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DataConfig:
+        if self.mask_size > self.image_size:
+            raise ValueError(f"mask_size {self.mask_size} must be <= image_size {self.image_size}")
+        return self
+
+
+class SplitConfig(Strict):
+    """Fractions of each client's samples for validation and test (the rest trains).
+
+    When a source's layout already has a test split (FedDG, prostate) that split is kept and ``val`` is
+    carved out of its training part.
+    """
+
+    val: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    test: Annotated[float, Field(ge=0, lt=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> SplitConfig:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test = {self.val + self.test:g} leaves nothing to train on")
+        return self
+
+
+class CompressionConfig(Strict):
+    """Blosc compression of the Zarr arrays (one sample per chunk)."""
+
+    codec: Literal["zstd", "lz4", "blosclz", "zlib"] = "zstd"
+    level: Annotated[int, Field(ge=0, le=9)] = 5
+
+
+class PrepareConfig(Strict):
+    """The ``prepare@<client>`` stage: client data into a Zarr store."""
+
+    split: SplitConfig = SplitConfig()
+    compression: CompressionConfig = CompressionConfig()
+
+
+class Params(Strict):
+    """The whole ``params.yaml``."""
+
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    clients: dict[str, ClientConfig]
+
+    @field_validator("clients")
+    @classmethod
+    def _client_names(cls, value: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
+        if not value:
+            raise ValueError("declare at least one client")
+        for name in value:
+            if not CLIENT_NAME.match(name):
+                raise ValueError(f"client name {name!r} must be letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        problems: list[str] = []
+        if self.data.holdout is not None and self.data.holdout not in self.clients:
+            problems.append(f"data.holdout: no client named {self.data.holdout!r}")
+        known = set(self.data.classes)
+        for name, client in self.clients.items():
+            mapping = getattr(client.source, "mask_mapping", None)
+            if mapping is None:
+                continue
+            unknown = sorted(mapping.classes() - known)
+            if unknown:
+                problems.append(
+                    f"clients.{name}.source.mask_mapping.values: unknown classes {unknown} "
+                    f"(data.classes: {', '.join(self.data.classes)})"
+                )
+            if mapping.threshold is not None and len(self.data.classes) != 1:
+                problems.append(
+                    f"clients.{name}.source.mask_mapping.threshold: a threshold gives one class, "
+                    f"but data.classes has {len(self.data.classes)}"
+                )
+        problems += self._partition_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _partition_problems(self) -> list[str]:
+        """Clients that split one dataset must agree on the split and take distinct parts."""
+        problems: list[str] = []
+        families: dict[str, list[tuple[str, int]]] = {}
+        for name, client in self.clients.items():
+            part = client.source.partition
+            if part is None:
+                continue
+            base = client.source.model_dump(mode="json", exclude={"partition"})
+            key = repr(sorted(base.items())) + repr(sorted(part.family().items()))
+            families.setdefault(key, []).append((name, part.index))
+        for members in families.values():
+            seen: dict[int, str] = {}
+            for name, index in members:
+                if index in seen:
+                    problems.append(
+                        f"clients.{name}.source.partition.index: part {index} is already taken by client {seen[index]!r}"
+                    )
+                seen[index] = name
+        return problems
+
+    @property
+    def training_clients(self) -> list[str]:
+        """Clients whose data may be used for training and model selection (all but the held-out one)."""
+        return [name for name in self.clients if name != self.data.holdout]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, failing on duplicate keys with ``file:line: duplicate key 'x'``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read ({exc.strerror})"], source=str(path)) from exc
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ConfigError([f"{where}: {exc.problem}"], source=str(path)) from exc
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One ``dotted.field.path: message`` line per pydantic error (discriminator tags dropped)."""
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        # a discriminated union adds the tag ('phantom') as a path element: drop it
+        if "source" in loc:
+            i = loc.index("source")
+            if i + 1 < len(loc) and loc[i + 1] in _SOURCE_KINDS:
+                del loc[i + 1]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        path = ".".join(loc)
+        for part in msg.split("\n"):
+            lines.append(f"{path}: {part}" if path and not part.startswith(("clients.", "data.")) else part)
+    return lines
+
+
+_SOURCE_KINDS = {"phantom", "folders", "feddg", "prostate", "isic", "ph2"}
+
+
+def parse_params(raw: Any, root: str | Path = ".", check_paths: bool = False, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed params mapping. Relative paths are resolved against ``root``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(["top level must be a mapping"], source=source)
+    try:
+        return Params.model_validate(raw, context={"root": str(root), "check_paths": check_paths})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source=source) from exc
+
+
+def load_params(path: str | Path = "params.yaml", check_paths: bool = False) -> Params:
+    """Read and validate ``params.yaml``. ``check_paths`` also checks every client's source path exists.
+
+    Raises:
+        ConfigError: with one ``field.path: message`` line per problem.
+    """
+    path = Path(path)
+    return parse_params(read_yaml(path), root=path.parent, check_paths=check_paths, source=str(path))

@@ -1,0 +1,1 @@
+"""Client data: phantom generators, real-data importers, Zarr client stores, partitioning, datasets."""

@@ -1,0 +1,58 @@
+"""A torch Dataset with random access to one split of a client store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dsfed.data.store import ClientStore
+from dsfed.data.transforms import AugmentConfig, build_augment
+
+__all__ = ["StoreDataset"]
+
+
+class StoreDataset(Dataset[dict[str, Any]]):
+    """Samples of one split of a client store, read one chunk at a time.
+
+    Each item is ``{"image": (3,S,S) float32 in [0,1], "mask": (K,Sm,Sm) float32 in {0,1},
+    "index": int (row in the store), "client": str}``.
+
+    Args:
+        store: a :class:`ClientStore` or its path.
+        split: 'train', 'val', 'test' or 'all' (train/val of the held-out client raise ``HeldOutError``).
+        augment: augmentation settings, or None for none.
+        seed: seeds the augmentation (per worker, MONAI's random state).
+
+    Example::
+
+        loader = DataLoader(StoreDataset("artifacts/clients/site_a/data.zarr", "train",
+                                         augment=AugmentConfig()), batch_size=4, shuffle=True)
+    """
+
+    def __init__(
+        self, store: ClientStore | str | Path, split: str = "train", augment: AugmentConfig | None = None, seed: int = 0
+    ) -> None:
+        self.store = store if isinstance(store, ClientStore) else ClientStore(store)
+        self.split = split
+        self.indices = self.store.split(split)
+        self.augment = build_augment(augment, seed=seed) if augment is not None else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = int(self.indices[i])
+        image = torch.from_numpy(np.asarray(self.store.images[row], dtype=np.float32) / 255.0)
+        mask = torch.from_numpy(np.asarray(self.store.masks[row], dtype=np.float32))
+        item: dict[str, Any] = {"image": image, "mask": mask}
+        if self.augment is not None:
+            item = self.augment(item)
+            item = {k: torch.as_tensor(v).as_subclass(torch.Tensor) for k, v in item.items()}
+            item["image"] = item["image"].clamp_(0.0, 1.0)
+        item["index"] = row
+        item["client"] = self.store.client
+        return item

@@ -1,0 +1,66 @@
+"""The dsfed command: complete --help, validation messages and exit codes, store inspection."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, phantom_client, small_params  # noqa: F401
+
+DSFED = [sys.executable, "-m", "dsfed"]
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DSFED, *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
+def test_help_is_complete(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and "--help" in result.stdout
+
+
+def test_validate_default_params() -> None:
+    result = run("config", "validate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "params.yaml: OK (4 clients: site_a, site_b, site_c, site_d, held out: site_d)"
+
+
+def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    text = text.replace("image_size: 128", "image_size: 128\n  colour: red").replace("n: 80", "n: -1", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "data/phantom").mkdir(parents=True)
+    (tmp_path / "data/phantom/sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    result = run("config", "validate", str(tmp_path / "params.yaml"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"error: {tmp_path / 'params.yaml'}: data.colour: unknown key",
+        f"error: {tmp_path / 'params.yaml'}: clients.site_a.source.n: Input should be greater than or equal to 1",
+    ]
+
+
+def test_prepare_show_and_preview(tmp_path: Path) -> None:
+    (tmp_path / "sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(
+        json.dumps({"data": {"image_size": 32, "mask_size": 16, "holdout": "b"},
+                    "clients": {"a": phantom_client("site_a", n=6), "b": phantom_client("site_b", n=4)}})
+    )
+    for client in ("a", "b"):
+        assert run("prepare", client, cwd=tmp_path).returncode == 0
+    shown = run("data", "show", "a", "b", "--json", cwd=tmp_path)
+    rows = json.loads(shown.stdout)
+    assert [(r["client"], r["role"], r["train"], r["val"], r["test"]) for r in rows] == [("a", "client", 4, 1, 1), ("b", "holdout", 0, 0, 4)]
+    assert 0.0 < rows[0]["fg_optic_cup"] < rows[0]["fg_optic_disc"] < 0.2
+    preview = run("data", "preview", "a", "b", "-o", "grid.png", cwd=tmp_path)
+    assert preview.returncode == 0 and (tmp_path / "grid.png").stat().st_size > 1000
+
+    missing = run("prepare", "zz", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: clients.zz: no such client in params (have: a, b)"

@@ -1,0 +1,98 @@
+"""`dvc repro` on a temporary git+DVC copy of the project: builds stores, no-op rerun, per-client reruns."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dsfed.data.store import ClientStore
+from tests.conftest import REPO, phantom_client
+
+pytestmark = pytest.mark.slow
+
+
+def _sh(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def _lock(repo: Path) -> dict[str, object]:
+    return yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    for tree in ("dsfed", "flows", "tasks"):
+        shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / "data/phantom").mkdir(parents=True)
+    shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
+    params = {
+        "seed": 0,
+        "data": {"image_size": 32, "mask_size": 16, "holdout": "site_b"},
+        "prepare": {"split": {"val": 0.2, "test": 0.2}},
+        "clients": {name: phantom_client(site, n=6) for name, site in (("site_a", "site_a"), ("site_b", "site_b"))},
+    }
+    for client in params["clients"].values():
+        client["source"]["path"] = "data/phantom/sites.yaml"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
+    _sh(["git", "init", "-q"], root, env)
+    _sh([sys.executable, "-m", "dvc", "init", "-q"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root, env)
+    return root, env
+
+
+def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    first = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert sorted(_ran(first)) == ["prepare@site_a", "prepare@site_b"]
+    a = ClientStore(root / "artifacts/clients/site_a/data.zarr")
+    b = ClientStore(root / "artifacts/clients/site_b/data.zarr")
+    assert a.images.shape == (6, 3, 32, 32) and not a.is_holdout and b.is_holdout
+    lock = _lock(root)
+    second = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert _ran(second) == [] and "Data and pipelines are up to date" in second
+    assert _lock(root) == lock
+    status = _sh([sys.executable, "-m", "dvc", "status"], root, env)
+    assert "up to date" in status
+
+
+def test_new_client_runs_only_its_own_stage(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    before = _lock(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["clients"]["site_e"] = phantom_client("site_c", n=5)
+    params["clients"]["site_e"]["source"]["path"] = "data/phantom/sites.yaml"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert _ran(out) == ["prepare@site_e"]
+    after = _lock(root)
+    assert {k: after[k] for k in before} == before
+    assert len(ClientStore(root / "artifacts/clients/site_e/data.zarr")) == 5
+
+
+def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str, str]]) -> None:
+    root, env = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["clients"]["site_a"]["source"]["n"] = 7
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert _ran(out) == ["prepare@site_a"]
+    assert len(ClientStore(root / "artifacts/clients/site_a/data.zarr")) == 7
