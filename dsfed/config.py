@@ -161,7 +161,11 @@ class _SourceBase(Strict):
 
 
 class PhantomSource(_SourceBase):
-    """Built-in phantom data: ``site`` names a style in the table at ``path``."""
+    """Built-in phantom data: ``site`` names a style in the table at ``path``.
+
+    Fundus ``view``: ``full`` (the whole photograph, circular field of view) or ``roi`` (a disc-centred
+    crop spanning 1/``roi_zoom`` of the photograph's width, like the FedDG / REFUGE ROI sets).
+    """
 
     kind: Literal["phantom"]
     task: Literal["fundus", "skin"] = "fundus"
@@ -169,6 +173,15 @@ class PhantomSource(_SourceBase):
     site: str
     n: Annotated[int, Field(ge=1, le=100_000)] = 80
     seed: int = 0
+    view: Literal["full", "roi"] = "full"
+    roi_zoom: Annotated[float, Field(ge=1.5, le=6)] = 3.0
+    roi_jitter: Annotated[float, Field(ge=0, le=0.3)] = 0.08
+
+    @model_validator(mode="after")
+    def _roi_is_fundus(self) -> PhantomSource:
+        if self.view == "roi" and self.task != "fundus":
+            raise ValueError(f"view 'roi' is a disc-centred crop: task must be 'fundus', not {self.task!r}")
+        return self
 
 
 class FoldersSource(_SourceBase):

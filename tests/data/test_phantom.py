@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from functools import cache
 from pathlib import Path
 
@@ -240,10 +239,26 @@ def test_skin_tones_vary_and_sites_shift_them() -> None:
     assert skin_lum["clinic_a"] > skin_lum["clinic_b"] + 30
 
 
-def test_render_speed() -> None:
-    style = load_site_table(TABLE)["fundus"]["site_a"]
-    RENDERERS["fundus"](sample_rng(0, "site_a", 0), 128, style)
-    start = time.perf_counter()
-    for i in range(10):
-        RENDERERS["fundus"](sample_rng(0, "site_a", i), 128, style)
-    assert (time.perf_counter() - start) / 10 < 0.15  # ~12 ms on a 2-core CPU; loose for busy CI
+def test_roi_view_is_a_disc_centred_crop() -> None:
+    """view: roi crops the photograph around the disc: the disc fills far more of the image, near the centre."""
+    spec = dict(kind="phantom", task="fundus", path=Path("data/phantom/sites.yaml"), site="site_b", n=40)
+    cfg = DataConfig(image_size=64, mask_size=32)
+    full = build_phantom(PhantomSource(**spec), cfg, REPO, "clients.x.source")
+    roi = build_phantom(PhantomSource(**spec, view="roi", roi_zoom=3.0, roi_jitter=0.08), cfg, REPO, "clients.x.source")
+    full_frac, roi_frac, offsets = [], [], []
+    for item in roi.items():
+        sample = roi.load(item)
+        disc, cup = sample.mask
+        assert sample.image.shape == (64, 64, 3) and disc.any() and np.all(cup <= disc)
+        rows, cols = np.nonzero(disc)
+        offsets.append(max(abs(rows.mean() - 31.5), abs(cols.mean() - 31.5)) / 64)
+        roi_frac.append(disc.mean())
+        full_frac.append(full.load(item).mask[0].mean())
+    assert np.mean(roi_frac) > 6 * np.mean(full_frac)  # zoom 3 -> about 9x the area
+    assert 0.08 < np.mean(roi_frac) < 0.35
+    assert max(offsets) <= 0.08 + 0.02  # within the jitter (+ rounding / ellipse centroid)
+
+
+def test_roi_view_needs_fundus() -> None:
+    with pytest.raises(ValueError, match="view 'roi' is a disc-centred crop: task must be 'fundus'"):
+        PhantomSource(kind="phantom", task="skin", path=Path("x.yaml"), site="clinic_a", view="roi")

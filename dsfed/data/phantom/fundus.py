@@ -232,3 +232,28 @@ def render_fundus(
         "pigment": float(g.pigment),
     }
     return image, {"optic_disc": disc_mask, "optic_cup": cup_mask}, meta
+
+
+def crop_disc_roi(
+    image: np.ndarray, masks: dict[str, np.ndarray], rng: np.random.Generator, size: int, jitter: float
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A disc-centred square window, as the ROI crops of FedDG / REFUGE fundus sets.
+
+    Args:
+        image: (R, R, 3) uint8 full fundus. masks: name -> (R, R) bool, with ``optic_disc``.
+        size: window side S in pixels (R > S); beyond the image border the window is black.
+        jitter: the window centre moves up to ``jitter * S`` from the disc centre on each axis (a
+            disc detector is never exact).
+
+    Returns:
+        image (S, S, 3) uint8 and masks name -> (S, S) bool.
+    """
+    rows, cols = np.nonzero(masks["optic_disc"])
+    centre = np.array([rows.mean(), cols.mean()]) + rng.uniform(-jitter, jitter, 2) * size
+    top, left = (np.round(centre - size / 2).astype(int) + size).tolist()  # + size: offset into the padding
+
+    def window(array: np.ndarray) -> np.ndarray:
+        pad = [(size, size), (size, size)] + [(0, 0)] * (array.ndim - 2)
+        return np.pad(array, pad)[top : top + size, left : left + size].copy()
+
+    return window(image), {name: window(mask) for name, mask in masks.items()}

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from dsfed.config import DataConfig, PhantomSource
-from dsfed.data.phantom import RENDERERS, TASK_CLASSES, load_site_style, sample_rng
+from dsfed.data.phantom import RENDERERS, TASK_CLASSES, load_site_style, render_fundus, sample_rng
+from dsfed.data.phantom.fundus import crop_disc_roi
 from dsfed.data.phantom.styles import Acquisition
 from dsfed.data.sources import register_source
 from dsfed.data.sources.base import Sample, SourceItem
@@ -54,7 +55,14 @@ class PhantomDataSource:
                     f"(it makes: {', '.join(produced)})"
                 )
         rng = sample_rng(self.spec.seed, self.spec.site, self.index_of(item))
-        image, masks, meta = RENDERERS[task](rng, self.data.image_size, self.style)  # type: ignore[operator]
+        size = self.data.image_size
+        if self.spec.view == "roi":
+            full = round(size * self.spec.roi_zoom)
+            image, masks, meta = render_fundus(rng, full, self.style)  # type: ignore[arg-type]
+            image, masks = crop_disc_roi(image, masks, rng, size, self.spec.roi_jitter)
+            meta = {**meta, "roi_zoom": float(self.spec.roi_zoom)}
+        else:
+            image, masks, meta = RENDERERS[task](rng, size, self.style)  # type: ignore[operator]
         mask = np.stack([masks[name] for name in self.data.classes])
         return Sample(image=image, mask=mask, meta=meta)
 
