@@ -64,3 +64,23 @@ def test_prepare_show_and_preview(tmp_path: Path) -> None:
     missing = run("prepare", "zz", cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.strip() == "error: clients.zz: no such client in params (have: a, b)"
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "hosp/images").mkdir(parents=True)
+    (tmp_path / "hosp/masks").mkdir()
+    for stem in ("a", "b", "c"):
+        Image.new("RGB", (20, 20)).save(tmp_path / f"hosp/images/{stem}.png")
+        Image.new("L", (20, 20)).save(tmp_path / f"hosp/masks/{stem}_mask.png")
+    (tmp_path / "hosp/masks/b_mask.png").write_bytes(b"not a png")  # corrupt, in the middle of the set
+    (tmp_path / "params.yaml").write_text(json.dumps({
+        "data": {"classes": ["lesion"], "image_size": 16, "mask_size": 8},
+        "clients": {"h1": {"source": {"kind": "folders", "path": "hosp", "mask_mapping": {"values": {"0": [], "255": ["lesion"]}}}}},
+    }))
+    result = run("prepare", "h1", cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {tmp_path / 'hosp/masks/b_mask.png'}: cannot read mask (not a recognised image format)"]
+    assert not (tmp_path / "artifacts").exists()

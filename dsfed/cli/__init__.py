@@ -99,7 +99,11 @@ def data_preview(
 
 def main() -> None:
     """Entry point: user errors print as one ``error: ...`` line per problem and exit 2."""
+    import logging
+
     from dsfed.config import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
     try:
         app()
