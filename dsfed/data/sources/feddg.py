@@ -10,12 +10,10 @@ from dsfed.data.sources.base import SourceItem
 from dsfed.data.sources.images import (
     PairedSource,
     check_mapping,
-    require_folder,
+    named_subfolder,
     source_root,
     split_layout_items,
-    subfolders,
 )
-from dsfed.errors import SourceError
 
 
 @register_source("feddg")
@@ -29,11 +27,7 @@ def build_feddg(spec: FedDGSource, data: DataConfig, root: Path, field: str) -> 
     base = source_root(spec.path, root)
 
     def list_items() -> list[SourceItem]:
-        require_folder(base, f"{field}.path")
-        domain_dir = base / spec.domain
-        if not domain_dir.is_dir():
-            available = ", ".join(subfolders(base)) or "none"
-            raise SourceError(f"{field}.domain: no domain {spec.domain!r} in {base} (available: {available})")
-        return split_layout_items(domain_dir, base, ("ROIs", "image"), ("ROIs", "mask"))
+        folder = named_subfolder(base, spec.domain, f"{field}.domain", "domain")
+        return split_layout_items(folder, base, ("ROIs", "image"), ("ROIs", "mask"))
 
     return PairedSource(list_items, spec.mask_mapping, data.classes)

@@ -257,6 +257,17 @@ def subfolders(folder: Path) -> list[str]:
     return [p.name for p in _entries(folder) if p.is_dir()]
 
 
+def named_subfolder(base: Path, name: str, field: str, what: str) -> Path:
+    """``base/name`` for a multi-site layout (a FedDG domain, a prostate site), or an error naming
+    ``field`` and the subfolders that do exist."""
+    require_folder(base, field.rsplit(".", 1)[0] + ".path")
+    folder = base / name
+    if not folder.is_dir():
+        available = ", ".join(subfolders(base)) or "none"
+        raise SourceError(f"{field}: no {what} {name!r} in {base} (available: {available})")
+    return folder
+
+
 def no_images_error(folder: Path) -> SourceError:
     """``<folder>: no images found (.png, .jpg, ...)``."""
     return SourceError(f"{folder}: no images found ({EXTENSIONS_TEXT})")

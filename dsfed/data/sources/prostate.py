@@ -10,12 +10,10 @@ from dsfed.data.sources.base import SourceItem
 from dsfed.data.sources.images import (
     PairedSource,
     check_mapping,
-    require_folder,
+    named_subfolder,
     source_root,
     split_layout_items,
-    subfolders,
 )
-from dsfed.errors import SourceError
 
 
 @register_source("prostate")
@@ -28,11 +26,7 @@ def build_prostate(spec: ProstateSource, data: DataConfig, root: Path, field: st
     base = source_root(spec.path, root)
 
     def list_items() -> list[SourceItem]:
-        require_folder(base, f"{field}.path")
-        site_dir = base / spec.site
-        if not site_dir.is_dir():
-            available = ", ".join(subfolders(base)) or "none"
-            raise SourceError(f"{field}.site: no site {spec.site!r} in {base} (available: {available})")
-        return split_layout_items(site_dir, base, ("image",), ("mask",))
+        folder = named_subfolder(base, spec.site, f"{field}.site", "site")
+        return split_layout_items(folder, base, ("image",), ("mask",))
 
     return PairedSource(list_items, spec.mask_mapping, data.classes)
