@@ -21,6 +21,7 @@ install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencie
 
 demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU
 	dvc repro
+	dsfed data show
 
 test: $(STAMP)  ## run the test suite
 	python -m pytest

@@ -64,7 +64,8 @@ def _open(target: str, artifacts: Path):  # noqa: ANN202 - returns ClientStore (
 
 @data_app.command("show")
 def data_show(
-    targets: list[str] = typer.Argument(..., help="Client names, or paths to .zarr stores."),
+    targets: list[str] = typer.Argument(None, help="Client names, or paths to .zarr stores (default: every client in params)."),
+    params: Path = PARAMS,
     artifacts: Path = ARTIFACTS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
@@ -72,8 +73,10 @@ def data_show(
     from rich.console import Console
     from rich.table import Table
 
+    from dsfed.config import load_params
     from dsfed.data.summary import store_summary
 
+    targets = targets or list(load_params(params).clients)
     rows = [store_summary(_open(t, artifacts))["table"][0] for t in targets]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -81,7 +84,7 @@ def data_show(
     table = Table(*rows[0].keys())
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @data_app.command("preview")
