@@ -24,8 +24,12 @@ from pydantic import (
 from dsfed.errors import DsfedError
 
 __all__ = [
+    "AugmentConfig",
     "ConfigError",
     "DataConfig",
+    "FederatedConfig",
+    "LossConfig",
+    "MethodConfig",
     "Params",
     "PrepareConfig",
     "SourceSpec",
@@ -310,12 +314,96 @@ class PrepareConfig(Strict):
     compression: CompressionConfig = CompressionConfig()
 
 
+class LossConfig(Strict):
+    """Training loss: BCE with ``pos_weight`` (DSFedMed: 2) plus ``dice`` x MONAI Dice loss."""
+
+    name: Literal["bce_dice"] = "bce_dice"
+    pos_weight: Annotated[float, Field(gt=0)] = 2.0
+    dice: Annotated[float, Field(ge=0)] = 0.0
+
+
+class AugmentConfig(Strict):
+    """Training augmentation (``dsfed.data.transforms.build_augment``); ``enabled: false`` for none.
+
+    Spatial transforms rotate and scale about the image centre, so one random draw lines up an image of
+    size S and a mask of size Sm (no pixel translations, which would not scale between the two).
+    """
+
+    enabled: bool = True
+    flip: Annotated[float, Field(ge=0, le=1)] = 0.5
+    affine: Annotated[float, Field(ge=0, le=1)] = 0.5
+    rotate_deg: Annotated[float, Field(ge=0, le=180)] = 15.0
+    scale: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    gamma: Annotated[float, Field(ge=0, le=1)] = 0.3
+    color: Annotated[float, Field(ge=0, le=1)] = 0.15
+    noise_std: Annotated[float, Field(ge=0, le=0.5)] = 0.02
+
+
+class LocalSection(Strict):
+    """Local training per round: Adam (DSFedMed: lr 1e-4, 1 epoch), bf16 autocast where useful."""
+
+    epochs: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    amp: bool = False
+
+
+class MethodConfig(Strict):
+    """One ``federated@<method>`` stage: a model trained by a strategy over the training clients.
+
+    ``strategy: centralized`` pools every training client's data into one (the upper bound that
+    federated learning is compared to); the others are federated aggregation rules.
+    """
+
+    model: str
+    strategy: Literal["fedavg", "fedprox", "fedadam", "centralized"] = "fedavg"
+    strategy_args: dict[str, float] = {}
+    input_size: Annotated[int, Field(ge=16)] | None = None
+    prompt: Literal["none", "box"] = "none"
+    checkpoint: Path | None = None
+    local_keys: list[str] = []
+    rounds: Annotated[int, Field(ge=1)] | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from dsfed.models.names import MODEL_NAMES
+
+        if value not in MODEL_NAMES:
+            raise ValueError(f"unknown model {value!r} (known: {', '.join(MODEL_NAMES)})")
+        return value
+
+    @field_validator("local_keys")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from exc
+        return value
+
+
+class FederatedConfig(Strict):
+    """The ``federated@<method>`` stages: FedAvg-style rounds on the clients' real data, and baselines."""
+
+    rounds: Annotated[int, Field(ge=1)] = 10
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_clients: Annotated[int, Field(ge=1)] = 1
+    local: LocalSection = LocalSection()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+    methods: dict[str, MethodConfig] = {}
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
     seed: int = 0
     data: DataConfig = DataConfig()
     prepare: PrepareConfig = PrepareConfig()
+    federated: FederatedConfig = FederatedConfig()
     clients: dict[str, ClientConfig]
 
     @field_validator("clients")
@@ -350,6 +438,11 @@ class Params(Strict):
                     f"but data.classes has {len(self.data.classes)}"
                 )
         problems += self._partition_problems()
+        training = [c for c in self.clients if c != self.data.holdout]
+        if self.federated.methods and self.federated.min_clients > len(training):
+            problems.append(
+                f"federated.min_clients: {self.federated.min_clients} is more than the {len(training)} training clients"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from monai.transforms import (
@@ -15,27 +15,9 @@ from monai.transforms import (
     Randomizable,
     RandScaleIntensityd,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from dsfed.config import AugmentConfig
 
 __all__ = ["AugmentConfig", "JointRandAffined", "build_augment"]
-
-
-class AugmentConfig(BaseModel):
-    """Augmentation knobs; a stage's section in ``params.yaml`` embeds this as ``augment:``.
-
-    Spatial transforms rotate and scale about the image centre, so one random draw lines up an image of
-    size S and a mask of size Sm (no pixel translations, which would not scale between the two).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    flip: Annotated[float, Field(ge=0, le=1)] = 0.5
-    affine: Annotated[float, Field(ge=0, le=1)] = 0.5
-    rotate_deg: Annotated[float, Field(ge=0, le=180)] = 15.0
-    scale: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    gamma: Annotated[float, Field(ge=0, le=1)] = 0.3
-    color: Annotated[float, Field(ge=0, le=1)] = 0.15
-    noise_std: Annotated[float, Field(ge=0, le=0.5)] = 0.02
 
 
 class JointRandAffined(Randomizable):

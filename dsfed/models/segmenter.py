@@ -20,6 +20,8 @@ def resize(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
     shrink = x.shape[-1] > size
     if mode == "nearest":
         return F.interpolate(x, size=(size, size), mode="nearest")
+    if shrink and x.dtype not in (torch.float32, torch.float64):  # no antialiased kernel for bf16/fp16
+        return F.interpolate(x.float(), size=(size, size), mode=mode, align_corners=False, antialias=True).to(x.dtype)
     return F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=shrink)
 
 

@@ -27,6 +27,9 @@ SHAPES = [
 
 
 def test_registry_names() -> None:
+    from dsfed.models.names import MODEL_NAMES  # torch-free copy used by config validation
+
+    assert tuple(model_names()) == MODEL_NAMES
     assert model_names() == ["nnunet", "sam_demo", "sam_vit_b", "sam_vit_h", "sam_vit_l", "tinysam", "tinysam_demo", "unet"]
     with pytest.raises(KeyError, match="unknown model 'sam_vit_x'"):
         build_model("sam_vit_x", num_classes=1, output_size=64)

@@ -1,0 +1,1 @@
+"""Evaluation: per-image segmentation metrics (MONAI), summaries, efficiency figures."""

@@ -1,0 +1,98 @@
+"""Payload ledger: one CSV row per server<->client payload, with its exact size in bytes."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from dsfed.io import atomic_path
+
+__all__ = ["DIRECTIONS", "FIELDS", "Ledger", "ledger_totals", "read_ledger"]
+
+FIELDS = ("round", "client", "direction", "what", "bytes")
+DIRECTIONS = ("down", "up")  # down: server -> client, up: client -> server
+log = logging.getLogger(__name__)
+
+
+def read_ledger(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The ledger's rows (``round`` and ``bytes`` as int); a torn last line from a killed writer is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    with open(path, newline="") as fh:
+        for raw in csv.DictReader(fh):
+            try:
+                row = {"round": int(raw["round"]), "client": raw["client"], "direction": raw["direction"], "what": raw["what"], "bytes": int(raw["bytes"])}
+            except (TypeError, ValueError, KeyError):
+                log.warning("%s: skipping a malformed ledger row %s", path, raw)
+                continue
+            if row["direction"] in DIRECTIONS:
+                rows.append(row)
+    return rows
+
+
+class Ledger:
+    """Append-only CSV ledger at ``path`` (``round,client,direction,what,bytes``), flushed after every row.
+
+    A ledger file belongs to one rounds run. Before its first round the rounds loop calls
+    :meth:`truncate_after` with the last completed round (0 for a fresh run), so rows of rounds that a
+    resumed run replays are never duplicated.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def record(self, round: int, client: str, direction: str, what: str, nbytes: int) -> None:
+        """Append one row: ``client`` sent (``up``) or received (``down``) ``nbytes`` bytes of ``what`` in ``round``."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(FIELDS)
+            writer.writerow((int(round), client, direction, what, int(nbytes)))
+            fh.flush()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows recorded so far."""
+        return read_ledger(self.path)
+
+    def truncate_after(self, round: int) -> None:
+        """Drop rows of rounds after ``round`` (and torn lines), rewriting the file atomically."""
+        if not self.path.exists():
+            return
+        rows = read_ledger(self.path)
+        kept = [r for r in rows if r["round"] <= round]
+        with open(self.path, newline="") as fh:
+            lines = sum(1 for _ in fh) - 1
+        if len(kept) == lines:
+            return
+        log.info("%s: dropping %d ledger rows after round %d (they will be replayed)", self.path, lines - len(kept), round)
+        with atomic_path(self.path, overwrite=True) as tmp:
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+
+def ledger_totals(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Bytes per direction and per client.
+
+    Returns:
+        ``{"total": n, "down": n, "up": n, "clients": {client: {"down": n, "up": n, "total": n}}, "rows": n}``.
+    """
+    totals: dict[str, int] = dict.fromkeys(DIRECTIONS, 0)
+    clients: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys((*DIRECTIONS, "total"), 0))
+    rows = read_ledger(path)
+    for row in rows:
+        totals[row["direction"]] += row["bytes"]
+        clients[row["client"]][row["direction"]] += row["bytes"]
+        clients[row["client"]]["total"] += row["bytes"]
+    return {"total": sum(totals.values()), **totals, "clients": dict(sorted(clients.items())), "rows": len(rows)}

@@ -1,0 +1,72 @@
+"""What a federated client is: the ``ClientAlgo`` protocol (MONAI-FL-like) and what one local fit returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["ClientAlgo", "FitResult", "Weights"]
+
+Weights = dict[str, torch.Tensor]
+"""A (partial) state dict: parameter / buffer name -> tensor."""
+
+
+@dataclass
+class FitResult:
+    """What a client returns after local training.
+
+    Attributes:
+        weights: its new weights, the non-local (shared) keys only.
+        num_samples: training samples it used; FedAvg weights its update by this.
+        metrics: training metrics (e.g. ``{"loss": 0.31}``), averaged by the rounds loop weighted by
+            ``num_samples``.
+    """
+
+    weights: Weights
+    num_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ClientAlgo(Protocol):
+    """One federated client, as the rounds loop sees it (MONAI-FL's ``ClientAlgo``, trimmed).
+
+    Everything the loop sends or receives is a :data:`Weights` of the shared keys; local keys
+    (FedBN-style, see :class:`dsfed.federated.local_keys.LocalKeys`), data and optimiser state stay
+    inside the client. Clients are called positionally, so implementations may name parameters freely.
+    """
+
+    name: str
+
+    def num_samples(self) -> int:
+        """Training samples this client holds (FedAvg weighting)."""
+        ...
+
+    def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
+        """Load the global ``weights`` (all non-local keys), train locally, return the new non-local weights.
+
+        ``config`` is the strategy's ``configure_fit(round)`` (e.g. ``{"prox_mu": 0.01}`` for FedProx).
+        """
+        ...
+
+    def get_weights(self) -> Weights:
+        """The client's current weights as they would travel (non-local keys)."""
+        ...
+
+    def evaluate(self, weights: Weights, split: str) -> dict[str, float]:
+        """Metrics of ``weights`` (merged with the client's local keys) on its ``split`` ('val', 'test')."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Client-side state to checkpoint: local keys, optimiser state, RNG generators.
+
+        Must load with ``torch.load(weights_only=True)``: tensors, numbers, strings, and lists, tuples
+        and dicts of them (optimiser state dicts qualify); no arbitrary objects.
+        """
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        ...

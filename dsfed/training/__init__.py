@@ -1,0 +1,1 @@
+"""Local training of segmenters: losses, the epoch loop, optimisers (used by clients, server and distillation)."""
