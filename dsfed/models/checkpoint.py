@@ -62,7 +62,8 @@ def load_weights(module: nn.Module, state: dict[str, Tensor], strict: bool = Tru
     one of them. Non-strict: the matching keys load and a warning lists every key left out.
     """
     own = module.state_dict()
-    missing = sorted(k for k in own if k not in state)
+    # BatchNorm's step counter is not a weight; PyTorch itself fills it in when a checkpoint lacks it
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state if k not in own)
     mismatched = sorted(
         f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})" for k in own.keys() & state.keys() if own[k].shape != state[k].shape

@@ -158,6 +158,16 @@ def test_strict_load_lists_every_bad_key(tmp_path: Path, caplog: pytest.LogCaptu
     assert torch.equal(model.sam.state_dict()["image_encoder.neck.1.weight"], state["image_encoder.neck.1.weight"])
 
 
+def test_checkpoint_without_batchnorm_counters_loads_strictly(tmp_path: Path) -> None:
+    """Some released checkpoints drop BatchNorm's num_batches_tracked; that is no reason to refuse them."""
+    reference = build_model("tinysam_demo", num_classes=1, output_size=64).sam
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(reference.state_dict())
+    torch.save(state, tmp_path / "mobile_sam.pt")
+    model = build_model("tinysam_demo", num_classes=1, output_size=64, checkpoint=tmp_path / "mobile_sam.pt")
+    assert torch.equal(model.sam.state_dict()["image_encoder.neck.0.weight"], state["image_encoder.neck.0.weight"])
+
+
 def test_own_segmenter_weights_round_trip(tmp_path: Path) -> None:
     model = build_model("unet", num_classes=2, output_size=64)
     path = tmp_path / "unet.safetensors"
