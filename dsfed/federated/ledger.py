@@ -60,6 +60,12 @@ class Ledger:
             writer.writerow((int(round), client, direction, what, int(nbytes)))
             fh.flush()
 
+    def ensure(self) -> None:
+        """Create the file with just its header if it does not exist (a run that moves no payload)."""
+        if not self.path.exists():
+            with atomic_path(self.path) as tmp:
+                tmp.write_text(",".join(FIELDS) + "\n")
+
     def rows(self) -> list[dict[str, Any]]:
         """All rows recorded so far."""
         return read_ledger(self.path)

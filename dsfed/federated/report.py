@@ -1,0 +1,70 @@
+"""What a finished ``federated@<method>`` run writes: weights, model card, metrics JSON, dvclive curves."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dvclive import Live
+from safetensors.torch import save_file
+
+from dsfed.federated.experiment import MethodRun
+from dsfed.federated.ledger import ledger_totals
+from dsfed.io import atomic_path, write_json
+
+__all__ = ["method_metrics", "write_method_outputs"]
+
+HEADLINE = ("dice", "iou")
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 5)
+
+
+def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
+    """The metrics JSON (a DVC metric): test Dice/IoU per client, source mean, held-out client, communication."""
+    source = [c for c in run.test if c != run.holdout]
+    mean = {k: sum(run.test[c][k] for c in source) / len(source) for k in run.test[source[0]]} if source else {}
+    comm: dict[str, Any] = {"bytes_total": 0, "rounds": len(run.curve) - 1}
+    if ledger is not None and ledger.exists():
+        totals = ledger_totals(ledger)
+        comm["bytes_total"] = int(totals["total"])
+        clients = max(len(totals["clients"]), 1)
+        comm["bytes_per_round_per_client"] = int(totals["total"] / clients / max(comm["rounds"], 1))
+    return {
+        "method": run.method,
+        "model": run.spec.model,
+        "strategy": run.spec.strategy,
+        "parameters": run.parameters,
+        "selected_round": run.selected_round,
+        "val_dice": {"untrained": _finite(run.curve[0]["val_dice"]), "selected": _finite(run.curve[run.selected_round]["val_dice"])},
+        "test": {client: {k: _finite(v) for k, v in metrics.items()} for client, metrics in run.test.items()},
+        "test_source_mean": {k: _finite(v) for k, v in mean.items()},
+        "holdout": run.holdout,
+        "communication": comm,
+    }
+
+
+def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
+    """Write ``model.safetensors`` (selected weights), ``model.json``, ``metrics.json`` and ``dvclive/``; atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    card = {
+        "model": run.spec.model,
+        "options": run.spec.model_dump(mode="json"),
+        "selected_round": run.selected_round,
+        "parameters": run.parameters,
+    }
+    with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
+        save_file({k: v.contiguous() for k, v in run.selected.items()}, str(tmp), metadata={"model": run.spec.model, "round": str(run.selected_round)})
+    write_json(out / "model.json", card)
+    metrics = method_metrics(run, out / "ledger.csv" if run.spec.strategy != "centralized" else None)
+    write_json(out / "metrics.json", metrics)
+    with atomic_path(out / "dvclive", overwrite=True) as tmp:
+        with Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            for point in run.curve:
+                for name, value in point.items():
+                    if name != "round" and _finite(value) is not None:
+                        live.log_metric(name if name != "loss" else "train_loss", float(value))
+                live.next_step()
+    return metrics
