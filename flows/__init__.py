@@ -5,4 +5,6 @@ import os
 
 # let Prefect's run logs (console and UI) show dsfed's own log lines
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "dsfed")
+# no telemetry from the temporary server: hospitals run offline, and the failed send logs an ERROR
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 logging.getLogger("dsfed").setLevel(logging.INFO)

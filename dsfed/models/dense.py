@@ -5,6 +5,7 @@ from __future__ import annotations
 from monai.networks.nets import DynUNet, UNet
 from torch import Tensor, nn
 
+from dsfed.models.aliases import dedupe_state_dict
 from dsfed.models.segmenter import Segmenter
 
 __all__ = ["DenseSegmenter", "build_dynunet", "build_unet"]
@@ -20,6 +21,7 @@ class DenseSegmenter(Segmenter):
     def __init__(self, net: nn.Module, num_classes: int, input_size: int, output_size: int) -> None:
         super().__init__(num_classes, input_size, output_size, prompt="none")
         self.net = net
+        dedupe_state_dict(self)
 
     def predict(self, images: Tensor, boxes: Tensor | None) -> Tensor:
         return self.net((images - 0.5) / 0.25)

@@ -168,6 +168,19 @@ def test_checkpoint_without_batchnorm_counters_loads_strictly(tmp_path: Path) ->
     assert torch.equal(model.sam.state_dict()["image_encoder.neck.0.weight"], state["image_encoder.neck.0.weight"])
 
 
+def test_aliased_modules_publish_each_tensor_once() -> None:
+    """DynUNet registers its blocks twice; its state dict must list each tensor once and still load strictly."""
+    from safetensors.torch import load, save
+
+    model = build_model("nnunet", num_classes=2, output_size=32, input_size=32)
+    state = model.state_dict()
+    storages = [t.untyped_storage().data_ptr() for t in state.values()]
+    assert len(set(storages)) == len(storages) and len(state) < len(model.net.state_dict())
+    other = build_model("nnunet", num_classes=2, output_size=32, input_size=32)
+    other.load_state_dict({k: v + 1 for k, v in load(save(state)).items()}, strict=True)
+    assert torch.equal(other.net.skip_layers.downsample.conv1.conv.weight, state["net.input_block.conv1.conv.weight"] + 1)
+
+
 def test_own_segmenter_weights_round_trip(tmp_path: Path) -> None:
     model = build_model("unet", num_classes=2, output_size=64)
     path = tmp_path / "unet.safetensors"
