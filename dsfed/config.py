@@ -340,7 +340,8 @@ class AugmentConfig(Strict):
 
 
 class LocalSection(Strict):
-    """Local training per round: Adam (DSFedMed: lr 1e-4, 1 epoch), bf16 autocast where useful."""
+    """Local training per round: Adam (DSFedMed: lr 1e-4, 1 epoch); ``amp``: bf16 autocast (a GPU win for
+    SAM ViTs, a loss for TinySAM: docs/benchmarks)."""
 
     epochs: Annotated[int, Field(ge=1)] = 1
     batch_size: Annotated[int, Field(ge=1)] = 4
@@ -389,6 +390,7 @@ class FederatedConfig(Strict):
     """The ``federated@<method>`` stages: FedAvg-style rounds on the clients' real data, and baselines."""
 
     rounds: Annotated[int, Field(ge=1)] = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     min_clients: Annotated[int, Field(ge=1)] = 1
     local: LocalSection = LocalSection()

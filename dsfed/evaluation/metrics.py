@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dsfed.models import Segmenter
+from dsfed.models.prompts import boxes_from_masks
 
 __all__ = ["evaluate", "per_image_metrics", "summarise"]
 
@@ -44,12 +45,16 @@ def per_image_metrics(logits: Tensor, masks: Tensor, hd95: bool = False) -> dict
 
 @torch.no_grad()
 def evaluate(model: Segmenter, dataset: Dataset, batch_size: int = 8, hd95: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` over ``dataset`` (items ``{"image", "mask"}``): per-image metrics as (N, C) arrays."""
+    """Run ``model`` over ``dataset`` (items ``{"image", "mask"}``): per-image metrics as (N, C) arrays.
+
+    Box-prompted models get the tight box around each ground-truth mask (the usual MedSAM protocol).
+    """
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list[Tensor]] = {}
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits = model(batch["image"].to(device))
+        boxes = boxes_from_masks(batch["mask"], jitter=0.0).to(device) if model.prompt == "box" else None
+        logits = model(batch["image"].to(device), boxes)
         for name, value in per_image_metrics(logits.cpu(), batch["mask"], hd95).items():
             parts.setdefault(name, []).append(value)
     return {name: torch.cat(values).numpy() for name, values in parts.items()}

@@ -92,7 +92,7 @@ class SegmentationClient:
         self.model.load_state_dict(merged, strict=True)
 
     def get_weights(self) -> Weights:
-        return {k: v.detach().clone() for k, v in self.local_keys.shared(self.model.state_dict()).items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.local_keys.shared(self.model.state_dict()).items()}
 
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
         self._load(weights)
@@ -107,9 +107,10 @@ class SegmentationClient:
             anchor = {k: v.detach().clone() for k, v in weights.items()}
             params = dict(self.model.named_parameters())
             extra = lambda: proximal_term(params, anchor, mu)  # noqa: E731
+        boxes = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "boxes"))
         stats = train_epochs(
             self.model, loader, self.optimizer, self.loss, self.training.epochs, extra_loss=extra,
-            amp=self.training.amp, device=self.device, desc=f"round {round} {self.name}",
+            amp=self.training.amp, device=self.device, desc=f"round {round} {self.name}", generator=boxes,
         )
         return FitResult(self.get_weights(), len(self.train_set), {"loss": stats["loss"]})
 

@@ -72,7 +72,14 @@ def method_config_hash(params: Params, method: str, stores: dict[str, ClientStor
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model_factory(params: Params, spec: MethodConfig) -> Callable[[], Segmenter]:
+def pick_device(choice: str) -> torch.device:
+    """``auto``: CUDA when present, else the CPU."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> Callable[[], Segmenter]:
     def build() -> Segmenter:
         torch.manual_seed(params.seed)  # every client and the server start from identical weights
         return build_model(
@@ -82,7 +89,7 @@ def _model_factory(params: Params, spec: MethodConfig) -> Callable[[], Segmenter
             input_size=spec.input_size,
             prompt=spec.prompt,
             checkpoint=spec.checkpoint,
-        )
+        ).to(device)
 
     return build
 
@@ -129,7 +136,8 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
             log.info("%s: removing checkpoints of an older configuration (%s)", method, stale.name)
             shutil.rmtree(stale, ignore_errors=True)
 
-    factory = _model_factory(params, spec)
+    device = pick_device(cfg.device)
+    factory = _model_factory(params, spec, device)
     training = LocalTraining(
         epochs=cfg.local.epochs, batch_size=cfg.local.batch_size, lr=spec.lr or cfg.local.lr,
         loss=cfg.loss, augment=cfg.augment, amp=cfg.local.amp,
@@ -137,12 +145,12 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     local_keys = LocalKeys(spec.local_keys)
     centralized = spec.strategy == "centralized"
     if centralized:
-        clients = [SegmentationClient(POOLED, [stores[n] for n in training_names], factory, training, local_keys, params.seed)]
+        clients = [SegmentationClient(POOLED, [stores[n] for n in training_names], factory, training, local_keys, params.seed, device)]
     else:
-        clients = [SegmentationClient(n, stores[n], factory, training, local_keys, params.seed) for n in training_names]
+        clients = [SegmentationClient(n, stores[n], factory, training, local_keys, params.seed, device) for n in training_names]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     server_model = factory()
-    initial = local_keys.shared(server_model.state_dict())
+    initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
     validate = _validation(clients)
     best = _BestWeights(checkpoints / "best.safetensors")
     round0_path = checkpoints / "round0.json"

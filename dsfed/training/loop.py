@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dsfed.models import Segmenter
+from dsfed.models.prompts import boxes_from_masks
 
 __all__ = ["autocast", "train_epochs"]
 
@@ -32,12 +33,16 @@ def train_epochs(
     amp: bool = False,
     device: torch.device | None = None,
     desc: str = "train",
+    box_jitter: float = 0.05,
+    generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for ``epochs`` over ``loader`` batches of ``{"image": (B,3,S,S), "mask": (B,C,Sm,Sm)}``.
 
     Args:
         extra_loss: added to every batch's loss (e.g. FedProx's proximal term).
         amp: bf16 autocast.
+        box_jitter: for box-prompted models, each box side moves by up to this fraction (MedSAM style).
+        generator: seeds the box jitter.
 
     Returns:
         ``{"loss": mean batch loss, "samples": samples seen, "steps": optimiser steps}``.
@@ -48,8 +53,9 @@ def train_epochs(
     for _ in range(epochs):
         for batch in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
             images, masks = batch["image"].to(device), batch["mask"].to(device)
+            boxes = boxes_from_masks(masks.cpu(), box_jitter, generator).to(device) if model.prompt == "box" else None
             with autocast(device, amp):
-                logits = model(images)
+                logits = model(images, boxes)
             loss = loss_fn(logits, masks)
             if extra_loss is not None:
                 loss = loss + extra_loss()

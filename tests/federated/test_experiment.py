@@ -81,6 +81,14 @@ def test_centralized_and_local_keys(project: Path, stores: Path) -> None:
     assert {r["bytes"] for r in read_ledger(stores / "federated/fedbn/ledger.csv")} == {payload_size(fedbn.final)}
 
 
+def test_box_prompted_sam(project: Path, stores: Path) -> None:
+    """MedSAM-style training: boxes from the masks (jittered) in training, tight boxes in evaluation."""
+    params = _params(project, {"medsam": {"model": "sam_demo", "input_size": 64, "prompt": "box"}}, rounds=1)
+    run = run_method(params, "medsam", stores, stores / "federated/medsam", progress=False)
+    assert [p["round"] for p in run.curve] == [0, 1] and run.curve[1]["loss"] > 0
+    assert set(run.test) == {"a", "b", "h"}
+
+
 def test_changed_config_starts_afresh(project: Path, stores: Path) -> None:
     params = _params(project, {"m": {"model": "unet", "input_size": 32}}, rounds=1)
     work = stores / "federated/m"
