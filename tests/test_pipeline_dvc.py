@@ -45,6 +45,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "seed": 0,
         "data": {"image_size": 32, "mask_size": 16, "holdout": "site_b"},
         "prepare": {"split": {"val": 0.2, "test": 0.2}},
+        "federated": {"methods": {}},  # this test covers prepare; no federated stage instances
         "clients": {name: phantom_client(site, n=6) for name, site in (("site_a", "site_a"), ("site_b", "site_b"))},
     }
     for client in params["clients"].values():
