@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DSFED, *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["config", "dump"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
 def test_help_is_complete(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -29,6 +29,20 @@ def test_validate_default_params() -> None:
     result = run("config", "validate")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "params.yaml: OK (4 clients: site_a, site_b, site_c, site_d, held out: site_d)"
+
+
+def test_dump_fills_every_default(tmp_path: Path) -> None:
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(json.dumps({"clients": {"a": phantom_client("site_a")}}))
+    (tmp_path / "sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    result = run("config", "dump", str(tmp_path / "params.yaml"))
+    assert result.returncode == 0, result.stderr
+    dumped = yaml.safe_load(result.stdout)
+    assert dumped["federated"]["loss"] == {"name": "bce_dice", "pos_weight": 2.0, "dice": 0.0}
+    assert dumped["data"]["classes"] == ["optic_disc", "optic_cup"] and dumped["clients"]["a"]["source"]["n"] == 12
+    (tmp_path / "full.yaml").write_text(result.stdout)
+    assert run("config", "validate", str(tmp_path / "full.yaml"), "--no-check-paths").returncode == 0
 
 
 def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:

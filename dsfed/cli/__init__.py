@@ -39,6 +39,16 @@ def config_validate(
     typer.echo(f"{params}: OK ({len(cfg.clients)} clients: {', '.join(cfg.clients)}{holdout})")
 
 
+@config_app.command("dump")
+def config_dump(params: Path = typer.Argument(Path("params.yaml"), help="Params file to read.")) -> None:
+    """Print the params with every default filled in (DVC needs each key a stage lists to be in the file)."""
+    import yaml
+
+    from dsfed.config import load_params
+
+    typer.echo(yaml.safe_dump(load_params(params).model_dump(mode="json"), sort_keys=False), nl=False)
+
+
 @app.command("prepare")
 def prepare(
     client: str = typer.Argument(..., help="Client name from `clients:`."),

@@ -1,0 +1,98 @@
+"""A federated stage killed mid-run resumes on the next `dvc repro` and ends as an uninterrupted run does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from dsfed.config import Params, parse_params
+from dsfed.federated.experiment import run_method
+from dsfed.federated.report import write_method_outputs
+from tests.conftest import REPO, phantom_client
+
+pytestmark = pytest.mark.slow
+ROUNDS = 6
+
+
+def _repo(root: Path) -> tuple[dict[str, str], Params]:
+    for tree in ("dsfed", "flows", "tasks"):
+        shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / "data/phantom").mkdir(parents=True)
+    shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
+    clients = {name: phantom_client(site, n=24, view="roi") for name, site in (("a", "site_a"), ("b", "site_b"))}
+    for client in clients.values():
+        client["source"]["path"] = "data/phantom/sites.yaml"
+    params = {
+        "seed": 0,
+        "data": {"image_size": 48, "mask_size": 24},
+        "prepare": {"split": {"val": 0.2, "test": 0.2}},
+        "federated": {"rounds": ROUNDS, "min_clients": 2, "local": {"batch_size": 4, "lr": 1e-3},
+                      "methods": {"m": {"model": "unet", "input_size": 48}}},
+        "clients": clients,
+    }
+    # DVC wants every key a stage lists written out: fill in the defaults as `dsfed config dump` does
+    parsed = parse_params(params, root=root)
+    (root / "params.yaml").write_text(yaml.safe_dump(parsed.model_dump(mode="json"), sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
+    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+    return env, parsed
+
+
+def _repro(root: Path, env: dict[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def _completed_round(root: Path) -> int:
+    for latest in (root / "artifacts/federated/m/checkpoints").glob("*/latest"):
+        return int(latest.read_text().strip().split("-")[1])
+    return 0
+
+
+def test_killed_stage_resumes_on_next_repro(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    env, params = _repo(root)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _completed_round(root) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole `dvc repro` process group, mid-stage
+    proc.wait()
+    done = _completed_round(root)
+    assert 2 <= done < ROUNDS, f"kill landed after round {done}"
+    assert not (root / "artifacts/federated/m/metrics.json").exists()
+
+    out = _repro(root, env)
+    assert "Running stage 'federated@m'" in out and "Running stage 'prepare" not in out
+    assert f"round {done} of {ROUNDS} completed" in out  # the log line of a resumed run
+
+    # the uninterrupted reference: the same stores, one straight run in this process
+    reference = tmp_path / "reference"
+    shutil.copytree(root / "artifacts/clients", reference / "clients")
+    straight = run_method(params, "m", reference, reference / "federated/m", progress=False)
+    assert straight.resumed_from is None
+    metrics = write_method_outputs(straight, reference / "federated/m")
+    resumed = load_file(str(root / "artifacts/federated/m/model.safetensors"))
+    assert resumed.keys() == straight.selected.keys() and all(torch.equal(resumed[k], v) for k, v in straight.selected.items())
+    assert json.loads((root / "artifacts/federated/m/metrics.json").read_text()) == metrics
+    ledger = (reference / "federated/m/ledger.csv").read_text()
+    assert ledger == (root / "artifacts/federated/m/ledger.csv").read_text()  # replayed rounds not logged twice
