@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from prefect import flow
 
-from dsfed.errors import DsfedError
+from flows._cli import run_flow
 from tasks.federated import publish_metrics, train_method
 
 
@@ -25,11 +23,7 @@ def main(
     artifacts: str = typer.Option("artifacts", help="Artifacts root (stores in <root>/clients, outputs in <root>/federated/<method>)."),
 ) -> None:
     """Run the federated flow for METHOD (what `dvc repro federated@METHOD` runs); resumes after a crash."""
-    try:
-        federated(method, params, artifacts)
-    except DsfedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    run_flow(federated, method, params, artifacts)
 
 
 if __name__ == "__main__":

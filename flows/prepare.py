@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from prefect import flow
 
 from dsfed.data.store import store_path
-from dsfed.errors import DsfedError
+from flows._cli import run_flow
 from tasks.prepare import build_store, publish_summary
 
 
@@ -27,11 +25,7 @@ def main(
     overwrite: bool = typer.Option(False, help="Replace an existing store built from different inputs."),
 ) -> None:
     """Run the prepare flow for CLIENT (what `dvc repro prepare@CLIENT` runs)."""
-    try:
-        prepare(client, params, artifacts, overwrite)
-    except DsfedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    run_flow(prepare, client, params, artifacts, overwrite)
 
 
 if __name__ == "__main__":

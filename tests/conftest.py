@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +35,26 @@ def small_params(root: Path, clients: dict[str, Any] | None = None, **data: Any)
         "clients": clients or {"a": phantom_client("site_a"), "b": phantom_client("site_b")},
     }
     return parse_params(raw, root=root)
+
+
+def dvc_project(root: Path, params: dict[str, Any]) -> dict[str, str]:
+    """A temporary git + DVC copy of the project (code, dvc.yaml, phantom table) with ``params``.
+
+    Returns the environment to run ``dvc`` in (this interpreter's bin first on PATH, a private
+    PREFECT_HOME). ``params`` is written as given: DVC needs every key its stages list to be present.
+    """
+    import yaml
+
+    for tree in ("dsfed", "flows", "tasks"):
+        shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / "data/phantom").mkdir(parents=True)
+    shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
+    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
+    return env

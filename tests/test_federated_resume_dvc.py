@@ -13,45 +13,33 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 from dsfed.config import Params, parse_params
 from dsfed.federated.experiment import run_method
 from dsfed.federated.report import write_method_outputs
-from tests.conftest import REPO, phantom_client
+from tests.conftest import dvc_project, phantom_client
 
 pytestmark = pytest.mark.slow
 ROUNDS = 6
 
 
 def _repo(root: Path) -> tuple[dict[str, str], Params]:
-    for tree in ("dsfed", "flows", "tasks"):
-        shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    (root / "data/phantom").mkdir(parents=True)
-    shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
     clients = {name: phantom_client(site, n=24, view="roi") for name, site in (("a", "site_a"), ("b", "site_b"))}
     for client in clients.values():
         client["source"]["path"] = "data/phantom/sites.yaml"
-    params = {
-        "seed": 0,
-        "data": {"image_size": 48, "mask_size": 24},
-        "prepare": {"split": {"val": 0.2, "test": 0.2}},
-        "federated": {"rounds": ROUNDS, "min_clients": 2, "local": {"batch_size": 4, "lr": 1e-3},
-                      "methods": {"m": {"model": "unet", "input_size": 48}}},
-        "clients": clients,
-    }
-    # DVC wants every key a stage lists written out: fill in the defaults as `dsfed config dump` does
-    parsed = parse_params(params, root=root)
-    (root / "params.yaml").write_text(yaml.safe_dump(parsed.model_dump(mode="json"), sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
-    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
-    return env, parsed
+    params = parse_params(
+        {
+            "seed": 0,
+            "data": {"image_size": 48, "mask_size": 24},
+            "prepare": {"split": {"val": 0.2, "test": 0.2}},
+            "federated": {"rounds": ROUNDS, "min_clients": 2, "local": {"batch_size": 4, "lr": 1e-3},
+                          "methods": {"m": {"model": "unet", "input_size": 48}}},
+            "clients": clients,
+        },
+        root=root,
+    )
+    return dvc_project(root, params.model_dump(mode="json")), params  # every default written out, as DVC needs
 
 
 def _repro(root: Path, env: dict[str, str]) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ import pytest
 import yaml
 
 from dsfed.data.store import ClientStore
-from tests.conftest import REPO, phantom_client
+from tests.conftest import dvc_project, phantom_client
 
 pytestmark = pytest.mark.slow
 
@@ -35,12 +33,6 @@ def _lock(repo: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("pipeline")
-    for tree in ("dsfed", "flows", "tasks"):
-        shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    (root / "data/phantom").mkdir(parents=True)
-    shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
     params = {
         "seed": 0,
         "data": {"image_size": 32, "mask_size": 16, "holdout": "site_b"},
@@ -50,14 +42,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     }
     for client in params["clients"].values():
         client["source"]["path"] = "data/phantom/sites.yaml"
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
-    _sh(["git", "init", "-q"], root, env)
-    _sh([sys.executable, "-m", "dvc", "init", "-q"], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root, env)
-    return root, env
+    return root, dvc_project(root, params)
 
 
 def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str]]) -> None:

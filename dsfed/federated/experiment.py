@@ -59,9 +59,23 @@ class MethodRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def code_fingerprint() -> str:
+    """Hash of the dsfed package's source: checkpoints written by other code are never resumed."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def method_config_hash(params: Params, method: str, stores: dict[str, ClientStore]) -> str:
-    """Everything a method's result depends on: its spec, the shared training settings, seed, data."""
+    """Everything a method's result depends on: its spec, the shared training settings, seed, data, code.
+
+    Resume is for crashes: changed params, data or dsfed code start the method afresh.
+    """
     payload = {
+        "code": code_fingerprint(),
         "method": params.federated.methods[method].model_dump(mode="json"),
         "federated": params.federated.model_dump(mode="json", exclude={"methods"}),
         "seed": params.seed,

@@ -99,3 +99,14 @@ def test_changed_config_starts_afresh(project: Path, stores: Path) -> None:
     assert rerun.resumed_from is None
     second = {p.name for p in (work / "checkpoints").iterdir()}
     assert len(second) == 1 and second != first  # the old configuration's checkpoints are gone
+
+
+def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dsfed.federated.experiment as experiment
+    from dsfed.data.store import ClientStore
+
+    params = _params(project, {"m": {"model": "unet"}})
+    opened = {n: ClientStore(store_path(stores, n)) for n in params.clients}
+    before = experiment.method_config_hash(params, "m", opened)
+    monkeypatch.setattr(experiment, "code_fingerprint", lambda: "other code")
+    assert experiment.method_config_hash(params, "m", opened) != before
