@@ -28,6 +28,7 @@ from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.strategies import build_strategy
 from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
+from dsfed.provenance import code_hash
 
 __all__ = ["MethodRun", "method_config_hash", "run_method"]
 
@@ -59,23 +60,13 @@ class MethodRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def code_fingerprint() -> str:
-    """Hash of the dsfed package's source: checkpoints written by other code are never resumed."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def method_config_hash(params: Params, method: str, stores: dict[str, ClientStore]) -> str:
     """Everything a method's result depends on: its spec, the shared training settings, seed, data, code.
 
     Resume is for crashes: changed params, data or dsfed code start the method afresh.
     """
     payload = {
-        "code": code_fingerprint(),
+        "code": code_hash(),
         "method": params.federated.methods[method].model_dump(mode="json"),
         "federated": params.federated.model_dump(mode="json", exclude={"methods"}),
         "seed": params.seed,

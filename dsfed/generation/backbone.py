@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dsfed.errors import DsfedError
-from dsfed.generation.provenance import provenance, to_safetensors_metadata
+from dsfed.provenance import provenance, to_safetensors_metadata
 from dsfed.generation.settings import BackboneSpec
 from dsfed.io import atomic_path, write_json
 from dsfed.models.checkpoint import load_weights, read_state_dict

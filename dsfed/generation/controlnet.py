@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dsfed.generation.condition import CONDITION_CHANNELS
-from dsfed.generation.provenance import provenance, to_safetensors_metadata
+from dsfed.provenance import provenance, to_safetensors_metadata
 from dsfed.io import atomic_path
 from dsfed.models.checkpoint import load_weights, read_state_dict
 

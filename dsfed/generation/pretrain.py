@@ -16,7 +16,7 @@ from dsfed.generation.backbone import EmbeddedBackbone
 from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
 from dsfed.generation.corpus import DEFAULT_TABLE, public_corpus
-from dsfed.generation.provenance import provenance
+from dsfed.provenance import provenance
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import BackboneSpec, DiffusionTrainSpec, SamplerSpec
 from dsfed.generation.train import train_backbone, train_controlnet

@@ -108,5 +108,5 @@ def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: 
     params = _params(project, {"m": {"model": "unet"}})
     opened = {n: ClientStore(store_path(stores, n)) for n in params.clients}
     before = experiment.method_config_hash(params, "m", opened)
-    monkeypatch.setattr(experiment, "code_fingerprint", lambda: "other code")
+    monkeypatch.setattr(experiment, "code_hash", lambda: "other code")
     assert experiment.method_config_hash(params, "m", opened) != before

@@ -1,4 +1,4 @@
-"""Provenance of generated weights: command line, call parameters, dsfed version and a hash of the code."""
+"""Provenance of produced weights and runs: command line, call parameters, dsfed version, a hash of the code."""
 
 from __future__ import annotations
 
