@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from dsfed.generation.backbone import Backbone
 from dsfed.generation.condition import render_condition
 from dsfed.generation.settings import SamplerSpec
-from dsfed.generation.train import autocast, controlnet_forward
+from dsfed.generation.train import controlnet_forward
+from dsfed.training.loop import autocast
 
 __all__ = ["SAMPLERS", "make_sampler", "sample"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -19,17 +18,13 @@ from tqdm.auto import tqdm
 from dsfed.generation.backbone import Backbone
 from dsfed.generation.condition import render_condition
 from dsfed.generation.settings import DiffusionTrainSpec
+from dsfed.training.loop import autocast
 
-__all__ = ["as_uint8_tensor", "autocast", "controlnet_forward", "train_backbone", "train_controlnet"]
+__all__ = ["as_uint8_tensor", "controlnet_forward", "train_backbone", "train_controlnet"]
 
 log = logging.getLogger(__name__)
 
 ArrayLike = Tensor | np.ndarray | Dataset | Sequence[Any]
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast on ``device`` when enabled, a no-op otherwise."""
-    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def as_uint8_tensor(data: ArrayLike, key: str) -> Tensor:
