@@ -20,6 +20,16 @@ def phantom_client(site: str, n: int = 12, **extra: Any) -> dict[str, Any]:
     return {"source": {"kind": "phantom", "task": "fundus", "path": "sites.yaml", "site": site, "n": n, **extra}}
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Any:
+    """Tests may pin torch to one thread; never let that leak into the next test (floats depend on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A scratch project root holding a copy of the phantom site table as ``sites.yaml``."""
