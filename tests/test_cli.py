@@ -18,7 +18,7 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DSFED, *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["config", "dump"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["config", "dump"], ["pretrain"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
 def test_help_is_complete(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -98,3 +98,31 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {tmp_path / 'hosp/masks/b_mask.png'}: cannot read mask (not a recognised image format)"]
     assert not (tmp_path / "artifacts").exists()
+
+
+TINY_SPEC = """
+backbone: {sample_size: 16, block_out_channels: [16, 32], down_block_types: [DownBlock2D, CrossAttnDownBlock2D],
+           up_block_types: [CrossAttnUpBlock2D, UpBlock2D], cross_attention_dim: 8, attention_head_dim: 8, norm_num_groups: 4}
+backbone_train: {steps: 2, batch_size: 4, amp: false}
+controlnet_train: {steps: 2, batch_size: 4, amp: false, seed: 1}
+sampler: {steps: 2}
+grid_n: 2
+eval_n: 3
+"""
+
+
+def test_pretrain_retrains_at_tiny_size(tmp_path: Path) -> None:
+    """`dsfed pretrain` is the documented switch that remakes the shipped weights; here at tiny size."""
+    (tmp_path / "tiny.yaml").write_text(TINY_SPEC)
+    out = tmp_path / "weights"
+    result = run("pretrain", str(out), "--spec", str(tmp_path / "tiny.yaml"), "--corpus-n", "6", "--device", "cpu", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in out.iterdir()} == {"backbone", "controlnet.safetensors", "losses.json", "grid.png", "pretrain.json"}
+    written = json.loads((out / "pretrain.json").read_text())
+    assert written["params"]["backbone_spec"]["sample_size"] == 16 and written["params"]["corpus_n"] == 6
+    assert json.loads(result.stdout)["out"] == str(out)
+    again = run("pretrain", str(out), "--spec", str(tmp_path / "tiny.yaml"), "--corpus-n", "6")
+    assert again.returncode == 2 and again.stderr.strip() == f"error: {out}: already exists (pass --overwrite to replace it)"
+    (tmp_path / "bad.yaml").write_text("backbone_train: {stpes: 3}\n")
+    bad = run("pretrain", str(tmp_path / "w2"), "--spec", str(tmp_path / "bad.yaml"))
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: backbone_train.stpes: unknown key"

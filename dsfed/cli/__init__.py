@@ -65,6 +65,38 @@ def prepare(
     typer.echo(str(out))
 
 
+@app.command("pretrain")
+def pretrain(
+    out: Path = typer.Argument(Path("data/pretrained/embedded"), help="Folder to write: backbone/, controlnet.safetensors, pretrain.json, losses.json, grid.png."),
+    spec: Path | None = typer.Option(None, "--spec", help="YAML with any of: backbone, backbone_train, controlnet_train, sampler, grid_n, eval_n (fields of dsfed.generation.settings)."),
+    corpus_n: int = typer.Option(8000, min=1, help="Public phantom samples to train on (site 'public', no client's data)."),
+    device: str = typer.Option("auto", help="cpu, cuda, or auto (CUDA when present)."),
+    workers: int | None = typer.Option(None, min=0, help="Processes rendering the corpus (default: all CPUs but one)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (the shipped weights are data/pretrained/embedded)."),
+) -> None:
+    """Train the embedded diffusion backbone and generic mask ControlNet (the project's own "released weights")."""
+    import torch
+    from pydantic import ValidationError
+
+    from dsfed.config import ConfigError, format_validation_error, read_yaml
+    from dsfed.generation.pretrain import pretrain as run_pretrain
+    from dsfed.generation.settings import PretrainSpec
+
+    try:
+        settings = PretrainSpec.model_validate(read_yaml(spec) or {}) if spec else PretrainSpec()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc), source=str(spec)) from exc
+    if out.exists() and not overwrite:
+        raise DsfedError(f"{out}: already exists (pass --overwrite to replace it)")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    summary = run_pretrain(
+        out, corpus_n=corpus_n, backbone_spec=settings.backbone, backbone_train=settings.backbone_train,
+        controlnet_train=settings.controlnet_train, sampler=settings.sampler, device=device, workers=workers,
+        grid_n=settings.grid_n, eval_n=settings.eval_n, overwrite=overwrite,
+    )
+    typer.echo(json.dumps({"out": str(out), "disc_offset": summary["disc_offset"], "final_loss": summary["final_loss"]}, indent=2))
+
+
 def _open(target: str, artifacts: Path):  # noqa: ANN202 - returns ClientStore (imported lazily)
     from dsfed.data.store import ClientStore, store_path
 

@@ -86,3 +86,16 @@ class SamplerSpec(BaseModel):
     guidance_scale: Annotated[float, Field(ge=0)] = 2.0
     eta: Annotated[float, Field(ge=0, le=1)] = 0.0
     amp: bool = False
+
+
+class PretrainSpec(BaseModel):
+    """Everything ``dsfed pretrain --spec FILE`` may set; each section defaults to the shipped weights' settings."""
+
+    model_config = _STRICT
+
+    backbone: BackboneSpec = BackboneSpec()
+    backbone_train: DiffusionTrainSpec = DiffusionTrainSpec()
+    controlnet_train: DiffusionTrainSpec = DiffusionTrainSpec(seed=1)
+    sampler: SamplerSpec = SamplerSpec()
+    grid_n: Annotated[int, Field(ge=1)] = 8
+    eval_n: Annotated[int, Field(ge=1)] = 64
