@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencies
 
 demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU
-	dvc repro
+	python -m flows.server -- dvc repro   # one Prefect server for every stage (see flows/server.py)
 	dsfed data show
 
 test: $(STAMP)  ## run the test suite

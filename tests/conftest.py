@@ -47,11 +47,26 @@ def small_params(root: Path, clients: dict[str, Any] | None = None, **data: Any)
     return parse_params(raw, root=root)
 
 
-def dvc_project(root: Path, params: dict[str, Any]) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real Prefect server on loopback for the whole session; yields its API URL.
+
+    Stage processes that report to it skip Prefect's temporary per-process server (about 10 s each).
+    """
+    from flows.server import start_server, stop_server
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    proc, url = start_server(home=home, log=home / "server.log")
+    yield url
+    stop_server(proc)
+
+
+def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) -> dict[str, str]:
     """A temporary git + DVC copy of the project (code, dvc.yaml, phantom table) with ``params``.
 
     Returns the environment to run ``dvc`` in (this interpreter's bin first on PATH, a private
-    PREFECT_HOME). ``params`` is written as given: DVC needs every key its stages list to be present.
+    PREFECT_HOME, and ``PREFECT_API_URL`` when ``api_url`` names a running server). ``params`` is written
+    as given: DVC needs every key its stages list to be present.
     """
     import yaml
 
@@ -64,6 +79,8 @@ def dvc_project(root: Path, params: dict[str, Any]) -> dict[str, str]:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
     for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
                  ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)

@@ -51,6 +51,7 @@ def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(text)
     (tmp_path / "data/phantom").mkdir(parents=True)
     (tmp_path / "data/phantom/sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    (tmp_path / "data/pretrained").symlink_to(REPO / "data/pretrained")  # backbone.path and .controlnet exist
     result = run("config", "validate", str(tmp_path / "params.yaml"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 ROUNDS = 6
 
 
-def _repo(root: Path) -> tuple[dict[str, str], Params]:
+def _repo(root: Path, api_url: str) -> tuple[dict[str, str], Params]:
     clients = {name: phantom_client(site, n=24, view="roi") for name, site in (("a", "site_a"), ("b", "site_b"))}
     for client in clients.values():
         client["source"]["path"] = "data/phantom/sites.yaml"
@@ -37,11 +37,11 @@ def _repo(root: Path) -> tuple[dict[str, str], Params]:
         },
         root=root,
     )
-    return dvc_project(root, params.model_dump(mode="json")), params  # every default written out, as DVC needs
+    return dvc_project(root, params.model_dump(mode="json"), api_url=api_url), params  # every default written out, as DVC needs
 
 
 def _repro(root: Path, env: dict[str, str]) -> str:
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro", "federated"], cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr
 
@@ -52,11 +52,11 @@ def _completed_round(root: Path) -> int:
     return 0
 
 
-def test_killed_stage_resumes_on_next_repro(tmp_path: Path) -> None:
+def test_killed_stage_resumes_on_next_repro(tmp_path: Path, prefect_api: str) -> None:
     root = tmp_path / "repo"
     root.mkdir()
-    env, _ = _repo(root)
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env, start_new_session=True,
+    env, _ = _repo(root, prefect_api)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "federated"], cwd=root, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while _completed_round(root) < 2 and proc.poll() is None and time.monotonic() < deadline:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dsfed.config import parse_params
 from dsfed.data.store import ClientStore
 from tests.conftest import dvc_project, phantom_client
 
@@ -31,7 +32,7 @@ def _lock(repo: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("pipeline")
     params = {
         "seed": 0,
@@ -42,21 +43,22 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     }
     for client in params["clients"].values():
         client["source"]["path"] = "data/phantom/sites.yaml"
-    return root, dvc_project(root, params)
+    # every default written out (DVC needs each key its stages list); only the prepare stages run here
+    return root, dvc_project(root, parse_params(params, root=root).model_dump(mode="json"), api_url=prefect_api)
 
 
 def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str]]) -> None:
     root, env = repo
-    first = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    first = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
     assert sorted(_ran(first)) == ["prepare@site_a", "prepare@site_b"]
     a = ClientStore(root / "artifacts/clients/site_a/data.zarr")
     b = ClientStore(root / "artifacts/clients/site_b/data.zarr")
     assert a.images.shape == (6, 3, 32, 32) and not a.is_holdout and b.is_holdout
     lock = _lock(root)
-    second = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    second = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
     assert _ran(second) == [] and "Data and pipelines are up to date" in second
     assert _lock(root) == lock
-    status = _sh([sys.executable, "-m", "dvc", "status"], root, env)
+    status = _sh([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
     assert "up to date" in status
 
 
@@ -67,7 +69,7 @@ def test_new_client_runs_only_its_own_stage(repo: tuple[Path, dict[str, str]]) -
     params["clients"]["site_e"] = phantom_client("site_c", n=5)
     params["clients"]["site_e"]["source"]["path"] = "data/phantom/sites.yaml"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    out = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
     assert _ran(out) == ["prepare@site_e"]
     after = _lock(root)
     assert {k: after[k] for k in before} == before
@@ -79,6 +81,6 @@ def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str,
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_a"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh([sys.executable, "-m", "dvc", "repro"], root, env)
+    out = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
     assert _ran(out) == ["prepare@site_a"]
     assert len(ClientStore(root / "artifacts/clients/site_a/data.zarr")) == 7

@@ -24,7 +24,7 @@ from dsfed.data.splits import SPLITS, assign_splits, stable_seed
 from dsfed.errors import HeldOutError, SourceError, StoreError
 from dsfed.io import atomic_path
 
-__all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "store_path"]
+__all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "store_path", "write_store"]
 
 STORE_SCHEMA = 1
 log = logging.getLogger(__name__)
@@ -212,20 +212,40 @@ def build_client_store(
 
 def _write(path: Path, loaded: _Loaded, splits: dict[str, np.ndarray], attrs: dict[str, Any], params: Params) -> None:
     comp = params.prepare.compression
+    write_store(path, loaded.images, loaded.masks, splits, attrs, comp.codec, comp.level)
+
+
+def write_store(
+    path: str | Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    splits: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+    codec: str = "zstd",
+    level: int = 5,
+) -> None:
+    """Write a store in the client-store schema at ``path`` (the caller makes it atomic).
+
+    Args:
+        images: (N, 3, S, S) uint8. masks: (N, K, Sm, Sm) uint8 {0, 1}.
+        splits: sample indices per split name (train, val, test; missing ones are empty).
+        attrs: the group attributes (``schema`` is set here).
+    """
     group = zarr.open_group(path, mode="w")
-    for name, array in (("images", loaded.images), ("masks", loaded.masks)):
+    for name, array in (("images", images), ("masks", masks)):
         stored = group.create_array(
             name,
             shape=array.shape,
             chunks=(1, *array.shape[1:]),
             dtype=array.dtype,
-            compressors=BloscCodec(cname=comp.codec, clevel=comp.level, shuffle="bitshuffle"),
+            compressors=BloscCodec(cname=codec, clevel=level, shuffle="bitshuffle"),
         )
-        stored[:] = array
+        if len(array):
+            stored[:] = array
     split_group = group.create_group("splits")
     for name in SPLITS:
-        split_group.create_array(name, data=splits[name].astype(np.int64))
-    group.attrs.update(attrs)
+        split_group.create_array(name, data=np.asarray(splits.get(name, []), dtype=np.int64))
+    group.attrs.update({**attrs, "schema": STORE_SCHEMA})
 
 
 def _read_fingerprint(path: Path) -> str | None:

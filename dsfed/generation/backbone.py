@@ -31,11 +31,12 @@ FORMAT = "dsfed-embedded-backbone/1"
 
 @runtime_checkable
 class Backbone(Protocol):
-    """What training and sampling need from a backbone (the embedded one now; Stable Diffusion 1.5 later).
+    """What training and sampling need from a backbone (the embedded one, and Stable Diffusion 1.5).
 
     Samples live in "model space" (B, in_channels, sample_size, sample_size): pixels in [-1, 1] for the
-    embedded backbone, VAE latents for Stable Diffusion. ``condition_size`` is the side of the condition
-    image the ControlNet sees (sample_size in pixel space, 8 * sample_size behind SD's VAE).
+    embedded backbone (``pixel_space`` True), VAE latents for Stable Diffusion (False: samplers then
+    neither clip nor threshold). ``condition_size`` is the side of the condition image the ControlNet
+    sees, and of the decoded images (sample_size in pixel space, 8 * sample_size behind SD's VAE).
     """
 
     unet: UNet2DConditionModel
@@ -49,6 +50,9 @@ class Backbone(Protocol):
 
     @property
     def condition_size(self) -> int: ...
+
+    @property
+    def pixel_space(self) -> bool: ...
 
     def encode_prompt(self, batch: int) -> Tensor:
         """encoder_hidden_states (B, L, D) of the fixed prompt."""
@@ -117,6 +121,11 @@ class EmbeddedBackbone(nn.Module):
     @property
     def condition_size(self) -> int:
         return self.spec.sample_size
+
+    @property
+    def pixel_space(self) -> bool:
+        """True: samples are pixels in [-1, 1]."""
+        return True
 
     def noise_scheduler(self) -> DDPMScheduler:
         """A fresh training scheduler (DDPM) with this backbone's noise schedule."""

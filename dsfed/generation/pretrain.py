@@ -10,19 +10,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from dsfed.generation.backbone import EmbeddedBackbone
 from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
 from dsfed.generation.corpus import DEFAULT_TABLE, public_corpus
+from dsfed.generation.grid import outline, save_grid
 from dsfed.provenance import provenance
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import BackboneSpec, DiffusionTrainSpec, SamplerSpec
 from dsfed.generation.train import train_backbone, train_controlnet
 from dsfed.io import atomic_path, write_json
 
-__all__ = ["CONTROLNET_WEIGHTS", "disc_offsets", "pretrain", "save_grid"]
+__all__ = ["CONTROLNET_WEIGHTS", "disc_offsets", "pretrain", "save_grid"]  # save_grid re-exported
 
 log = logging.getLogger(__name__)
 
@@ -52,33 +52,6 @@ def disc_offsets(images: np.ndarray, masks: np.ndarray, bright_fraction: float =
         dx = xx[bright].mean() - xx[disc].mean()
         out[i] = float(np.hypot(dy, dx))
     return out
-
-
-def _outline(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(3, S, S) uint8 with the boundary of each mask channel drawn (disc green, cup blue)."""
-    out = image.copy()
-    colours = ((0, 255, 0), (0, 128, 255), (255, 0, 255))
-    for k, channel in enumerate(masks[:3] > 0):
-        inner = channel.copy()
-        inner[1:-1, 1:-1] &= channel[:-2, 1:-1] & channel[2:, 1:-1] & channel[1:-1, :-2] & channel[1:-1, 2:]
-        edge = channel & ~inner
-        for c in range(3):
-            out[c][edge] = colours[k][c]
-    return out
-
-
-def save_grid(path: str | Path, rows: list[np.ndarray], scale: int = 2) -> Path:
-    """A PNG of ``rows`` (each (M, 3, S, S) uint8) tiled row by row, 2 px gaps, upscaled by ``scale``."""
-    m, s = rows[0].shape[0], rows[0].shape[-1]
-    gap = 2
-    canvas = np.full(((s + gap) * len(rows) - gap, (s + gap) * m - gap, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            canvas[r * (s + gap) : r * (s + gap) + s, c * (s + gap) : c * (s + gap) + s] = tile.transpose(1, 2, 0)
-    picture = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST)
-    with atomic_path(path, overwrite=True) as tmp:
-        picture.save(tmp, format="PNG")
-    return Path(path)
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -179,7 +152,7 @@ def pretrain(
         save_controlnet(controlnet, tmp / CONTROLNET_WEIGHTS, meta)
         write_json(tmp / "losses.json", {"backbone": backbone_losses, "controlnet": controlnet_losses})
         conditions = (render_condition(held_masks[:grid_n], size).numpy() * 255).round().astype(np.uint8)
-        outlined = np.stack([_outline(g, m) for g, m in zip(generated[:grid_n], held_masks[:grid_n], strict=True)])
+        outlined = np.stack([outline(g, m) for g, m in zip(generated[:grid_n], held_masks[:grid_n], strict=True)])
         save_grid(tmp / "grid.png", [conditions, generated[:grid_n], outlined, held_images[:grid_n], unconditional])
         summary["bytes"] = {
             "backbone": (tmp / "backbone" / "backbone.safetensors").stat().st_size,

@@ -24,23 +24,30 @@ __all__ = ["SAMPLERS", "make_sampler", "sample"]
 log = logging.getLogger(__name__)
 
 
-def _ddim(config: dict[str, Any]) -> SchedulerMixin:
-    return DDIMScheduler.from_config(config, clip_sample=True, set_alpha_to_one=True, timestep_spacing="trailing")
+def _ddim(config: dict[str, Any], pixel_space: bool = True) -> SchedulerMixin:
+    # pixel space: clip every x0 estimate to [-1, 1]; latents (SD) are not bounded, so no clipping there
+    return DDIMScheduler.from_config(
+        config, clip_sample=pixel_space, set_alpha_to_one=True, timestep_spacing="trailing"
+    )
 
 
-def _unipc(config: dict[str, Any]) -> SchedulerMixin:
-    # pixel space: dynamic thresholding keeps every x0 estimate in [-1, 1] (UniPC has no clip_sample)
-    return UniPCMultistepScheduler.from_config(config, thresholding=True, sample_max_value=1.0, timestep_spacing="trailing")
+def _unipc(config: dict[str, Any], pixel_space: bool = True) -> SchedulerMixin:
+    # pixel space: dynamic thresholding keeps every x0 estimate in [-1, 1] (UniPC has no clip_sample); not on latents
+    return UniPCMultistepScheduler.from_config(
+        config, thresholding=pixel_space, sample_max_value=1.0, timestep_spacing="trailing"
+    )
 
 
-SAMPLERS: dict[str, Callable[[dict[str, Any]], SchedulerMixin]] = {"ddim": _ddim, "unipc": _unipc}
+SAMPLERS: dict[str, Callable[[dict[str, Any], bool], SchedulerMixin]] = {"ddim": _ddim, "unipc": _unipc}
 
 
-def make_sampler(name: str, scheduler_config: dict[str, Any]) -> SchedulerMixin:
-    """A fresh sampler scheduler ``name`` (a key of :data:`SAMPLERS`) on the backbone's noise schedule."""
+def make_sampler(name: str, scheduler_config: dict[str, Any], pixel_space: bool = True) -> SchedulerMixin:
+    """A fresh sampler scheduler ``name`` (a key of :data:`SAMPLERS`) on the backbone's noise schedule;
+    ``pixel_space`` (the backbone's) turns on clipping / thresholding of the x0 estimates to [-1, 1]."""
     if name not in SAMPLERS:
         raise ValueError(f"sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]({k: v for k, v in scheduler_config.items() if k not in ("clip_sample", "clip_sample_range")})
+    config = {k: v for k, v in scheduler_config.items() if k not in ("clip_sample", "clip_sample_range")}
+    return SAMPLERS[name](config, pixel_space)
 
 
 @torch.no_grad()
@@ -65,7 +72,8 @@ def sample(
             does not depend on ``batch_size`` or the device (DDIM eta > 0 draws more noise per batch).
 
     Returns:
-        (N, 3, S, S) uint8 images at the backbone's sample size (decoded).
+        (N, 3, C, C) uint8 images decoded at the backbone's condition size C (its sample size in pixel
+        space, 8x the latent side behind SD's VAE).
     """
     device = torch.device(device)
     masks_t = torch.as_tensor(np.asarray(masks) if not isinstance(masks, Tensor) else masks)
@@ -90,7 +98,7 @@ def sample(
         if guided:
             cond = torch.cat([cond, torch.zeros_like(cond)])
         prompt = backbone.encode_prompt(2 * b if guided else b)
-        scheduler = make_sampler(spec.sampler, backbone.scheduler_config)
+        scheduler = make_sampler(spec.sampler, backbone.scheduler_config, backbone.pixel_space)
         scheduler.set_timesteps(spec.steps, device=device)
         x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
@@ -112,4 +120,5 @@ def sample(
         images = backbone.decode_samples(x)
         out.append(((images + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu())
     bar.close()
-    return torch.cat(out).numpy() if out else np.zeros((0, 3, *shape[1:]), dtype=np.uint8)
+    side = backbone.condition_size
+    return torch.cat(out).numpy() if out else np.zeros((0, 3, side, side), dtype=np.uint8)

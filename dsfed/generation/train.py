@@ -126,8 +126,13 @@ def _run(
     return history.tolist()
 
 
-def _batch_images(data: Tensor, idx: Tensor, backbone: Backbone) -> Tensor:
-    return backbone.encode_images(data[idx].float() / 127.5 - 1.0)
+def _batch_images(data: Tensor, idx: Tensor, backbone: Backbone, flip: Tensor | None = None) -> Tensor:
+    """uint8 images ``data[idx]`` (B, 3, H, W) -> model space, flipped (where ``flip``) *before* encoding:
+    flipping SD latents is not the same as encoding flipped images."""
+    pixels = data[idx]
+    if flip is not None:
+        pixels = _hflip(pixels, flip)
+    return backbone.encode_images(pixels.float() / 127.5 - 1.0)
 
 
 def _hflip(x: Tensor, flip: Tensor) -> Tensor:
@@ -162,9 +167,8 @@ def train_backbone(
     noiser = _Noiser(backbone, device)
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:
-        x0 = _batch_images(data, idx, backbone)
-        if spec.hflip:
-            x0 = _hflip(x0, torch.rand(len(idx), device=device, generator=gen) < 0.5)
+        flip = torch.rand(len(idx), device=device, generator=gen) < 0.5 if spec.hflip else None
+        x0 = _batch_images(data, idx, backbone, flip)
         noisy, t, target = noiser(x0, gen)
         with autocast(device, spec.amp):
             pred = backbone.unet(noisy, t, encoder_hidden_states=backbone.encode_prompt(len(idx))).sample
@@ -201,7 +205,9 @@ def train_controlnet(
     """Train only ``controlnet`` (the backbone stays frozen and unchanged) on image/mask pairs.
 
     Args:
-        images: (N, 3, H, W) uint8, or a dataset of dicts with "image" and "mask" (then ``masks`` is None).
+        images: (N, 3, H, W) uint8, or a dataset of dicts with "image" and "mask" (then ``masks`` is None);
+            brought to model space by ``backbone.encode_images`` (resized to the condition size, and
+            VAE-encoded behind Stable Diffusion).
         masks: (N, K, Hm, Wm) {0, 1}, rendered by :func:`render_condition` at the backbone's
             condition size. With probability ``spec.condition_dropout`` a sample's condition image is
             zeroed (classifier-free guidance).
@@ -227,12 +233,12 @@ def train_controlnet(
     size = backbone.condition_size
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:
-        x0 = _batch_images(data, idx, backbone)
         cond = render_condition(labels[idx], size)
         b = len(idx)
-        if spec.hflip:
-            flip = torch.rand(b, device=device, generator=gen) < 0.5
-            x0, cond = _hflip(x0, flip), _hflip(cond, flip)
+        flip = torch.rand(b, device=device, generator=gen) < 0.5 if spec.hflip else None
+        x0 = _batch_images(data, idx, backbone, flip)
+        if flip is not None:
+            cond = _hflip(cond, flip)
         keep = torch.rand(b, device=device, generator=gen) >= spec.condition_dropout
         cond = cond * keep.view(b, 1, 1, 1)
         noisy, t, target = noiser(x0, gen)

@@ -18,11 +18,11 @@ from dsfed.generation import (
     build_controlnet,
     load_controlnet,
     render_condition,
-    sample,
     save_controlnet,
     train_backbone,
     train_controlnet,
 )
+from dsfed.generation.sample import sample
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, read_metadata
 
 TINY = BackboneSpec(

@@ -1,0 +1,219 @@
+"""The ``backbone`` stage: resolve the configured backbone (embedded, retrained, or SD 1.5) into a manifest.
+
+The stage writes ``<artifacts>/backbone/manifest.json``; every later stage loads the backbone and the
+generic ControlNet through :func:`load_backbone` / :func:`generic_controlnet`, so they never look at
+``params.yaml``'s backbone section themselves and DVC reruns them exactly when the manifest changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import ControlNetModel
+
+from dsfed.config import BackboneConfig, Params
+from dsfed.errors import DsfedError
+from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
+from dsfed.generation.controlnet import build_controlnet, load_controlnet
+from dsfed.io import atomic_path, sha256_file
+from dsfed.provenance import provenance
+
+__all__ = [
+    "BACKBONE_KINDS",
+    "EMBEDDED_CLASSES",
+    "MANIFEST",
+    "BackboneManifest",
+    "backbone_dir",
+    "check_classes",
+    "generic_controlnet",
+    "load_backbone",
+    "prepare_backbone",
+    "read_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+# The embedded generic ControlNet was pre-trained on (optic_disc, optic_cup) masks of the public corpus.
+EMBEDDED_CLASSES: list[str] = ["optic_disc", "optic_cup"]
+
+
+def backbone_dir(artifacts: str | Path) -> Path:
+    """Where the ``backbone`` stage writes: ``<artifacts>/backbone``."""
+    return Path(artifacts) / "backbone"
+
+
+@dataclass(frozen=True)
+class BackboneManifest:
+    """What the ``backbone`` stage resolved (``manifest.json``).
+
+    ``weights``: the embedded backbone folder, or the SD 1.5 folder; ``controlnet``: the generic
+    ControlNet (file or diffusers folder), or None for ``ControlNetModel.from_unet``; ``classes``: the
+    mask classes the generic ControlNet conditions on (None: any 1 to 3 classes).
+    """
+
+    kind: str
+    weights: str
+    controlnet: str | None
+    prompt: str
+    classes: list[str] | None
+    sha256: dict[str, str]
+    parameters: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "weights": self.weights, "controlnet": self.controlnet, "prompt": self.prompt,
+                "classes": self.classes, "sha256": self.sha256, "parameters": self.parameters}
+
+
+def _hash_files(paths: list[Path]) -> dict[str, str]:
+    return {str(p): sha256_file(p) for p in paths if p.is_file()}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _resolve(path: Path | None, root: Path) -> Path | None:
+    if path is None:
+        return None
+    return path if path.is_absolute() else root / path
+
+
+def _embedded_folder(path: Path) -> Path:
+    """The released-weights layout nests the backbone in ``backbone/``; accept that folder or its parent."""
+    return path / "backbone" if (path / "backbone" / BACKBONE_CONFIG).is_file() else path
+
+
+# --------------------------------------------------------------------------------------------------
+# Loaders: kind -> (manifest -> Backbone)
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_embedded(manifest: BackboneManifest, device: str | torch.device) -> Backbone:
+    return EmbeddedBackbone.load(manifest.weights).to(device)
+
+
+def _load_sd15(manifest: BackboneManifest, device: str | torch.device) -> Backbone:
+    from dsfed.generation.stable_diffusion import StableDiffusionBackbone
+
+    return StableDiffusionBackbone.from_pretrained(manifest.weights, prompt=manifest.prompt, device=device)
+
+
+BACKBONE_KINDS: dict[str, Callable[[BackboneManifest, str | torch.device], Backbone]] = {
+    "embedded": _load_embedded,
+    "pretrain": _load_embedded,
+    "sd15": _load_sd15,
+}
+
+
+def read_manifest(artifacts: str | Path) -> BackboneManifest:
+    """The ``backbone`` stage's manifest; a clear error when the stage has not run."""
+    path = backbone_dir(artifacts) / MANIFEST
+    if not path.is_file():
+        raise DsfedError(f"{path}: no backbone manifest (run `dvc repro backbone` first)")
+    try:
+        raw = json.loads(path.read_text())
+        return BackboneManifest(**{k: raw[k] for k in BackboneManifest.__dataclass_fields__})
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise DsfedError(f"{path}: unreadable backbone manifest ({exc}); rerun `dvc repro backbone`") from exc
+
+
+def load_backbone(artifacts: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, BackboneManifest]:
+    """The frozen backbone the ``backbone`` stage resolved, in eval mode on ``device``."""
+    manifest = read_manifest(artifacts)
+    if manifest.kind not in BACKBONE_KINDS:
+        raise DsfedError(f"{backbone_dir(artifacts) / MANIFEST}: unknown backbone kind {manifest.kind!r}")
+    backbone = BACKBONE_KINDS[manifest.kind](manifest, device)
+    module = backbone if isinstance(backbone, torch.nn.Module) else backbone.unet
+    module.eval().requires_grad_(False)
+    return backbone, manifest
+
+
+def generic_controlnet(backbone: Backbone, manifest: BackboneManifest) -> ControlNetModel:
+    """The ControlNet every client starts from: the manifest's generic one (a safetensors of this project's
+    layout, or an official diffusers folder), or one built from the backbone's UNet."""
+    if manifest.controlnet is None:
+        return build_controlnet(backbone)
+    return load_controlnet(backbone, Path(manifest.controlnet))
+
+
+def check_classes(manifest: BackboneManifest, classes: list[str], where: str) -> None:
+    """Masks of ``classes`` must be what the generic ControlNet learnt to condition on."""
+    if manifest.classes is not None and list(classes) != list(manifest.classes):
+        raise DsfedError(
+            f"{where}: mask classes {list(classes)} differ from the classes the generic ControlNet "
+            f"({manifest.controlnet}) conditions on {manifest.classes}; set backbone.controlnet: null to start from the UNet"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = ".", progress: bool = True) -> dict[str, Any]:
+    """Resolve ``params.backbone`` into ``<artifacts>/backbone/manifest.json`` (atomically).
+
+    Loads the backbone and the generic ControlNet once, so a broken path or a ControlNet that does not fit
+    fails here, naming the file, before any client trains. ``kind: pretrain`` trains both into
+    ``<artifacts>/backbone/pretrained`` first.
+
+    Returns:
+        the manifest as written, with load time and parameter counts.
+    """
+    cfg: BackboneConfig = params.backbone
+    root, out = Path(root), backbone_dir(artifacts)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = _resolve(cfg.path, root)
+    controlnet = _resolve(cfg.controlnet, root)
+    classes: list[str] | None = None
+    if cfg.kind == "pretrain":
+        from dsfed.federated.experiment import pick_device
+        from dsfed.generation.pretrain import CONTROLNET_WEIGHTS, pretrain
+
+        spec = cfg.pretrain.spec
+        target = out / "pretrained"
+        pretrain(target, corpus_n=cfg.pretrain.corpus_n, backbone_spec=spec.backbone, backbone_train=spec.backbone_train,
+                 controlnet_train=spec.controlnet_train, sampler=spec.sampler, device=str(pick_device(cfg.device)),
+                 grid_n=spec.grid_n, eval_n=spec.eval_n, overwrite=True, progress=progress)
+        weights, controlnet, classes = target / "backbone", target / CONTROLNET_WEIGHTS, list(EMBEDDED_CLASSES)
+    assert weights is not None  # the config requires a path for embedded and sd15
+    if not weights.exists():
+        raise DsfedError(f"backbone.path: {weights} does not exist")
+    if cfg.kind in ("embedded", "pretrain"):
+        weights = _embedded_folder(weights)
+        files = [weights / BACKBONE_CONFIG, weights / BACKBONE_WEIGHTS]
+        if cfg.kind == "embedded" and controlnet is not None and controlnet.suffix == ".safetensors":
+            classes = list(EMBEDDED_CLASSES)
+    else:  # SD 1.5: configs and tokenizer hashed; weights recorded by size (a snapshot can hold many GB of variants)
+        files = sorted(p for p in weights.rglob("*") if p.is_file() and p.suffix in (".json", ".txt"))
+    if controlnet is not None:
+        if not controlnet.exists():
+            raise DsfedError(f"backbone.controlnet: {controlnet} does not exist")
+        files += [controlnet] if controlnet.is_file() else sorted(p for p in controlnet.iterdir() if p.is_file())
+
+    manifest = BackboneManifest(
+        kind=cfg.kind, weights=str(weights), controlnet=None if controlnet is None else str(controlnet),
+        prompt=cfg.prompt, classes=classes, sha256=_hash_files(files), parameters={},
+    )
+    t0 = time.perf_counter()
+    backbone = BACKBONE_KINDS[cfg.kind](manifest, "cpu")
+    generic = generic_controlnet(backbone, manifest)
+    load_s = time.perf_counter() - t0
+    parameters = {"unet": _count(backbone.unet), "controlnet": _count(generic)}
+    manifest = BackboneManifest(**{**manifest.__dict__, "parameters": parameters})
+    summary = {**manifest.to_json(), "sample_size": backbone.sample_size, "condition_size": backbone.condition_size,
+               "in_channels": backbone.in_channels, "load_s": round(load_s, 3), **provenance()}
+    with atomic_path(out / MANIFEST, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("backbone %s from %s (UNet %.2f M, ControlNet %.2f M parameters)", cfg.kind, weights,
+             parameters["unet"] / 1e6, parameters["controlnet"] / 1e6)
+    return summary
+

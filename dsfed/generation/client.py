@@ -1,0 +1,213 @@
+"""The ``controlnet@<client>`` stage, run at the client: fine-tune the generic ControlNet on private pairs.
+
+What leaves the client (``<artifacts>/generators/<client>/``, each upload in the ledger with its size):
+``controlnet.safetensors`` (fp16 weights) and ``masks.zarr`` (the training masks, no images). The loss
+curve (dvclive) and ``generator.json`` (before/after loss, timings) stay as the client's own records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from diffusers import ControlNetModel
+from torch.nn import functional as F
+from zarr.codecs import BloscCodec
+
+from dsfed.config import Params
+from dsfed.data.store import ClientStore, store_path
+from dsfed.errors import DsfedError
+from dsfed.federated.experiment import pick_device
+from dsfed.federated.ledger import Ledger
+from dsfed.generation.backbone import Backbone
+from dsfed.generation.backbones import BackboneManifest, check_classes, generic_controlnet, load_backbone
+from dsfed.generation.condition import render_condition
+from dsfed.generation.controlnet import save_controlnet
+from dsfed.generation.settings import DiffusionTrainSpec
+from dsfed.generation.train import controlnet_forward, train_controlnet
+from dsfed.io import atomic_path, write_json
+from dsfed.provenance import provenance
+
+__all__ = [
+    "CONTROLNET_FILE",
+    "GENERATOR_SUMMARY",
+    "MASKS_FILE",
+    "fixed_noise_loss",
+    "generator_dir",
+    "read_uploaded_masks",
+    "train_client_generator",
+    "write_masks",
+]
+
+log = logging.getLogger(__name__)
+
+CONTROLNET_FILE = "controlnet.safetensors"
+MASKS_FILE = "masks.zarr"
+GENERATOR_SUMMARY = "generator.json"
+
+
+def generator_dir(artifacts: str | Path, client: str) -> Path:
+    """What ``controlnet@<client>`` uploads: ``<artifacts>/generators/<client>``."""
+    return Path(artifacts) / "generators" / client
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (what a transfer of it costs)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_masks(path: Path, masks: np.ndarray, attrs: dict[str, Any]) -> None:
+    """The masks upload: one Zarr array (M, K, Sm, Sm) uint8, one mask per chunk, Blosc/Zstd bit-shuffled."""
+    group = zarr.open_group(path, mode="w")
+    stored = group.create_array(
+        "masks", shape=masks.shape, chunks=(1, *masks.shape[1:]), dtype=np.uint8,
+        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+    )
+    stored[:] = masks.astype(np.uint8)
+    group.attrs.update(attrs)
+
+
+def read_uploaded_masks(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """(M, K, Sm, Sm) uint8 masks and their attrs from an upload folder; a clear error if absent."""
+    path = folder / MASKS_FILE
+    if not (path / "zarr.json").is_file():
+        raise DsfedError(f"{path}: no uploaded masks (run `dvc repro controlnet@{folder.name}` first)")
+    group = zarr.open_group(path, mode="r")
+    return np.asarray(group["masks"][:], dtype=np.uint8), dict(group.attrs)
+
+
+@torch.no_grad()
+def fixed_noise_loss(
+    backbone: Backbone,
+    controlnet: ControlNetModel,
+    images: np.ndarray,
+    masks: np.ndarray,
+    draws: int = 4,
+    seed: int = 1234,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+) -> float:
+    """The training objective on ``images`` (N, 3, H, W) uint8 / ``masks`` (N, K, h, w) at fixed noise and
+    timesteps (``draws`` per image, from ``seed``): comparable before and after training, unlike the
+    per-step loss, whose random timesteps make it noisy."""
+    from diffusers import DDPMScheduler
+
+    device = torch.device(device)
+    controlnet.to(device).eval()
+    gen = torch.Generator().manual_seed(seed)
+    alphas = DDPMScheduler.from_config(backbone.scheduler_config).alphas_cumprod.float()
+    steps = int(backbone.scheduler_config["num_train_timesteps"])
+    v_pred = backbone.scheduler_config["prediction_type"] == "v_prediction"
+    x_all = torch.as_tensor(images).repeat(draws, 1, 1, 1)
+    m_all = torch.as_tensor(masks).repeat(draws, 1, 1, 1)
+    total, count = 0.0, 0
+    for lo in range(0, len(x_all), batch_size):
+        x0 = backbone.encode_images(x_all[lo : lo + batch_size].to(device).float() / 127.5 - 1.0)
+        b = len(x0)
+        t = torch.randint(0, steps, (b,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        a = alphas[t].view(b, 1, 1, 1).to(device)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_pred else noise
+        cond = render_condition(m_all[lo : lo + batch_size].to(device), backbone.condition_size)
+        pred = controlnet_forward(backbone, controlnet, noisy, t.to(device), cond, backbone.encode_prompt(b))
+        total += float(F.mse_loss(pred.float(), target, reduction="sum"))
+        count += target.numel()
+    return total / max(count, 1)
+
+
+def _rows(store: ClientStore, split: str) -> tuple[np.ndarray, np.ndarray]:
+    idx = store.split(split)
+    images = np.stack([np.asarray(store.images[int(i)]) for i in idx]) if len(idx) else np.zeros((0, 3, 1, 1), np.uint8)
+    masks = np.stack([np.asarray(store.masks[int(i)]) for i in idx]) if len(idx) else np.zeros((0, 1, 1, 1), np.uint8)
+    return images, masks
+
+
+def _write_curve(out: Path, losses: list[float]) -> None:
+    from dvclive import Live
+
+    with Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for value in losses:
+            live.log_metric("loss", value)
+            live.next_step()
+
+
+def train_client_generator(
+    params: Params, client: str, artifacts: str | Path, progress: bool = True
+) -> dict[str, Any]:
+    """Fine-tune the generic ControlNet on ``client``'s training pairs; write its upload folder atomically.
+
+    The held-out client trains no generator: its folder then holds only ``generator.json`` saying so.
+
+    Returns:
+        the summary written to ``generator.json`` (loss before/after on the client's validation pairs at
+        fixed noise, steps/s, upload bytes).
+    """
+    if client not in params.clients:
+        raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
+    out = generator_dir(artifacts, client)
+    store = ClientStore(store_path(artifacts, client))
+    if store.is_holdout:
+        summary = {"client": client, "held_out": True, "uploads": {}}
+        with atomic_path(out, overwrite=True) as tmp:
+            tmp.mkdir(parents=True)
+            Ledger(tmp / "ledger.csv").ensure()
+            write_json(tmp / GENERATOR_SUMMARY, summary)
+        log.info("client %s is held out (data.holdout): it trains no generator", client)
+        return summary
+
+    cfg = params.controlnet
+    device = pick_device(cfg.device)
+    backbone, manifest = load_backbone(artifacts, device)
+    check_classes(manifest, store.classes, f"clients.{client} (store {store.path})")
+    train_images, train_masks = _rows(store, "train")
+    val_images, val_masks = _rows(store, "val")
+    if len(train_images) == 0:
+        raise DsfedError(f"clients.{client}: the store {store.path} has no training samples")
+    controlnet = generic_controlnet(backbone, manifest)
+    spec = DiffusionTrainSpec(**cfg.model_dump(exclude={"device"}) | {"seed": cfg.seed + params.seed})
+    check_images, check_masks = (val_images, val_masks) if len(val_images) else (train_images, train_masks)
+    before = fixed_noise_loss(backbone, controlnet, check_images, check_masks, device=device)
+    log.info("client %s: fine-tuning the ControlNet on %d pairs, %d steps of %d", client, len(train_images), spec.steps, spec.batch_size)
+    t0 = time.perf_counter()
+    losses = train_controlnet(backbone, controlnet, train_images, train_masks, spec, device, progress)
+    seconds = time.perf_counter() - t0
+    after = fixed_noise_loss(backbone, controlnet, check_images, check_masks, device=device)
+
+    meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"), "backbone": manifest.to_json()})
+    meta["classes"] = list(store.classes)
+    summary: dict[str, Any] = {
+        "client": client,
+        "held_out": False,
+        "n_train": len(train_images),
+        "steps": spec.steps,
+        "batch_size": spec.batch_size,
+        "seconds": round(seconds, 2),
+        "steps_per_s": round(spec.steps / seconds, 3),
+        "device": str(device),
+        "fixed_noise_loss": {"split": "val" if len(val_images) else "train", "generic": before, "fine_tuned": after},
+        "loss_first_10": float(np.mean(losses[:10])),
+        "loss_last_10": float(np.mean(losses[-10:])),
+    }
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.mkdir(parents=True)
+        save_controlnet(controlnet.to("cpu"), tmp / CONTROLNET_FILE, meta)
+        write_masks(tmp / MASKS_FILE, train_masks, {"client": client, "classes": list(store.classes),
+                                                    "mask_size": int(train_masks.shape[-1]), "n": len(train_masks)})
+        uploads = {"controlnet": dir_bytes(tmp / CONTROLNET_FILE), "masks": dir_bytes(tmp / MASKS_FILE)}
+        ledger = Ledger(tmp / "ledger.csv")
+        for what, nbytes in uploads.items():
+            ledger.record(0, client, "up", what, nbytes)
+        summary["uploads"] = uploads
+        _write_curve(tmp, losses)
+        write_json(tmp / GENERATOR_SUMMARY, {**summary, "code_hash": meta["code_hash"]})
+    log.info("client %s: fixed-noise loss %.4f -> %.4f; uploads %s", client, before, after, uploads)
+    return summary
+
