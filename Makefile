@@ -30,6 +30,7 @@ bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/store_access.py
 	python benchmarks/phantom_render.py
 	python benchmarks/models.py
+	python benchmarks/generation.py
 
 clean-artifacts:  ## remove pipeline outputs (they stay in DVC's cache: `dvc checkout` restores them)
 	rm -rf artifacts/clients

@@ -490,7 +490,7 @@ class SynthesizeConfig(Strict):
     """``synthesize@<client>``, run at the server: ``n`` images from that client's uploaded ControlNet and
     masks (``val`` of them kept for model selection), sampled by ``sampler`` in batches of ``batch_size``."""
 
-    n: Annotated[int, Field(ge=1)] = 48
+    n: Annotated[int, Field(ge=1)] = 64
     val: Annotated[float, Field(ge=0, lt=1)] = 0.15
     batch_size: Annotated[int, Field(ge=1)] = 16
     sampler: SamplerSpec = SamplerSpec(steps=10, guidance_scale=2.0)

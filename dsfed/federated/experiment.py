@@ -106,7 +106,7 @@ def _validation(clients: list[SegmentationClient]) -> Callable[[Weights], dict[s
         out: dict[str, float] = {}
         total, count = 0.0, 0
         for client in clients:
-            n = sum(len(StoreDataset(s, "val")) for s in client.stores)
+            n = sum(len(store.split("val")) for store in client.stores)
             if n == 0:
                 continue
             metrics = client.evaluate(weights, "val")

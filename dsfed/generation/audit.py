@@ -35,7 +35,7 @@ from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import dir_bytes
 from dsfed.generation.condition import render_condition
 from dsfed.generation.grid import outline, save_grid
-from dsfed.generation.quality import efficientnet_lite0, frechet_distance, image_features, memorisation
+from dsfed.generation.quality import efficientnet_lite0, frechet_distance, image_features, memorisation, pixel_vectors
 from dsfed.generation.server import synthetic_path
 from dsfed.io import atomic_path, write_json
 from dsfed.models.registry import build_model
@@ -177,10 +177,17 @@ def audit_client(params: Params, client: str, artifacts: str | Path, progress: b
     net = efficientnet_lite0().to(device)
     generated_size = int(synth.attrs.get("synthesis", {}).get("generated_size", syn_images.shape[-1]))
     realism, (f_train, f_held, f_syn) = _realism(net, train_images, held_images, syn_images, generated_size, cfg.feature_size, seed)
-    memo = {
+    memo: dict[str, Any] = {
         "pixels": memorisation(syn_images, train_images, held_images),
         "features": memorisation(f_syn, f_train, f_held, metric="cosine"),
     }
+    if len(source) == len(synth):
+        # a synthetic image shares its conditioning mask's geometry with one training image (the mask's
+        # own): how often is that image its nearest neighbour? High with a low feature-space ratio would
+        # mean copying; high with a feature ratio >= 1 means the shared geometry, which the upload gives.
+        memo["pixels"]["nearest_is_source_share"] = _nearest_is_source(syn_images[first_pass], train_images, source[first_pass])
+    if (~first_pass).any():  # augmented masks: geometry no training image has, so closeness is texture
+        memo["pixels_augmented_masks"] = memorisation(syn_images[~first_pass], train_images, held_images)
     quality = {
         "client": client,
         "held_out": False,
@@ -212,6 +219,15 @@ def audit_client(params: Params, client: str, artifacts: str | Path, progress: b
              client, c["synthetic"].get("dice", float("nan")), c["real_test"].get("dice", float("nan")),
              realism["synthetic"], realism["real_heldout"], memo["pixels"]["label"])
     return quality
+
+
+def _nearest_is_source(synthetic: np.ndarray, train: np.ndarray, source: np.ndarray) -> float:
+    """Share of ``synthetic`` images (from uploaded masks) whose nearest training image (32 px pixels, L2)
+    is the one whose mask conditioned them (``source``, index into ``train``)."""
+    if len(synthetic) == 0:
+        return float("nan")
+    d = torch.cdist(torch.from_numpy(pixel_vectors(synthetic)), torch.from_numpy(pixel_vectors(train)))
+    return round(float((d.argmin(dim=1).numpy() == source).mean()), 4)
 
 
 def _upsample(masks: np.ndarray, size: int) -> np.ndarray:

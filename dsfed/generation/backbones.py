@@ -23,7 +23,6 @@ from dsfed.errors import DsfedError
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
 from dsfed.generation.controlnet import build_controlnet, load_controlnet
 from dsfed.io import atomic_path, sha256_file
-from dsfed.provenance import provenance
 
 __all__ = [
     "BACKBONE_KINDS",
@@ -166,7 +165,7 @@ def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = "
     ``<artifacts>/backbone/pretrained`` first.
 
     Returns:
-        the manifest as written, with load time and parameter counts.
+        the manifest as written (with parameter counts and the backbone's sizes).
     """
     cfg: BackboneConfig = params.backbone
     root, out = Path(root), backbone_dir(artifacts)
@@ -209,11 +208,13 @@ def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = "
     load_s = time.perf_counter() - t0
     parameters = {"unet": _count(backbone.unet), "controlnet": _count(generic)}
     manifest = BackboneManifest(**{**manifest.__dict__, "parameters": parameters})
+    # only what the backbone *is* (no timings, command or code hash): the manifest's bytes change exactly
+    # when the backbone does, so DVC reruns the clients' ControlNets only then
     summary = {**manifest.to_json(), "sample_size": backbone.sample_size, "condition_size": backbone.condition_size,
-               "in_channels": backbone.in_channels, "load_s": round(load_s, 3), **provenance()}
+               "in_channels": backbone.in_channels, "pixel_space": backbone.pixel_space}
     with atomic_path(out / MANIFEST, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("backbone %s from %s (UNet %.2f M, ControlNet %.2f M parameters)", cfg.kind, weights,
-             parameters["unet"] / 1e6, parameters["controlnet"] / 1e6)
+    log.info("backbone %s from %s (UNet %.2f M, ControlNet %.2f M parameters; loaded in %.1f s)", cfg.kind, weights,
+             parameters["unet"] / 1e6, parameters["controlnet"] / 1e6, load_s)
     return summary
 

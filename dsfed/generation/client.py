@@ -96,7 +96,7 @@ def fixed_noise_loss(
 ) -> float:
     """The training objective on ``images`` (N, 3, H, W) uint8 / ``masks`` (N, K, h, w) at fixed noise and
     timesteps (``draws`` per image, from ``seed``): comparable before and after training, unlike the
-    per-step loss, whose random timesteps make it noisy."""
+    per-step loss, whose random timesteps make it noisy. Mean squared error per element."""
     from diffusers import DDPMScheduler
 
     device = torch.device(device)
@@ -147,8 +147,8 @@ def train_client_generator(
     The held-out client trains no generator: its folder then holds only ``generator.json`` saying so.
 
     Returns:
-        the summary written to ``generator.json`` (loss before/after on the client's validation pairs at
-        fixed noise, steps/s, upload bytes).
+        the summary written to ``generator.json`` (loss before/after on the client's training and
+        validation pairs at fixed noise, steps/s, upload bytes).
     """
     if client not in params.clients:
         raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
@@ -173,13 +173,14 @@ def train_client_generator(
         raise DsfedError(f"clients.{client}: the store {store.path} has no training samples")
     controlnet = generic_controlnet(backbone, manifest)
     spec = DiffusionTrainSpec(**cfg.model_dump(exclude={"device"}) | {"seed": cfg.seed + params.seed})
-    check_images, check_masks = (val_images, val_masks) if len(val_images) else (train_images, train_masks)
-    before = fixed_noise_loss(backbone, controlnet, check_images, check_masks, device=device)
+    checks = {"train": (train_images, train_masks), "val": (val_images, val_masks)}
+    checks = {name: pair for name, pair in checks.items() if len(pair[0])}
+    before = {name: fixed_noise_loss(backbone, controlnet, *pair, device=device) for name, pair in checks.items()}
     log.info("client %s: fine-tuning the ControlNet on %d pairs, %d steps of %d", client, len(train_images), spec.steps, spec.batch_size)
     t0 = time.perf_counter()
     losses = train_controlnet(backbone, controlnet, train_images, train_masks, spec, device, progress)
     seconds = time.perf_counter() - t0
-    after = fixed_noise_loss(backbone, controlnet, check_images, check_masks, device=device)
+    after = {name: fixed_noise_loss(backbone, controlnet, *pair, device=device) for name, pair in checks.items()}
 
     meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"), "backbone": manifest.to_json()})
     meta["classes"] = list(store.classes)
@@ -192,7 +193,8 @@ def train_client_generator(
         "seconds": round(seconds, 2),
         "steps_per_s": round(spec.steps / seconds, 3),
         "device": str(device),
-        "fixed_noise_loss": {"split": "val" if len(val_images) else "train", "generic": before, "fine_tuned": after},
+        # the objective at fixed noise and timesteps, before (the generic ControlNet) and after fine-tuning
+        "fixed_noise_loss": {split: {"generic": before[split], "fine_tuned": after[split]} for split in checks},
         "loss_first_10": float(np.mean(losses[:10])),
         "loss_last_10": float(np.mean(losses[-10:])),
     }
@@ -208,6 +210,7 @@ def train_client_generator(
         summary["uploads"] = uploads
         _write_curve(tmp, losses)
         write_json(tmp / GENERATOR_SUMMARY, {**summary, "code_hash": meta["code_hash"]})
-    log.info("client %s: fixed-noise loss %.4f -> %.4f; uploads %s", client, before, after, uploads)
+    log.info("client %s: fixed-noise loss %s; uploads %s", client,
+             ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in checks), uploads)
     return summary
 
