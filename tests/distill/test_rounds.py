@@ -1,0 +1,63 @@
+"""A distillation round with two small real segmenters: pool refresh, mutual vs teacher-only, KL falls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dsfed.distill.rounds import DistillSettings, distill_round, score_samples
+from dsfed.models import build_model
+
+
+def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    sam = build_model("unet", num_classes=2, output_size=16, input_size=32)
+    torch.manual_seed(1)
+    tiny = build_model("unet", num_classes=2, output_size=16, input_size=32)
+    return sam, tiny
+
+
+def _data(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    masks = (torch.rand(n, 2, 16, 16, generator=gen) > 0.7).to(torch.uint8)
+    return images, masks
+
+
+def test_pool_is_sized_by_rate_and_refreshed_each_round() -> None:
+    sam, tiny = _models()
+    images, masks = _data()
+    settings = DistillSettings(rate=0.5, batch_size=4, tau=100.0)  # near-uniform draws
+    opt = torch.optim.Adam(tiny.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    pools = [distill_round(sam, tiny, None, opt, images, masks, settings, gen).pool for _ in range(3)]
+    assert all(len(p) == 6 and len(set(p.tolist())) == 6 for p in pools)
+    assert len({tuple(sorted(p.tolist())) for p in pools}) > 1
+    every = distill_round(sam, tiny, None, opt, images, masks, DistillSettings(selection="all"), gen)
+    assert sorted(every.pool.tolist()) == list(range(12)) and every.scores.shape == (12,)
+
+
+def test_teacher_only_leaves_sam_unchanged() -> None:
+    sam, tiny = _models()
+    images, masks = _data()
+    before = {k: v.clone() for k, v in sam.state_dict().items()}
+    opt_s, opt_t = torch.optim.Adam(sam.parameters(), lr=1e-2), torch.optim.Adam(tiny.parameters(), lr=1e-2)
+    settings = DistillSettings(mutual=False, w_gt=0.0, selection="all")
+    distill_round(sam, tiny, opt_s, opt_t, images, masks, settings, torch.Generator().manual_seed(0))
+    after = sam.state_dict()
+    weights = [k for k in before if before[k].is_floating_point() and "running" not in k]
+    assert all(torch.equal(before[k], after[k]) for k in weights)
+
+
+@pytest.mark.parametrize("selection", ["pool", "batch_topk", "all"])
+def test_kl_only_rounds_bring_the_models_together(selection: str) -> None:
+    sam, tiny = _models()
+    images, masks = _data()
+    settings = DistillSettings(w_gt=0.0, selection=selection, rate=0.75, batch_size=4)
+    opt_s, opt_t = torch.optim.Adam(sam.parameters(), lr=3e-3), torch.optim.Adam(tiny.parameters(), lr=3e-3)
+    start = score_samples(sam, tiny, images, masks, settings, torch.device("cpu"))["sym_kl"].mean()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        result = distill_round(sam, tiny, opt_s, opt_t, images, masks, settings, gen)
+    end = score_samples(sam, tiny, images, masks, settings, torch.device("cpu"))["sym_kl"].mean()
+    assert end < 0.5 * start and {"total", "gt_sam", "kl_sam_tiny"} <= result.losses.keys()
