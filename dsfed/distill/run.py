@@ -1,0 +1,117 @@
+"""Distillation over rounds with a checkpoint per round: a killed run resumes where it stopped.
+
+A checkpoint is a folder ``round-NNNN`` (written atomically) holding both models (safetensors), both
+optimisers and the round generator's state (``torch.save``, read back with ``weights_only=True``) and
+the history so far (JSON); ``latest`` names the newest one. The last ``keep`` rounds are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from dsfed.distill.rounds import DistillSettings, RoundResult, distill_round
+from dsfed.io import atomic_path
+
+__all__ = ["latest_round", "run_distillation"]
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+
+
+def _state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def latest_round(work: str | Path) -> int:
+    """The last completed round recorded in ``work`` (0 when there is none)."""
+    pointer = Path(work) / LATEST
+    if not pointer.is_file():
+        return 0
+    return int(pointer.read_text().strip().removeprefix("round-"))
+
+
+def _save(work: Path, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any], generator: torch.Generator,
+          history: list[dict[str, Any]], keep: int) -> None:
+    name = f"round-{round:04d}"
+    with atomic_path(work / name, overwrite=True) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(_state(sam), str(tmp / "sam.safetensors"))
+        save_file(_state(tiny), str(tmp / "tiny.safetensors"))
+        torch.save({"optimizers": {k: opt.state_dict() for k, opt in optimizers.items() if opt is not None},
+                    "generator": generator.get_state()}, tmp / "state.pt")
+        (tmp / "history.json").write_text(json.dumps(history))
+    with atomic_path(work / LATEST, overwrite=True) as tmp:
+        tmp.write_text(name)
+    for old in sorted(work.glob("round-*"))[:-keep]:
+        shutil.rmtree(old)
+
+
+def _load(work: Path, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any], generator: torch.Generator) -> list[dict[str, Any]]:
+    folder = work / f"round-{round:04d}"
+    sam.load_state_dict(load_file(str(folder / "sam.safetensors")))
+    tiny.load_state_dict(load_file(str(folder / "tiny.safetensors")))
+    state = torch.load(folder / "state.pt", weights_only=True)
+    for key, opt in optimizers.items():
+        if opt is not None:
+            opt.load_state_dict(state["optimizers"][key])
+    generator.set_state(state["generator"])
+    return list(json.loads((folder / "history.json").read_text()))
+
+
+def run_distillation(
+    sam: nn.Module,
+    tiny: nn.Module,
+    sam_optimizer: torch.optim.Optimizer | None,
+    tiny_optimizer: torch.optim.Optimizer,
+    images: Tensor,
+    masks: Tensor,
+    settings: DistillSettings,
+    rounds: int,
+    seed: int = 0,
+    work: str | Path | None = None,
+    keep: int = 2,
+    on_round: Callable[[int, RoundResult], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """Run rounds 1..``rounds`` of :func:`distill_round`, resuming after the last checkpoint in ``work``.
+
+    Args:
+        images, masks: the synthetic pairs (N, 3, S, S) / (N, C, Sm, Sm).
+        work: checkpoint folder (None: no checkpoints). A resumed run continues the same generator, so it
+            ends with the weights an uninterrupted run has (same torch thread count).
+        on_round: called after each round (logging, model selection).
+
+    Returns:
+        one record per round: ``round``, ``pool_size``, the mean loss parts, score mean/std.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizers = {"sam": sam_optimizer, "tiny": tiny_optimizer}
+    history: list[dict[str, Any]] = []
+    start = 1
+    if work is not None:
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        done = latest_round(work)
+        if done:
+            history = _load(work, done, sam, tiny, optimizers, generator)
+            start = done + 1
+            log.info("distillation: resuming after round %d of %d", done, rounds)
+    for round in range(start, rounds + 1):
+        result = distill_round(sam, tiny, sam_optimizer, tiny_optimizer, images, masks, settings, generator, device)
+        history.append({"round": round, "pool_size": len(result.pool), **result.losses,
+                        "score_mean": float(result.scores.mean()), "score_std": float(result.scores.std())})
+        if work is not None:
+            _save(work, round, sam, tiny, optimizers, generator, history, keep)
+        if on_round is not None:
+            on_round(round, result)
+    return history
