@@ -31,6 +31,7 @@ bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/phantom_render.py
 	python benchmarks/models.py
 	python benchmarks/generation.py
+	python benchmarks/distill.py
 
 clean-artifacts:  ## remove pipeline outputs (they stay in DVC's cache: `dvc checkout` restores them)
 	rm -rf artifacts/clients
