@@ -25,7 +25,7 @@ from dsfed.errors import DsfedError
 from dsfed.federated.experiment import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.backbone import Backbone
-from dsfed.generation.backbones import BackboneManifest, check_classes, generic_controlnet, load_backbone
+from dsfed.generation.backbones import check_classes, generic_controlnet, load_backbone
 from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import save_controlnet
 from dsfed.generation.settings import DiffusionTrainSpec
