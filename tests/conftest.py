@@ -85,3 +85,18 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
                  ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(args, cwd=root, env=env, check=True, capture_output=True)
     return env
+
+
+def run_ok(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a command (``dvc repro`` in a test repo); fail the test with its output unless it exits 0."""
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a ``dvc repro`` output says it ran, in order."""
+    import re
+
+    return re.findall(r"Running stage '([^']+)'", output)
+

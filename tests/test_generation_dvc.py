@@ -6,9 +6,7 @@ image and mask arrays are gone from its store.
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,22 +16,12 @@ import pytest
 from dsfed.config import parse_params
 from dsfed.data.store import ClientStore
 from dsfed.federated.ledger import read_ledger
-from tests.conftest import dvc_project, phantom_client
+from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
 from tests.generation.test_stages import tiny_release
 
 pytestmark = pytest.mark.slow
 
 CLIENT_STAGES = ("prepare", "controlnet", "synthesize", "quality")
-
-
-def _sh(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +44,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Pa
         "clients": clients,
     }
     env = dvc_project(root, parse_params(raw, root=root).model_dump(mode="json"), api_url=prefect_api)
-    first = _sh([sys.executable, "-m", "dvc", "repro", "quality"], root, env)
+    first = run_ok([sys.executable, "-m", "dvc", "repro", "quality"], root, env)
     return root, env, first
 
 
 def test_repro_runs_the_chain_once(repo: tuple[Path, dict[str, str], str]) -> None:
     root, env, first = repo
     expected = {"backbone"} | {f"{stage}@a" for stage in CLIENT_STAGES}
-    assert sorted(_ran(first)) == sorted(expected)
-    order = _ran(first)
+    assert sorted(stages_run(first)) == sorted(expected)
+    order = stages_run(first)
     assert order.index("backbone") < order.index("controlnet@a") < order.index("synthesize@a") < order.index("quality@a")
-    second = _sh([sys.executable, "-m", "dvc", "repro", "quality"], root, env)
-    assert _ran(second) == [] and "Data and pipelines are up to date" in second
+    second = run_ok([sys.executable, "-m", "dvc", "repro", "quality"], root, env)
+    assert stages_run(second) == [] and "Data and pipelines are up to date" in second
     assert (root / "artifacts/synthetic/a/grid.png").stat().st_size > 0
-    metrics = _sh([sys.executable, "-m", "dvc", "metrics", "show"], root, env)
+    metrics = run_ok([sys.executable, "-m", "dvc", "metrics", "show"], root, env)
     assert "artifacts/synthetic/a/quality.json" in metrics
 
 
@@ -88,7 +76,7 @@ def test_server_stage_runs_without_the_clients_image_arrays(repo: tuple[Path, di
     for array in ("images", "masks"):
         shutil.rmtree(store / array)
     shutil.rmtree(root / "artifacts/synthetic/a/data.zarr")
-    _sh([sys.executable, "-m", "flows.synthesize", "a"], root, env)
+    run_ok([sys.executable, "-m", "flows.synthesize", "a"], root, env)
     after = ClientStore(root / "artifacts/synthetic/a/data.zarr").images[:]
     assert np.array_equal(before, after)
     assert not (store / "images").exists()  # nothing recreated the client's arrays

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,19 +10,9 @@ import yaml
 
 from dsfed.config import parse_params
 from dsfed.data.store import ClientStore
-from tests.conftest import dvc_project, phantom_client
+from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
 
 pytestmark = pytest.mark.slow
-
-
-def _sh(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
-def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def _lock(repo: Path) -> dict[str, object]:
@@ -49,16 +37,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Pa
 
 def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str]]) -> None:
     root, env = repo
-    first = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
-    assert sorted(_ran(first)) == ["prepare@site_a", "prepare@site_b"]
+    first = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+    assert sorted(stages_run(first)) == ["prepare@site_a", "prepare@site_b"]
     a = ClientStore(root / "artifacts/clients/site_a/data.zarr")
     b = ClientStore(root / "artifacts/clients/site_b/data.zarr")
     assert a.images.shape == (6, 3, 32, 32) and not a.is_holdout and b.is_holdout
     lock = _lock(root)
-    second = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
-    assert _ran(second) == [] and "Data and pipelines are up to date" in second
+    second = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+    assert stages_run(second) == [] and "Data and pipelines are up to date" in second
     assert _lock(root) == lock
-    status = _sh([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
+    status = run_ok([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
     assert "up to date" in status
 
 
@@ -69,8 +57,8 @@ def test_new_client_runs_only_its_own_stage(repo: tuple[Path, dict[str, str]]) -
     params["clients"]["site_e"] = phantom_client("site_c", n=5)
     params["clients"]["site_e"]["source"]["path"] = "data/phantom/sites.yaml"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
-    assert _ran(out) == ["prepare@site_e"]
+    out = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+    assert stages_run(out) == ["prepare@site_e"]
     after = _lock(root)
     assert {k: after[k] for k in before} == before
     assert len(ClientStore(root / "artifacts/clients/site_e/data.zarr")) == 5
@@ -81,6 +69,6 @@ def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str,
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_a"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = _sh([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
-    assert _ran(out) == ["prepare@site_a"]
+    out = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+    assert stages_run(out) == ["prepare@site_a"]
     assert len(ClientStore(root / "artifacts/clients/site_a/data.zarr")) == 7

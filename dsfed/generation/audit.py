@@ -32,11 +32,11 @@ from dsfed.errors import DsfedError
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.experiment import pick_device
 from dsfed.federated.ledger import Ledger
-from dsfed.generation.client import dir_bytes
+from dsfed.generation.client import dir_bytes, read_pairs
 from dsfed.generation.condition import render_condition
 from dsfed.generation.grid import outline, save_grid
 from dsfed.generation.quality import efficientnet_lite0, frechet_distance, image_features, memorisation, pixel_vectors
-from dsfed.generation.server import synthetic_path
+from dsfed.generation.server import synthetic_path, upscale_images
 from dsfed.io import atomic_path, write_json
 from dsfed.models.registry import build_model
 from dsfed.training.losses import build_loss
@@ -54,15 +54,6 @@ AUDIT_LEDGER = "audit_ledger.csv"
 def quality_dir(artifacts: str | Path, client: str) -> Path:
     """Where ``quality@<client>`` writes (beside the synthetic store): ``<artifacts>/synthetic/<client>``."""
     return Path(artifacts) / "synthetic" / client
-
-
-def _rows(store: ClientStore, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 3, S, S), masks (n, K, Sm, Sm)) uint8 of ``indices``."""
-    if len(indices) == 0:
-        s, k, sm = store.images.shape[-1], store.masks.shape[1], store.masks.shape[-1]
-        return np.zeros((0, 3, s, s), np.uint8), np.zeros((0, k, sm, sm), np.uint8)
-    return (np.stack([np.asarray(store.images[int(i)]) for i in indices]),
-            np.stack([np.asarray(store.masks[int(i)]) for i in indices]))
 
 
 def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device: torch.device, seed: int) -> torch.nn.Module:
@@ -91,8 +82,6 @@ def _scores(model: torch.nn.Module, store: ClientStore, split: str, classes: lis
 
 def _bottleneck(images: np.ndarray, size: int) -> np.ndarray:
     """Real images through the generator's resolution: down to ``size`` (antialiased), back up (bicubic)."""
-    from dsfed.generation.server import upscale_images
-
     if size >= images.shape[-1]:
         return images
     x = torch.nn.functional.interpolate(torch.as_tensor(images).float(), size=(size, size), mode="bilinear", antialias=True)
@@ -146,7 +135,7 @@ def audit_client(params: Params, client: str, artifacts: str | Path, progress: b
     classes = list(params.data.classes)
     n_grid = cfg.grid_n
     if synth.attrs.get("held_out"):
-        test_images, test_masks = _rows(real, real.split("test")[:n_grid])
+        test_images, test_masks = read_pairs(real, real.split("test")[:n_grid])
         conditions = (render_condition(test_masks, real.images.shape[-1]).numpy() * 255).round().astype(np.uint8)
         quality = {"client": client, "held_out": True, "note": "held-out client: no generator, no synthetic set"}
         _write(out, quality, [conditions, test_images], ledger_rows=[])
@@ -157,9 +146,9 @@ def audit_client(params: Params, client: str, artifacts: str | Path, progress: b
     seed = stable_seed(params.seed, f"quality/{client}")
     train_idx = real.split("train")
     held_idx = np.concatenate([real.split("val"), real.split("test")])
-    train_images, train_masks = _rows(real, train_idx)
-    held_images, _ = _rows(real, held_idx)
-    syn_images, syn_masks = _rows(synth, np.arange(len(synth)))
+    train_images, train_masks = read_pairs(real, train_idx)
+    held_images, _ = read_pairs(real, held_idx)
+    syn_images, syn_masks = read_pairs(synth, np.arange(len(synth)))
     source = np.asarray(synth.attrs.get("mask_source", []), dtype=np.int64)
     first_pass = np.arange(len(synth)) < int(synth.attrs.get("synthesis", {}).get("uploaded_masks", len(synth)))
 

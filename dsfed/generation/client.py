@@ -29,7 +29,7 @@ from dsfed.generation.backbones import check_classes, generic_controlnet, load_b
 from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import save_controlnet
 from dsfed.generation.settings import DiffusionTrainSpec
-from dsfed.generation.train import controlnet_forward, train_controlnet
+from dsfed.generation.train import Noiser, controlnet_forward, train_controlnet
 from dsfed.io import atomic_path, write_json
 from dsfed.provenance import provenance
 
@@ -39,6 +39,7 @@ __all__ = [
     "MASKS_FILE",
     "fixed_noise_loss",
     "generator_dir",
+    "read_pairs",
     "read_uploaded_masks",
     "train_client_generator",
     "write_masks",
@@ -97,37 +98,30 @@ def fixed_noise_loss(
     """The training objective on ``images`` (N, 3, H, W) uint8 / ``masks`` (N, K, h, w) at fixed noise and
     timesteps (``draws`` per image, from ``seed``): comparable before and after training, unlike the
     per-step loss, whose random timesteps make it noisy. Mean squared error per element."""
-    from diffusers import DDPMScheduler
-
     device = torch.device(device)
     controlnet.to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
-    alphas = DDPMScheduler.from_config(backbone.scheduler_config).alphas_cumprod.float()
-    steps = int(backbone.scheduler_config["num_train_timesteps"])
-    v_pred = backbone.scheduler_config["prediction_type"] == "v_prediction"
+    gen = torch.Generator(device).manual_seed(seed)
+    noiser = Noiser(backbone, device)
     x_all = torch.as_tensor(images).repeat(draws, 1, 1, 1)
     m_all = torch.as_tensor(masks).repeat(draws, 1, 1, 1)
     total, count = 0.0, 0
     for lo in range(0, len(x_all), batch_size):
         x0 = backbone.encode_images(x_all[lo : lo + batch_size].to(device).float() / 127.5 - 1.0)
-        b = len(x0)
-        t = torch.randint(0, steps, (b,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        a = alphas[t].view(b, 1, 1, 1).to(device)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_pred else noise
+        noisy, t, target = noiser(x0, gen)
         cond = render_condition(m_all[lo : lo + batch_size].to(device), backbone.condition_size)
-        pred = controlnet_forward(backbone, controlnet, noisy, t.to(device), cond, backbone.encode_prompt(b))
+        pred = controlnet_forward(backbone, controlnet, noisy, t, cond, backbone.encode_prompt(len(x0)))
         total += float(F.mse_loss(pred.float(), target, reduction="sum"))
         count += target.numel()
     return total / max(count, 1)
 
 
-def _rows(store: ClientStore, split: str) -> tuple[np.ndarray, np.ndarray]:
-    idx = store.split(split)
-    images = np.stack([np.asarray(store.images[int(i)]) for i in idx]) if len(idx) else np.zeros((0, 3, 1, 1), np.uint8)
-    masks = np.stack([np.asarray(store.masks[int(i)]) for i in idx]) if len(idx) else np.zeros((0, 1, 1, 1), np.uint8)
-    return images, masks
+def read_pairs(store: ClientStore, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 3, S, S), masks (n, K, Sm, Sm)) uint8 of the store rows ``indices`` (empty arrays for none)."""
+    if len(indices) == 0:
+        s, k, sm = store.images.shape[-1], store.masks.shape[1], store.masks.shape[-1]
+        return np.zeros((0, 3, s, s), np.uint8), np.zeros((0, k, sm, sm), np.uint8)
+    return (np.stack([np.asarray(store.images[int(i)]) for i in indices]),
+            np.stack([np.asarray(store.masks[int(i)]) for i in indices]))
 
 
 def _write_curve(out: Path, losses: list[float]) -> None:
@@ -167,8 +161,8 @@ def train_client_generator(
     device = pick_device(cfg.device)
     backbone, manifest = load_backbone(artifacts, device)
     check_classes(manifest, store.classes, f"clients.{client} (store {store.path})")
-    train_images, train_masks = _rows(store, "train")
-    val_images, val_masks = _rows(store, "val")
+    train_images, train_masks = read_pairs(store, store.split("train"))
+    val_images, val_masks = read_pairs(store, store.split("val"))
     if len(train_images) == 0:
         raise DsfedError(f"clients.{client}: the store {store.path} has no training samples")
     controlnet = generic_controlnet(backbone, manifest)

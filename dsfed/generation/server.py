@@ -18,6 +18,7 @@ import torch
 from monai.transforms import Compose, Rand2DElastic, RandAffine, RandFlip
 from torch.nn import functional as F
 
+import dsfed
 from dsfed.config import MaskAugmentConfig, Params
 from dsfed.data.splits import stable_seed
 from dsfed.data.store import write_store
@@ -111,7 +112,7 @@ def synthesize_client(params: Params, client: str, artifacts: str | Path, progre
     out = synthetic_path(artifacts, client)
     k, s, sm = len(data.classes), data.image_size, data.mask_size
     attrs: dict[str, Any] = {
-        "dsfed_version": __import__("dsfed").__version__, "client": client, "role": "synthetic",
+        "dsfed_version": dsfed.__version__, "client": client, "role": "synthetic",
         "classes": list(data.classes), "image_size": s, "mask_size": sm, "seed": params.seed,
         "sampler": cfg.sampler.sampler, "steps": cfg.sampler.steps, "guidance_scale": cfg.sampler.guidance_scale,
     }

@@ -20,7 +20,7 @@ from dsfed.generation.condition import render_condition
 from dsfed.generation.settings import DiffusionTrainSpec
 from dsfed.training.loop import autocast
 
-__all__ = ["as_uint8_tensor", "controlnet_forward", "train_backbone", "train_controlnet"]
+__all__ = ["Noiser", "as_uint8_tensor", "controlnet_forward", "train_backbone", "train_controlnet"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def as_uint8_tensor(data: ArrayLike, key: str) -> Tensor:
     return out
 
 
-class _Noiser:
+class Noiser:
     """Forward diffusion and the training target for the backbone's schedule, on ``device``."""
 
     def __init__(self, backbone: Backbone, device: torch.device) -> None:
@@ -164,7 +164,7 @@ def train_backbone(
     module.requires_grad_(True)
     if spec.grad_checkpointing:
         backbone.unet.enable_gradient_checkpointing()
-    noiser = _Noiser(backbone, device)
+    noiser = Noiser(backbone, device)
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:
         flip = torch.rand(len(idx), device=device, generator=gen) < 0.5 if spec.hflip else None
@@ -229,7 +229,7 @@ def train_controlnet(
     if spec.grad_checkpointing:
         controlnet.enable_gradient_checkpointing()
         backbone.unet.enable_gradient_checkpointing()
-    noiser = _Noiser(backbone, device)
+    noiser = Noiser(backbone, device)
     size = backbone.condition_size
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:

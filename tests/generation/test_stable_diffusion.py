@@ -25,6 +25,7 @@ from dsfed.generation import (
 )
 from dsfed.generation.controlnet import default_embedding_channels
 from dsfed.generation.sample import make_sampler, sample
+from tests.generation.test_generation import disc_masks
 
 PROMPT = "a retinal fundus photograph"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -100,17 +101,6 @@ def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backbone(sd_dir: Path) -> StableDiffusionBackbone:
     return StableDiffusionBackbone.from_pretrained(sd_dir, prompt=PROMPT)
-
-
-def disc_masks(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    out = np.zeros((n, 2, size, size), np.uint8)
-    for i in range(n):
-        cy, cx = rng.integers(4, size - 4, 2)
-        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        out[i, 0], out[i, 1] = r2 <= 16, r2 <= 4
-    return out
 
 
 def active(controlnet: ControlNetModel) -> ControlNetModel:

@@ -20,19 +20,8 @@ from dsfed.generation.backbones import prepare_backbone, read_manifest
 from dsfed.generation.client import CONTROLNET_FILE, generator_dir, train_client_generator
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
 from dsfed.generation.server import augment_masks, synthesize_client, synthetic_path
-from dsfed.generation.settings import BackboneSpec
 from tests.conftest import phantom_client
-
-TINY = BackboneSpec(
-    sample_size=16,
-    block_out_channels=(16, 32),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    cross_attention_dim=16,
-    attention_head_dim=8,
-    num_train_timesteps=100,
-)
-
+from tests.generation.test_generation import TINY
 
 def tiny_release(root: Path) -> tuple[Path, Path]:
     """A released-weights folder like data/pretrained/embedded, at tiny size (random weights)."""
