@@ -30,12 +30,15 @@ __all__ = [
     "ConfigError",
     "ControlNetConfig",
     "DataConfig",
+    "DistillConfig",
+    "EvaluateConfig",
     "FederatedConfig",
     "LossConfig",
     "MethodConfig",
     "Params",
     "PrepareConfig",
     "QualityConfig",
+    "ServerSamConfig",
     "SourceSpec",
     "SynthesizeConfig",
     "load_params",
@@ -525,6 +528,76 @@ class QualityConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class ServerSamConfig(Strict):
+    """``server_sam``, at the server: fine-tune the foundation SAM on the union of every source client's
+    synthetic train split; the epoch with the best Dice on their synthetic val splits is kept.
+
+    ``checkpoint``: where the foundation weights come from: the embedded default's pre-trained
+    ``sam_demo`` (``dsfed pretrain-sam``), or an official SAM ``.pth`` for ``sam_vit_b|l|h``.
+    """
+
+    model: str = "sam_demo"
+    checkpoint: Path | None = Path("data/pretrained/embedded/sam_demo.safetensors")
+    input_size: Annotated[int, Field(ge=16)] | None = None
+    epochs: Annotated[int, Field(ge=0)] = 4
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    loss: LossConfig = LossConfig(dice=0.5)
+    augment: AugmentConfig = AugmentConfig()
+    freeze_encoder: bool = False
+    amp: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    _known_model = field_validator("model")(MethodConfig._known_model.__func__)  # type: ignore[attr-defined]
+
+
+class DistillConfig(Strict):
+    """``distill``, at the server: learnability-guided mutual distillation between the server SAM and the
+    federated ``student`` (DSFedMed: FedTinySAM) on the synthetic sets (``dsfed.distill``).
+
+    Score s_i = lam * (-GT loss of SAM) + (1 - lam) * symmetric KL at ``temperature``; ``selection: pool``
+    draws ``rate`` * N samples with probability proportional to exp(s_i / tau) each round;
+    ``batch_topk`` is the released code's per-batch rule (``quantile``, ``keep``); ``all`` trains on every
+    sample. ``mutual: false`` lets SAM only teach. ``warm_start`` begins from the previous run's distilled
+    models when they exist (a client joined), else from ``server_sam`` and the student.
+    """
+
+    student: str = "fedtinysam"
+    rounds: Annotated[int, Field(ge=1)] = 4
+    lam: Annotated[float, Field(ge=0, le=1)] = 0.5
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    tau: Annotated[float, Field(gt=0)] = 1.0
+    rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    selection: Literal["pool", "batch_topk", "all"] = "pool"
+    mutual: bool = True
+    w_gt: Annotated[float, Field(ge=0)] = 1.0
+    w_kl: Annotated[float, Field(ge=0)] = 1.0
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    lr_sam: Annotated[float, Field(gt=0)] = 1e-4
+    lr_tiny: Annotated[float, Field(gt=0)] = 1e-4
+    freeze_sam_encoder: bool = False
+    quantile: Annotated[float, Field(gt=0, le=1)] = 0.7
+    keep: Annotated[float, Field(gt=0, le=1)] = 0.5
+    warm_start: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EvaluateConfig(Strict):
+    """``evaluate``: every model on every client's test split (the held-out client's whole store).
+
+    Per-image Dice, IoU and HD95 (MONAI); mean, std and a percentile ``bootstrap`` interval at ``ci``;
+    inference time measured over ``timing_images`` images after a warm-up; ``overlays`` test images
+    per client are drawn with each model's prediction for the report.
+    """
+
+    bootstrap: Annotated[int, Field(ge=0)] = 1000
+    ci: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    hd95: bool = True
+    timing_images: Annotated[int, Field(ge=1)] = 16
+    overlays: Annotated[int, Field(ge=0, le=16)] = 2
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class Params(Strict):
     """The whole ``params.yaml``."""
 
@@ -536,6 +609,9 @@ class Params(Strict):
     controlnet: ControlNetConfig = ControlNetConfig()
     synthesize: SynthesizeConfig = SynthesizeConfig()
     quality: QualityConfig = QualityConfig()
+    server_sam: ServerSamConfig = ServerSamConfig()
+    distill: DistillConfig = DistillConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     clients: dict[str, ClientConfig]
 
     @field_validator("clients")
@@ -575,6 +651,8 @@ class Params(Strict):
             problems.append(
                 f"federated.min_clients: {self.federated.min_clients} is more than the {len(training)} training clients"
             )
+        if self.federated.methods and self.distill.student not in self.federated.methods:
+            problems.append(f"distill.student: no federated method named {self.distill.student!r}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

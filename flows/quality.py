@@ -12,7 +12,7 @@ from tasks.generation import audit, publish_table
 @flow(name="quality", log_prints=True)
 def quality(client: str, params: str = "params.yaml", artifacts: str = "artifacts") -> dict[str, object]:
     """Compare the client's synthetic set with its real data (which stays at the client); write
-    ``quality.json`` and ``grid.png`` beside the synthetic store."""
+    ``quality.json`` and ``grid.png`` into ``<artifacts>/quality/<client>``."""
     report = audit(client, params, artifacts)
     if not report.get("held_out"):
         c, r, m = report["controllability"], report["realism_frechet"], report["memorisation"]["pixels"]

@@ -76,6 +76,10 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
         shutil.copy(REPO / name, root / name)
     (root / "data/phantom").mkdir(parents=True)
     shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
+    (root / "data/pretrained").mkdir(parents=True)  # a dependency of the federated stages (released weights)
+    (root / "data/pretrained/README.md").write_text("released weights a test copies here\n")
+    (root / "artifacts/ablation").mkdir(parents=True)  # a dependency of the report stage
+    shutil.copy(REPO / "artifacts/ablation/README.md", root / "artifacts/ablation/README.md")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}

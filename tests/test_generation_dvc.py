@@ -56,9 +56,9 @@ def test_repro_runs_the_chain_once(repo: tuple[Path, dict[str, str], str]) -> No
     assert order.index("backbone") < order.index("controlnet@a") < order.index("synthesize@a") < order.index("quality@a")
     second = run_ok([sys.executable, "-m", "dvc", "repro", "quality"], root, env)
     assert stages_run(second) == [] and "Data and pipelines are up to date" in second
-    assert (root / "artifacts/synthetic/a/grid.png").stat().st_size > 0
+    assert (root / "artifacts/quality/a/grid.png").stat().st_size > 0
     metrics = run_ok([sys.executable, "-m", "dvc", "metrics", "show"], root, env)
-    assert "artifacts/synthetic/a/quality.json" in metrics
+    assert "artifacts/quality/a/quality.json" in metrics
 
 
 def test_only_controlnet_weights_and_masks_cross_to_the_server(repo: tuple[Path, dict[str, str], str]) -> None:

@@ -97,6 +97,33 @@ def pretrain(
     typer.echo(json.dumps({"out": str(out), "disc_offset": summary["disc_offset"], "final_loss": summary["final_loss"]}, indent=2))
 
 
+@app.command("pretrain-sam")
+def pretrain_sam(
+    out: Path = typer.Argument(Path("data/pretrained/embedded"), help="Folder to write <model>.safetensors (fp16) and <model>.json into."),
+    model: str = typer.Option("sam_demo", help="Server model preset to pre-train (a registered model name)."),
+    corpus_n: int = typer.Option(2000, min=1, help="Public phantom samples to train on (site 'public', no client's data)."),
+    val_n: int = typer.Option(128, min=1, help="Further public samples for picking the best epoch."),
+    epochs: int = typer.Option(3, min=1, help="Passes over the corpus."),
+    batch_size: int = typer.Option(8, min=1, help="Training batch size."),
+    lr: float = typer.Option(3e-4, min=0, help="AdamW learning rate (cosine decay over the epochs)."),
+    device: str = typer.Option("auto", help="cpu, cuda, or auto (CUDA when present)."),
+    workers: int = typer.Option(1, min=0, help="Processes rendering the corpus."),
+    overwrite: bool = typer.Option(False, help="Replace existing weights (the shipped ones are data/pretrained/embedded)."),
+) -> None:
+    """Pre-train the embedded default's foundation SAM on the public phantom corpus (the project's "released" SAM)."""
+    import torch
+
+    from dsfed.server.foundation import FoundationSpec, pretrain_foundation
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    spec = FoundationSpec(model=model, corpus_n=corpus_n, val_n=val_n, epochs=epochs, batch_size=batch_size, lr=lr)
+    try:
+        summary = pretrain_foundation(out, spec, device=device, workers=workers, overwrite=overwrite)
+    except FileExistsError as exc:
+        raise DsfedError(str(exc)) from None
+    typer.echo(json.dumps({"out": str(out), "best_val_dice": summary["best_val_dice"], "timings": summary["timings"]}, indent=2))
+
+
 def _open(target: str, artifacts: Path):  # noqa: ANN202 - returns ClientStore (imported lazily)
     from dsfed.data.store import ClientStore, store_path
 
@@ -140,6 +167,114 @@ def data_preview(
     from dsfed.data.summary import preview_grid
 
     typer.echo(str(preview_grid([_open(t, artifacts) for t in targets], out, per_store=per_client)))
+
+
+@app.command("preset")
+def preset(
+    name: str = typer.Argument(..., help="Preset name: paper-fundus (DSFedMed's fundus setting)."),
+    data: Path = typer.Option(..., help="Dataset root (paper-fundus: the FedDG fundus folder holding Domain1..Domain4)."),
+    sam: Path = typer.Option(..., help="Official SAM ViT-B checkpoint (sam_vit_b_01ec64.pth)."),
+    tinysam: Path = typer.Option(..., help="Official TinySAM checkpoint (tinysam.pth)."),
+    sd15: Path = typer.Option(..., help="Local diffusers Stable Diffusion 1.5 folder."),
+    controlnet: Path | None = typer.Option(None, help="Optional diffusers ControlNet folder to start from (e.g. sd-controlnet-seg)."),
+    holdout: str | None = typer.Option("Domain4", help="Domain held out for testing ('' for none)."),
+    out: Path = typer.Option(Path("params.yaml"), "--out", "-o", help="Params file to write."),
+    check_paths: bool = typer.Option(True, help="Refuse paths that do not exist."),
+) -> None:
+    """Write a named configuration into params.yaml (the previous file is kept as <out>.bak)."""
+    import shutil
+
+    import yaml
+
+    from dsfed.config import parse_params
+    from dsfed.presets import PresetPaths, build_preset
+
+    try:
+        raw = build_preset(name, PresetPaths(data=data, sam=sam, tinysam=tinysam, sd15=sd15, controlnet=controlnet, holdout=holdout or None))
+    except KeyError as exc:
+        raise DsfedError(str(exc.args[0])) from None
+    if check_paths:
+        for label, path in (("--data", data), ("--sam", sam), ("--tinysam", tinysam), ("--sd15", sd15), ("--controlnet", controlnet)):
+            if path is not None and not path.exists():
+                raise DsfedError(f"{label}: {path} does not exist")
+    parse_params(raw, root=out.parent, check_paths=check_paths, source=str(out))  # refuse to write an invalid file
+    from dsfed.io import atomic_path
+
+    if out.exists():
+        shutil.copy2(out, out.with_name(out.name + ".bak"))
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.write_text(f"# dsfed preset {name} (written by `dsfed preset`; the previous file is {out.name}.bak)\n"
+                       + yaml.safe_dump(raw, sort_keys=False))
+    typer.echo(f"{out}: preset {name} ({len(raw['clients'])} clients, held out: {raw['data']['holdout']})")
+
+
+@app.command("ablate")
+def ablate(
+    sweep: list[str] = typer.Option(["table4", "lam", "rate", "batch_topk"], "--sweep", "-s",
+                                    help="Which sets to run: table4 (the paper's 4 rows), lam, rate, batch_topk (repeatable)."),
+    lam: list[float] = typer.Option([0.0, 0.25, 0.5, 0.75, 1.0], "--lam", help="lam values of the lam sweep (repeatable)."),
+    rate: list[float] = typer.Option([0.2, 0.5, 0.8], "--rate", help="Selection rates of the rate sweep (repeatable)."),
+    params: Path = PARAMS,
+    artifacts: Path = ARTIFACTS,
+) -> None:
+    """Rerun the distillation per variant from the same starting models and gather one table
+    (artifacts/ablation/table.md); `dvc repro report` then adds it to the report."""
+    from dsfed.config import load_params
+    from dsfed.distill.ablation import ablation_variants, run_ablation
+
+    unknown = sorted(set(sweep) - {"table4", "lam", "rate", "batch_topk"})
+    if unknown:
+        raise DsfedError(f"--sweep: unknown set(s) {', '.join(unknown)} (table4, lam, rate, batch_topk)")
+    cfg = load_params(params)
+    for needed in (artifacts / "server_sam" / "model.json", artifacts / "federated" / cfg.distill.student / "model.json"):
+        if not needed.is_file():
+            raise DsfedError(f"{needed}: not found (run `dvc repro distill` first)")
+    variants = ablation_variants(cfg, sweep, lam, rate)
+    typer.echo(f"{len(variants)} variants: {', '.join(variants)}")
+    table = run_ablation(cfg, artifacts, variants)
+    typer.echo((artifacts / "ablation" / "table.md").read_text())
+    typer.echo(f"table: {artifacts / 'ablation' / 'table.json'} ({len(table['rows'])} rows); `dvc repro report` adds it to the report")
+
+
+@app.command("report")
+def report(
+    artifacts: Path = ARTIFACTS,
+    params: Path = PARAMS,
+    rebuild: bool = typer.Option(False, help="Rebuild the report from artifacts/eval now (what the report stage does)."),
+) -> None:
+    """Print where the report is and a short summary: test Dice per model and whether knowledge flowed."""
+    from dsfed.report.build import build_report, flow_findings, read_eval
+
+    cfg = None
+    if rebuild:
+        from dsfed.config import load_params
+
+        cfg = load_params(params)
+        build_report(cfg, artifacts)
+    index = artifacts / "report" / "index.html"
+    if not index.is_file():
+        raise DsfedError(f"{index}: no report yet (run `dvc repro report`, or `make demo`)")
+    ev = read_eval(artifacts)
+    holdout = ev.get("holdout")
+    typer.echo(f"report: {index.resolve()}")
+    typer.echo(f"summary: {(artifacts / 'report' / 'summary.md').resolve()}")
+    typer.echo(f"test Dice (source-client mean{f' | held-out {holdout}' if holdout else ''}):")
+    for key in ev.get("order", ev["models"]):
+        m = ev["models"][key]
+        held = f" | {m['holdout']['dice']:.3f}" if holdout and m.get("holdout") else ""
+        typer.echo(f"  {m['label']:<48} {m['source_mean'].get('dice', float('nan')):.3f}{held}")
+    student = "fedtinysam"
+    if cfg is None and params.is_file():
+        from dsfed.config import load_params
+
+        student = load_params(params).distill.student
+    for f in flow_findings(ev, cfg.distill.student if cfg else student):
+        b, a = f["source"]
+        line = f"  {f['direction']}: source {b:.3f} -> {a:.3f} ({a - b:+.3f})"
+        if holdout and holdout in f["clients"]:
+            hb, ha = f["clients"][holdout]
+            line += f", held-out {hb:.3f} -> {ha:.3f} ({ha - hb:+.3f})"
+        typer.echo(line)
 
 
 def main() -> None:

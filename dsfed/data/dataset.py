@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from dsfed.data.store import ClientStore
 from dsfed.data.transforms import AugmentConfig, build_augment
 
-__all__ = ["StoreDataset"]
+__all__ = ["ArrayDataset", "StoreDataset"]
 
 
 class StoreDataset(Dataset[dict[str, Any]]):
@@ -48,11 +48,40 @@ class StoreDataset(Dataset[dict[str, Any]]):
         row = int(self.indices[i])
         image = torch.from_numpy(np.asarray(self.store.images[row], dtype=np.float32) / 255.0)
         mask = torch.from_numpy(np.asarray(self.store.masks[row], dtype=np.float32))
-        item: dict[str, Any] = {"image": image, "mask": mask}
-        if self.augment is not None:
-            item = self.augment(item)
-            item = {k: torch.as_tensor(v).as_subclass(torch.Tensor) for k, v in item.items()}
-            item["image"] = item["image"].clamp_(0.0, 1.0)
+        item = _augmented({"image": image, "mask": mask}, self.augment)
         item["index"] = row
         item["client"] = self.store.client
         return item
+
+
+class ArrayDataset(Dataset[dict[str, Any]]):
+    """In-memory pairs with the same items and augmentation as :class:`StoreDataset` (e.g. a public corpus).
+
+    Args:
+        images: (N, 3, S, S) uint8. masks: (N, K, Sm, Sm) {0, 1}.
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+        if len(images) != len(masks):
+            raise ValueError(f"{len(images)} images but {len(masks)} masks")
+        self.images, self.masks = images, masks
+        self.augment = build_augment(augment, seed=seed) if augment is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = torch.from_numpy(self.images[i].astype(np.float32) / 255.0)
+        mask = torch.from_numpy(self.masks[i].astype(np.float32))
+        item = _augmented({"image": image, "mask": mask}, self.augment)
+        item["index"] = i
+        return item
+
+
+def _augmented(item: dict[str, Any], augment: Any) -> dict[str, Any]:
+    if augment is None:
+        return item
+    item = augment(item)
+    item = {k: torch.as_tensor(v).as_subclass(torch.Tensor) for k, v in item.items()}
+    item["image"] = item["image"].clamp_(0.0, 1.0)
+    return item

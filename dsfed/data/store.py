@@ -22,7 +22,7 @@ from dsfed.data.partition import partition_indices
 from dsfed.data.sources import Sample, SourceItem, build_source
 from dsfed.data.splits import SPLITS, assign_splits, stable_seed
 from dsfed.errors import HeldOutError, SourceError, StoreError
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, sha256_file
 
 __all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "store_path", "write_store"]
 
@@ -78,14 +78,6 @@ def resize_sample(sample: Sample, image_size: int, mask_size: int, mode: str = "
 # --------------------------------------------------------------------------------------------------
 # Building
 # --------------------------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -167,7 +159,7 @@ def build_client_store(
 
     source_root = spec.path if spec.path.is_absolute() else root / spec.path
     input_files = dict.fromkeys(f for item in loaded.items for f in item.files)  # each file hashed once
-    file_hashes = {_relative(f, source_root): _sha256(f) for f in input_files}
+    file_hashes = {_relative(f, source_root): sha256_file(f) for f in input_files}
     fingerprint = source_fingerprint(params, client, file_hashes)
 
     if out.exists():

@@ -110,8 +110,8 @@ def run_distillation(
         result = distill_round(sam, tiny, sam_optimizer, tiny_optimizer, images, masks, settings, generator, device)
         history.append({"round": round, "pool_size": len(result.pool), **result.losses,
                         "score_mean": float(result.scores.mean()), "score_std": float(result.scores.std())})
+        if on_round is not None:  # before the checkpoint: a run killed in between redoes the round
+            on_round(round, result)
         if work is not None:
             _save(work, round, sam, tiny, optimizers, generator, history, keep)
-        if on_round is not None:
-            on_round(round, result)
     return history

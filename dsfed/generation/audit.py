@@ -1,8 +1,8 @@
 """The ``quality@<client>`` stage, run at the client: is its synthetic set controllable, realistic, novel?
 
 The server sends the client its synthetic set (a ledger ``down`` row); the client compares it with its
-real data, which never leaves, and returns only ``quality.json`` (an ``up`` row). Outputs, beside the
-synthetic store in ``<artifacts>/synthetic/<client>/``: ``quality.json``, ``grid.png``, ``audit_ledger.csv``.
+real data, which never leaves, and returns only ``quality.json`` (an ``up`` row). Outputs, in
+``<artifacts>/quality/<client>/``: ``quality.json``, ``grid.png``, ``audit_ledger.csv``.
 
 - controllability: a segmenter trained on the client's real training pairs only, scored (Dice) on the
   synthetic images against the masks they were conditioned on; its Dice on the client's real test
@@ -52,8 +52,9 @@ AUDIT_LEDGER = "audit_ledger.csv"
 
 
 def quality_dir(artifacts: str | Path, client: str) -> Path:
-    """Where ``quality@<client>`` writes (beside the synthetic store): ``<artifacts>/synthetic/<client>``."""
-    return Path(artifacts) / "synthetic" / client
+    """Where ``quality@<client>`` writes: ``<artifacts>/quality/<client>`` (apart from the synthetic store,
+    which the server stages depend on as a whole folder)."""
+    return Path(artifacts) / "quality" / client
 
 
 def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device: torch.device, seed: int) -> torch.nn.Module:

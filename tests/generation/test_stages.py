@@ -114,7 +114,7 @@ def test_synthetic_store_schema_and_attrs(chain: tuple[Path, Params]) -> None:
 
 def test_quality_report_and_grid(chain: tuple[Path, Params]) -> None:
     root, _ = chain
-    folder = root / "artifacts/synthetic/a"
+    folder = root / "artifacts/quality/a"
     quality = json.loads((folder / "quality.json").read_text())
     c = quality["controllability"]
     assert c["synthetic"]["n"] == 12 and 0 <= c["synthetic"]["dice"] <= 1 and c["real_test"]["n"] > 0
@@ -138,7 +138,7 @@ def test_held_out_client_gets_no_generator(chain: tuple[Path, Params]) -> None:
     assert not (generator_dir(root / "artifacts", "h") / CONTROLNET_FILE).exists()
     store = ClientStore(synthetic_path(root / "artifacts", "h"))
     assert len(store) == 0 and store.attrs["held_out"] is True
-    assert json.loads((root / "artifacts/synthetic/h/quality.json").read_text())["held_out"] is True
+    assert json.loads((root / "artifacts/quality/h/quality.json").read_text())["held_out"] is True
 
 
 def test_synthesis_reads_only_the_uploads_and_is_deterministic(chain: tuple[Path, Params], tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The DSFedMed report: self-contained HTML and a Markdown summary (``dsfed.report.build``)."""

@@ -1,0 +1,273 @@
+"""The ``report`` stage: ``artifacts/report/index.html`` (self-contained) and ``summary.md``.
+
+Sections: accuracy (Table-2-like), whether knowledge flowed between SAM and the student, efficiency
+(Table-3-like), the ablation table when ``dsfed ablate`` has run, learning curves, per-client real vs
+synthetic grids with their quality figures, and prediction overlays on test images. Every figure is
+rendered here (matplotlib) and inlined, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsfed.config import Params
+from dsfed.io import atomic_path
+from dsfed.report.figures import curves_png, data_uri, overlay_png
+from dsfed.timings import latest_stage_times
+
+__all__ = ["build_report", "flow_findings", "read_eval"]
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.dsfedmed td{background:#f4f9ff}
+.small{color:#666;font-size:12px}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
+
+
+def _models(ev: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(key, model summary) in table order (the JSON's keys are sorted)."""
+    return [(key, ev["models"][key]) for key in ev.get("order", ev["models"])]
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def read_eval(artifacts: Path) -> dict[str, Any]:
+    path = artifacts / "eval" / "metrics.json"
+    if not path.is_file():
+        from dsfed.errors import DsfedError
+
+        raise DsfedError(f"{path}: not found (run the evaluate stage first: dvc repro evaluate)")
+    return json.loads(path.read_text())
+
+
+def _accuracy_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    clients = ev["source_clients"]
+    holdout = ev.get("holdout")
+    header = ["model", *[f"{c} Dice" for c in clients], "source Dice [CI]", "source IoU", "source HD95 (px)"]
+    if holdout:
+        header += [f"{holdout} (held out) Dice [CI]"]
+    rows, groups = [], []
+    for key, m in _models(ev):
+        per = m["clients"]
+        row = [m["label"], *[f"{_fmt(per[c]['dice'])} ± {_fmt(per[c]['dice_std'], 2)}" for c in clients]]
+        ci = [per[c].get("dice_ci") or [None, None] for c in clients]
+        lo = np.mean([x[0] for x in ci if x[0] is not None]) if ci else None
+        hi = np.mean([x[1] for x in ci if x[1] is not None]) if ci else None
+        src = m["source_mean"]
+        row += [f"{_fmt(src.get('dice'))} [{_fmt(float(lo) if lo is not None else None, 2)}, {_fmt(float(hi) if hi is not None else None, 2)}]",
+                _fmt(src.get("iou")), _fmt(src.get("hd95"), 1)]
+        if holdout:
+            h = m.get("holdout") or {}
+            hci = h.get("dice_ci") or [None, None]
+            row += [f"{_fmt(h.get('dice'))} [{_fmt(hci[0], 2)}, {_fmt(hci[1], 2)}]"]
+        rows.append(row)
+        groups.append(m["group"])
+    return header, rows, groups
+
+
+def flow_findings(ev: dict[str, Any], student: str) -> list[dict[str, Any]]:
+    """Before vs after distillation for both models, per client: did knowledge flow each way?
+
+    Returns one record per direction: ``{"direction", "before", "after", "clients": {c: (before, after)}}``.
+    """
+    models = ev["models"]
+    pairs = [("SAM -> student", student, "dsfedmed_tiny"), ("student -> SAM", "server_sam", "dsfedmed_sam")]
+    out = []
+    for direction, before, after in pairs:
+        if before not in models or after not in models:
+            continue
+        clients = list(models[before]["clients"])
+        out.append({
+            "direction": direction, "before": models[before]["label"], "after": models[after]["label"],
+            "clients": {c: (models[before]["clients"][c]["dice"], models[after]["clients"][c]["dice"]) for c in clients},
+            "source": (models[before]["source_mean"].get("dice"), models[after]["source_mean"].get("dice")),
+        })
+    return out
+
+
+def _table_html(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr class='{html.escape((classes or [''] * len(rows))[i])}'>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _table_md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _efficiency_rows(ev: dict[str, Any], times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "parameters (M)", "communication (MB)", "inference (ms/image, batch 1)", "note"]
+    rows = []
+    for _, m in _models(ev):
+        e = m["efficiency"]
+        rows.append([m["label"], _fmt(e["parameters"] / 1e6, 2), _fmt(e["communication_bytes"] / 1e6, 1),
+                     _fmt(e["inference_ms_per_image"], 1), e.get("note", "")])
+    return header, rows
+
+
+def _stage_rows(times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["stage", "flow (s)", "process (s)", "finished (UTC)"]
+    return header, [[k, _fmt(v["wall_s"], 1), _fmt(v["process_s"], 1), v["at"]] for k, v in times.items()]
+
+
+def _tsv(path: Path) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    if path.is_file():
+        with open(path) as fh:
+            for row in csv.DictReader(fh, delimiter="\t"):
+                xs.append(float(row["step"]))
+                ys.append(float(row[path.stem]))
+    return xs, ys
+
+
+def _curves(params: Params, artifacts: Path) -> bytes | None:
+    panels = []
+    fed = {m: _tsv(artifacts / "federated" / m / "dvclive" / "plots" / "metrics" / "val_dice.tsv") for m in params.federated.methods}
+    panels.append(("federated: val Dice (real, source clients)", "round", {m: v for m, v in fed.items() if v[0]}))
+    server = artifacts / "server_sam" / "metrics.json"
+    if server.is_file():
+        hist = json.loads(server.read_text())["history"]
+        panels.append(("server SAM: synthetic val Dice", "epoch", {"server SAM": ([h["epoch"] for h in hist], [h["val_dice_mean"] for h in hist])}))
+    distill = artifacts / "distill" / "metrics.json"
+    if distill.is_file():
+        rounds = json.loads(distill.read_text())["rounds"]
+        r = [x["round"] for x in rounds]
+        panels.append(("distillation: synthetic val Dice", "round",
+                       {"SAM": (r, [x["val_dice_sam"] for x in rounds]), "student": (r, [x["val_dice_tiny"] for x in rounds])}))
+        trained = [x for x in rounds if "total" in x]
+        panels.append(("distillation: losses on the pool", "round",
+                       {k: ([x["round"] for x in trained], [x[k] for x in trained]) for k in ("gt_sam", "gt_tiny", "kl_sam_tiny", "kl_tiny_sam")}))
+    panels = [p for p in panels if p[2]]
+    return curves_png(panels) if panels else None
+
+
+def _quality_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[str]]]:
+    header = ["client", "controllability Dice (synthetic)", "judge on real test", "Fréchet synthetic", "Fréchet floor (round trip / as is)", "memorisation flag"]
+    rows = []
+    for c in params.training_clients:
+        path = artifacts / "quality" / c / "quality.json"
+        if not path.is_file():
+            continue
+        q = json.loads(path.read_text())
+        ctl, fd, memo = q["controllability"], q["realism_frechet"], q["memorisation"]
+        flag = memo.get("pixels", {}).get("label", "–")
+        rows.append([c, _fmt(ctl["synthetic"].get("dice")), _fmt(ctl["real_test"].get("dice")), _fmt(fd["synthetic"], 0),
+                     f"{_fmt(fd['real_heldout_at_generated_size'], 0)} / {_fmt(fd['real_heldout'], 0)}", str(flag)])
+    return header, rows
+
+
+def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
+    path = artifacts / "eval" / "predictions.npz"
+    if not path.is_file():
+        return {}
+    data = np.load(path)
+    out = {}
+    for client in [*ev["source_clients"], *([ev["holdout"]] if ev.get("holdout") else [])]:
+        if f"image/{client}" not in data or len(data[f"image/{client}"]) == 0:
+            continue
+        columns = [("ground truth", data[f"truth/{client}"])]
+        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in _models(ev) if f"{key}/{client}" in data]
+        out[client] = overlay_png(data[f"image/{client}"], columns)
+    return out
+
+
+def _ablation(artifacts: Path) -> tuple[list[str], list[list[str]]] | None:
+    path = artifacts / "ablation" / "table.json"
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text())
+    return table["header"], table["rows"]
+
+
+def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[str]:
+    lines = []
+    for f in findings:
+        b, a = f["source"]
+        parts = [f"source mean {_fmt(b)} → {_fmt(a)} ({a - b:+.3f})" if b is not None and a is not None else ""]
+        if holdout and holdout in f["clients"]:
+            hb, ha = f["clients"][holdout]
+            parts.append(f"held-out {holdout} {_fmt(hb)} → {_fmt(ha)} ({ha - hb:+.3f})")
+        lines.append(f"{f['direction']}: {f['before']} → {f['after']}: " + ", ".join(p for p in parts if p))
+    return lines
+
+
+def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
+    """Write ``artifacts/report/index.html`` and ``summary.md``; returns ``{"html", "markdown", "summary"}``."""
+    artifacts = Path(artifacts)
+    out = artifacts / "report"
+    ev = read_eval(artifacts)
+    times = latest_stage_times(artifacts)
+    acc_header, acc_rows, groups = _accuracy_rows(ev)
+    eff_header, eff_rows = _efficiency_rows(ev, times)
+    stage_header, stage_rows = _stage_rows(times)
+    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout"))
+    q_header, q_rows = _quality_rows(params, artifacts)
+    ablation = _ablation(artifacts)
+    curves = _curves(params, artifacts)
+    overlays = _overlays(ev, artifacts)
+
+    holdout = ev.get("holdout")
+    intro = (f"Test Dice per image (mean ± std over images), the source-client mean with its {int(ev['ci'] * 100)} % bootstrap "
+             f"interval ({ev['bootstrap']} resamples, mean of the per-client intervals), IoU and HD95 (pixels at the mask size)"
+             + (f"; {holdout} is held out: no model trained or was selected on it." if holdout else "."))
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dsfed report</title><style>{CSS}</style></head><body>",
+             "<h1>dsfed: DSFedMed report</h1>",
+             f"<p class='small'>{len(params.clients)} clients ({', '.join(params.clients)}); classes {', '.join(params.data.classes)}; "
+             f"images {params.data.image_size} px, masks {params.data.mask_size} px; device {html.escape(ev['device'])}.</p>",
+             "<h2>Accuracy</h2>", f"<p class='small'>{html.escape(intro)}</p>",
+             _table_html(acc_header, acc_rows, groups),
+             "<h2>Did knowledge flow?</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>",
+             "<h2>Efficiency</h2>", "<p class='small'>Communication: every byte the method's ledgers recorded (FedAvg rounds; for "
+             "DSFedMed also the ControlNet and mask uploads, the synthetic sets sent down for the clients' audits, and the distilled "
+             "model sent to every client). Inference: median batch-1 forward time on this machine.</p>",
+             _table_html(eff_header, eff_rows)]
+    if stage_rows:
+        parts += ["<h3>Stage wall times (the newest run of each)</h3>", _table_html(stage_header, stage_rows)]
+    if ablation:
+        parts += ["<h2>Ablation</h2>", _table_html(*ablation)]
+    if curves:
+        parts += ["<h2>Learning curves</h2>", f"<img src='{data_uri(curves)}' alt='learning curves'>"]
+    if q_rows:
+        parts += ["<h2>Synthetic data</h2>", _table_html(q_header, q_rows),
+                  "<p class='small'>Grid rows: masks, the real image of each mask, synthetic, synthetic outlined, augmented masks.</p>"]
+        for c in params.training_clients:
+            grid = artifacts / "quality" / c / "grid.png"
+            if grid.is_file():
+                parts.append(f"<h3>{html.escape(c)}</h3><img src='{data_uri(grid.read_bytes())}' alt='{html.escape(c)} grid'>")
+    if overlays:
+        parts.append("<h2>Predictions on test images</h2><p class='small'>Disc outlined green, cup blue.</p>")
+        for c, png in overlays.items():
+            parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png)}' alt='{html.escape(c)} overlays'>")
+    parts.append("</body></html>")
+
+    md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", _table_md(acc_header, acc_rows), "",
+          "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", _table_md(eff_header, eff_rows), ""]
+    if stage_rows:
+        md += ["### Stage wall times", "", _table_md(stage_header, stage_rows), ""]
+    if ablation:
+        md += ["## Ablation", "", _table_md(*ablation), ""]
+    if q_rows:
+        md += ["## Synthetic data", "", _table_md(q_header, q_rows), ""]
+    md += [f"The full report with figures: `{out / 'index.html'}`", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "index.html", overwrite=True) as tmp:
+        tmp.write_text("\n".join(parts))
+    with atomic_path(out / "summary.md", overwrite=True) as tmp:
+        tmp.write_text("\n".join(md))
+    return {"html": str(out / "index.html"), "markdown": str(out / "summary.md"), "findings": findings,
+            "accuracy": {"header": acc_header, "rows": acc_rows}}

@@ -1,0 +1,83 @@
+"""Figures of the report, rendered offline to PNG bytes (matplotlib, Agg) for inlining as data URIs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["curves_png", "data_uri", "overlay_png"]
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for an ``<img src>``: the report stays one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def curves_png(panels: Sequence[tuple[str, str, dict[str, tuple[Sequence[float], Sequence[float]]]]]) -> bytes:
+    """One row of line plots. ``panels``: (title, x label, {series name: (xs, ys)}) each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, xlabel, series) in zip(axes[0], panels):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def overlay_png(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], path: str | Path | None = None) -> bytes:
+    """Test images with predicted masks outlined: a row per image, a column per model.
+
+    Args:
+        images: (N, 3, S, S) uint8. columns: (title, masks (N, K, Sm, Sm) {0, 1}) per column; the first
+            is usually the ground truth.
+    """
+    import torch
+
+    from dsfed.generation.grid import outline
+
+    size = images.shape[-1]
+    rows = []
+    for i in range(len(images)):
+        tiles = []
+        for _, masks in columns:
+            m = torch.nn.functional.interpolate(torch.as_tensor(masks[i : i + 1]).float(), size=(size, size), mode="nearest")[0]
+            tiles.append(outline(images[i], m.numpy().astype(np.uint8)))
+        rows.append(np.stack(tiles))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, m = len(rows), len(columns)
+    fig, axes = plt.subplots(n, m, figsize=(1.6 * m, 1.6 * n + 0.4), squeeze=False)
+    for r in range(n):
+        for c in range(m):
+            ax = axes[r][c]
+            ax.imshow(rows[r][c].transpose(1, 2, 0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c][0], fontsize=7)
+    fig.tight_layout(pad=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    if path is not None:
+        Path(path).write_bytes(buffer.getvalue())
+    return buffer.getvalue()

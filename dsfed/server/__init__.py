@@ -1,0 +1,1 @@
+"""Server-side model work of DSFedMed: the foundation SAM, its fine-tuning on synthetic data (``server_sam``)."""

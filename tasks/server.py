@@ -1,0 +1,29 @@
+"""Tasks of the server-side DSFedMed stages: ``server_sam`` and ``distill``.
+
+Each task takes and returns paths and small summaries (never tensors); the dsfed functions it calls do
+the work and write their outputs atomically. Neither reads ``artifacts/clients``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from dsfed.config import load_params
+
+
+@task(name="finetune-server-sam")
+def finetune(params_path: str, artifacts: str) -> dict[str, Any]:
+    """Fine-tune the foundation SAM on the union of the source clients' synthetic sets."""
+    from dsfed.server.finetune import run_server_sam_stage
+
+    return run_server_sam_stage(load_params(params_path), artifacts)
+
+
+@task(name="mutual-distillation")
+def distill(params_path: str, artifacts: str) -> dict[str, Any]:
+    """Learnability-guided mutual distillation between the server SAM and the federated student."""
+    from dsfed.distill.stage import run_distill_stage
+
+    return run_distill_stage(load_params(params_path), artifacts)

@@ -1,0 +1,254 @@
+"""The server-side DSFedMed stages in-process at tiny size: server_sam, distill, evaluate, report.
+
+Built on the generation chain of ``tests/generation/test_stages.py`` (client ``a`` trains, ``h`` is held
+out), plus a random foundation SAM checkpoint and a random student "federated" model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dsfed.config import Params, parse_params
+from dsfed.distill.stage import run_distill_stage
+from dsfed.evaluation.suite import bootstrap_ci, run_evaluate_stage
+from dsfed.federated.ledger import ledger_totals, read_ledger
+from dsfed.generation.server import synthetic_path
+from dsfed.models import build_model
+from dsfed.models.card import load_carded_model
+from dsfed.report.build import build_report, flow_findings
+from dsfed.server.finetune import run_server_sam_stage
+from dsfed.server.outputs import save_model
+from tests.generation.test_stages import chain  # noqa: F401 - the module-scoped fixture
+
+SERVER = {"model": "sam_demo", "input_size": 64, "epochs": 2, "batch_size": 4, "lr": 1e-3, "augment": {"enabled": False}}
+DISTILL = {"rounds": 2, "rate": 0.5, "batch_size": 4, "lr_sam": 1e-3, "lr_tiny": 1e-3}
+
+
+def server_params(root: Path, chain_params: Params, **sections: dict) -> Params:
+    raw = chain_params.model_dump(mode="json")
+    raw["federated"]["methods"] = {"fedtinysam": {"model": "tinysam_demo", "input_size": 64}}
+    raw["server_sam"] = {**SERVER, "checkpoint": str(root / "foundation.safetensors")}
+    raw["distill"] = DISTILL
+    raw["evaluate"] = {"bootstrap": 200, "timing_images": 2, "overlays": 2}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return parse_params(raw, root=root)
+
+
+@pytest.fixture(scope="module")
+def server(chain: tuple[Path, Params]) -> tuple[Path, Params]:  # noqa: F811
+    """The chain plus a foundation checkpoint, a student model, then server_sam, distill and evaluate."""
+    root, chain_params = chain
+    torch.manual_seed(1)
+    foundation = build_model("sam_demo", num_classes=2, output_size=16, input_size=64)
+    save_file({k: v.contiguous() for k, v in foundation.state_dict().items()}, str(root / "foundation.safetensors"))
+    torch.manual_seed(2)
+    student = build_model("tinysam_demo", num_classes=2, output_size=16, input_size=64)
+    art = root / "artifacts"
+    save_model(art / "federated" / "fedtinysam", student, "tinysam_demo", 64)
+    params = server_params(root, chain_params)
+    with open(art / "federated" / "fedtinysam" / "ledger.csv", "w") as fh:
+        fh.write("round,client,direction,what,bytes\n1,a,down,global_weights,100\n1,a,up,update,100\n")
+    run_server_sam_stage(params, art, progress=False)
+    run_distill_stage(params, art)
+    run_evaluate_stage(params, art)
+    return root, params
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_server_sam_keeps_the_best_epoch_on_synthetic_val(server: tuple[Path, Params]) -> None:
+    root, params = server
+    out = root / "artifacts/server_sam"
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = metrics["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    best = max(history, key=lambda h: (h["val_dice_mean"], -h["epoch"]))
+    assert metrics["selected_epoch"] == best["epoch"]
+    assert metrics["train_samples"] == len(np.asarray(__import__("zarr").open_group(str(synthetic_path(root / "artifacts", "a")), mode="r")["splits/train"]))
+    assert metrics["start"]["sha256"] and len(metrics["start"]["sha256"]) == 64
+    model = load_carded_model(out, 2, 16)
+    assert model.input_size == 64 and model.num_parameters() == metrics["parameters"]
+
+
+def test_distill_outputs_rounds_pools_and_ledger(server: tuple[Path, Params]) -> None:
+    root, params = server
+    out = root / "artifacts/distill"
+    metrics = json.loads((out / "metrics.json").read_text())
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    n = metrics["train_samples"]
+    assert metrics["pool_size"] == round(0.5 * n)
+    for stem in ("sam", "tiny"):
+        curve = {r["round"]: r[f"val_dice_{stem}"] for r in rounds if r["round"] > 0}
+        assert metrics["selected_round"][stem] == max(curve, key=lambda r: (curve[r], -r))
+    with open(out / "rounds.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * n and {r["client"] for r in rows} == {"a"}  # never the held-out client
+    for r in (1, 2):
+        assert sum(int(x["in_pool"]) for x in rows if int(x["round"]) == r) == metrics["pool_size"]
+    ledger = read_ledger(out / "ledger.csv")
+    size = (out / "tiny/model.safetensors").stat().st_size
+    assert [(x["client"], x["direction"], x["what"], x["bytes"]) for x in ledger] == [(c, "down", "distilled_model", size) for c in params.clients]
+    assert (out / "dvclive/plots/metrics/val_dice_tiny.tsv").is_file()
+
+
+def test_distillation_changes_both_models(server: tuple[Path, Params]) -> None:
+    root, _ = server
+    art = root / "artifacts"
+    before_sam, after_sam = _weights(art / "server_sam"), _weights(art / "distill/sam")
+    before_tiny, after_tiny = _weights(art / "federated/fedtinysam"), _weights(art / "distill/tiny")
+    assert any(not torch.equal(before_sam[k], after_sam[k]) for k in before_sam)
+    assert any(not torch.equal(before_tiny[k], after_tiny[k]) for k in before_tiny)
+
+
+def test_server_stages_never_read_client_or_held_out_data(server: tuple[Path, Params], tmp_path: Path) -> None:
+    """With ``artifacts/clients`` gone and the held-out client's synthetic store gone too, server_sam and
+    distill give bit-identical models."""
+    root, params = server
+    art = tmp_path / "artifacts"
+    shutil.copytree(root / "artifacts/synthetic", art / "synthetic")
+    shutil.rmtree(art / "synthetic" / "h")
+    shutil.copytree(root / "artifacts/federated", art / "federated")
+    run_server_sam_stage(params, art, progress=False)
+    run_distill_stage(params, art)
+    for folder in ("server_sam", "distill/sam", "distill/tiny"):
+        a, b = _weights(root / "artifacts" / folder), _weights(art / folder)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+
+
+def test_distill_resumes_and_warm_starts_only_for_new_inputs(server: tuple[Path, Params], tmp_path: Path) -> None:
+    root, params = server
+    art = tmp_path / "artifacts"
+    for sub in ("synthetic", "federated", "server_sam", "distill"):
+        shutil.copytree(root / "artifacts" / sub, art / sub)
+    # same settings and inputs: the completed checkpoint is reused, the same models come out
+    again = run_distill_stage(params, art)
+    assert again["warm_start_from"] is None
+    assert all(torch.equal(v, _weights(root / "artifacts/distill/tiny")[k]) for k, v in _weights(art / "distill/tiny").items())
+    # new inputs (as after a client joins), same settings: warm start from the previous final models
+    student = art / "federated/fedtinysam/model.safetensors"
+    state = load_file(str(student))
+    first = next(iter(state))
+    state[first] = state[first] + 0.01
+    save_file(state, str(student))
+    warm = run_distill_stage(params, art)
+    assert warm["warm_start_from"] is not None and warm["warm_start_from"].endswith("round-0002")
+    assert len(list((art / "distill/checkpoints").iterdir())) == 1  # the older run's checkpoints are gone
+    # other settings (an ablation): never warm-started
+    ablation = server_params(root, params, distill={"lam": 0.3})
+    cold = run_distill_stage(ablation, art)
+    assert cold["warm_start_from"] is None
+
+
+def test_evaluate_scores_every_model_on_every_client(server: tuple[Path, Params]) -> None:
+    root, params = server
+    art = root / "artifacts"
+    ev = json.loads((art / "eval/metrics.json").read_text())
+    assert ev["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_sam"] and set(ev["models"]) == set(ev["order"])
+    assert ev["holdout"] == "h" and ev["source_clients"] == ["a"]
+    for key, m in ev["models"].items():
+        assert set(m["clients"]) == {"a", "h"}
+        for client, s in m["clients"].items():
+            lo, hi = s["dice_ci"]
+            assert 0 <= lo <= s["dice"] <= hi <= 1, (key, client)
+            assert s["n"] > 0 and 0 <= s["iou"] <= s["dice"] + 1e-9
+        assert m["holdout"] == m["clients"]["h"] and m["source_mean"]["dice"] == m["clients"]["a"]["dice"]
+        assert m["efficiency"]["inference_ms_per_image"] > 0
+    eff = {k: m["efficiency"] for k, m in ev["models"].items()}
+    assert eff["fedtinysam"]["communication_bytes"] == 200
+    generation = sum(ledger_totals(p)["total"] for p in [art / "generators/a/ledger.csv", art / "quality/a/audit_ledger.csv"])
+    distilled = ledger_totals(art / "distill/ledger.csv")["total"]
+    assert eff["dsfedmed_tiny"]["communication_bytes"] == 200 + generation + distilled
+    assert eff["server_sam"]["parameters"] == eff["dsfedmed_sam"]["parameters"] > eff["fedtinysam"]["parameters"]
+    with open(art / "eval/per_image.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 * (ev["models"]["fedtinysam"]["clients"]["a"]["n"] + ev["models"]["fedtinysam"]["clients"]["h"]["n"])
+    per = [float(r["dice_optic_disc"]) for r in rows if r["model"] == "fedtinysam" and r["client"] == "a"]
+    assert abs(np.mean(per) - ev["models"]["fedtinysam"]["clients"]["a"]["dice_optic_disc"]) < 1e-4
+
+
+def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
+    root, params = server
+    result = build_report(params, root / "artifacts")
+    page = Path(result["html"]).read_text()
+    assert "<table>" in page and "DSFedMed SAM" in page and "FedTinySAM" in page
+    assert page.count("data:image/png;base64,") >= 3  # curves, the quality grid, overlays
+    assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from the network
+    md = Path(result["markdown"]).read_text()
+    assert "| model |" in md and "Did knowledge flow?" in md
+    assert any(line.startswith("SAM -> student") for line in result["findings"])
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n() -> None:
+    rng = np.random.default_rng(0)
+    small, large = rng.uniform(0.6, 0.9, 10), rng.uniform(0.6, 0.9, 400)
+    lo_s, hi_s = bootstrap_ci(small, 1000, 0.95, seed=0)
+    lo_l, hi_l = bootstrap_ci(large, 1000, 0.95, seed=0)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 3  # about 1/sqrt(40) as wide
+    assert bootstrap_ci(np.array([0.5, 0.5, 0.5]), 100, 0.95, seed=0) == (0.5, 0.5)
+    assert all(np.isnan(bootstrap_ci(np.array([0.7]), 100, 0.95, seed=0)))
+
+
+def test_flow_findings_compare_before_and_after() -> None:
+    ev = {"models": {
+        "fedtinysam": {"label": "FedTinySAM", "clients": {"a": {"dice": 0.7}, "h": {"dice": 0.5}}, "source_mean": {"dice": 0.7}},
+        "server_sam": {"label": "SAM", "clients": {"a": {"dice": 0.8}, "h": {"dice": 0.75}}, "source_mean": {"dice": 0.8}},
+        "dsfedmed_tiny": {"label": "DSFedMed TinySAM", "clients": {"a": {"dice": 0.75}, "h": {"dice": 0.6}}, "source_mean": {"dice": 0.75}},
+        "dsfedmed_sam": {"label": "DSFedMed SAM", "clients": {"a": {"dice": 0.79}, "h": {"dice": 0.76}}, "source_mean": {"dice": 0.79}},
+    }}
+    found = {f["direction"]: f for f in flow_findings(ev, "fedtinysam")}
+    assert found["SAM -> student"]["clients"]["h"] == (0.5, 0.6)
+    assert found["student -> SAM"]["source"] == (0.8, 0.79)
+
+
+def test_ablation_gathers_one_row_per_variant(server: tuple[Path, Params]) -> None:
+    from dsfed.distill.ablation import TABLE4, ablation_variants, run_ablation
+
+    root, params = server
+    every = ablation_variants(params)
+    assert list(every)[:4] == list(TABLE4) and "lam 0" in every and "rate 0.2" in every
+    assert "lam 0.5" not in every and "rate 0.5" not in every  # the same settings as the DSFedMed row
+    variants = {k: every[k] for k in ("one-way, all samples", "mutual, learnability pool (DSFedMed)")}
+    table = run_ablation(params, root / "artifacts", variants)
+    assert [r[0] for r in table["rows"]] == list(variants)
+    assert [r[1:3] for r in table["rows"]] == [["False", "all"], ["True", "pool"]]
+    assert table["header"][-2:] == ["student h Dice", "SAM h Dice"]
+    runs = root / "artifacts/ablation/runs"
+    assert {p.name for p in runs.iterdir()} == {"one-way-all-samples", "mutual-learnability-pool-dsfedmed"}
+    assert all((p / "tiny/model.json").is_file() and not (p / "checkpoints").exists() for p in runs.iterdir())
+    assert "| variant |" in (root / "artifacts/ablation/table.md").read_text()
+    # one-way distillation keeps SAM out of the KL terms (and "all" trains on every sample): different SAMs
+    a, b = (load_file(str(p / "sam/model.safetensors")) for p in sorted(runs.iterdir()))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    page = Path(build_report(params, root / "artifacts")["html"]).read_text()
+    assert "Ablation" in page and "one-way, all samples" in page
+
+
+def test_report_command_prints_where_and_what(server: tuple[Path, Params], tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from dsfed.cli import app
+
+    root, params = server
+    build_report(params, root / "artifacts")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["report", "--artifacts", str(root / "artifacts"), "--params", str(params_file)])
+    assert result.exit_code == 0, result.output
+    assert "index.html" in result.output and "DSFedMed SAM" in result.output and "SAM -> student" in result.output
+    missing = CliRunner().invoke(app, ["report", "--artifacts", str(tmp_path), "--params", str(params_file)])
+    assert missing.exit_code != 0
