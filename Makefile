@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencies
 
-demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU
+demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU, up to the report
 	python -m flows.server -- dvc repro   # one Prefect server for every stage (see flows/server.py)
-	dsfed data show
+	dsfed report                           # where the report is, test Dice per model, what flowed
 
 test: $(STAMP)  ## run the test suite
 	python -m pytest
