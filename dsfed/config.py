@@ -470,6 +470,7 @@ class ControlNetConfig(DiffusionTrainSpec):
     ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
     amp: bool = False
     log_every: Annotated[int, Field(ge=1)] = 5
+    check_draws: Annotated[int, Field(ge=1)] = 1   # noise draws per pair for the fixed-noise loss before/after
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -93,3 +93,14 @@ def test_partition_parts_must_be_distinct(tmp_path: Path) -> None:
         parse_params(raw, root=REPO)
     raw["clients"]["site_b"]["source"]["partition"]["index"] = 1
     parse_params(raw, root=REPO)
+
+
+def test_loading_params_imports_no_torch() -> None:
+    """Config validation reads model names only: stages that need no model skip torch/MONAI (about 6 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dsfed.config import load_params; load_params('params.yaml'); "
+            "print(sorted(m for m in ('torch', 'monai', 'segment_anything', 'diffusers') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -166,15 +166,16 @@ def train_client_generator(
     if len(train_images) == 0:
         raise DsfedError(f"clients.{client}: the store {store.path} has no training samples")
     controlnet = generic_controlnet(backbone, manifest)
-    spec = DiffusionTrainSpec(**cfg.model_dump(exclude={"device"}) | {"seed": cfg.seed + params.seed})
+    spec = DiffusionTrainSpec(**cfg.model_dump(exclude={"device", "check_draws"}) | {"seed": cfg.seed + params.seed})
     checks = {"train": (train_images, train_masks), "val": (val_images, val_masks)}
     checks = {name: pair for name, pair in checks.items() if len(pair[0])}
-    before = {name: fixed_noise_loss(backbone, controlnet, *pair, device=device) for name, pair in checks.items()}
+    draws = cfg.check_draws
+    before = {name: fixed_noise_loss(backbone, controlnet, *pair, draws=draws, device=device) for name, pair in checks.items()}
     log.info("client %s: fine-tuning the ControlNet on %d pairs, %d steps of %d", client, len(train_images), spec.steps, spec.batch_size)
     t0 = time.perf_counter()
     losses = train_controlnet(backbone, controlnet, train_images, train_masks, spec, device, progress)
     seconds = time.perf_counter() - t0
-    after = {name: fixed_noise_loss(backbone, controlnet, *pair, device=device) for name, pair in checks.items()}
+    after = {name: fixed_noise_loss(backbone, controlnet, *pair, draws=draws, device=device) for name, pair in checks.items()}
 
     meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"), "backbone": manifest.to_json()})
     meta["classes"] = list(store.classes)

@@ -19,7 +19,7 @@ import numpy as np
 
 from dsfed.config import Params
 from dsfed.io import atomic_path
-from dsfed.report.figures import curves_png, data_uri, overlay_png
+from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
 from dsfed.timings import latest_stage_times
 
 __all__ = ["build_report", "flow_findings", "read_eval"]
@@ -182,7 +182,7 @@ def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
             continue
         columns = [("ground truth", data[f"truth/{client}"])]
         columns += [(m["label"], data[f"{key}/{client}"]) for key, m in _models(ev) if f"{key}/{client}" in data]
-        out[client] = overlay_png(data[f"image/{client}"], columns)
+        out[client] = overlay_jpeg(data[f"image/{client}"], columns)
     return out
 
 
@@ -248,11 +248,11 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
         for c in params.training_clients:
             grid = artifacts / "quality" / c / "grid.png"
             if grid.is_file():
-                parts.append(f"<h3>{html.escape(c)}</h3><img src='{data_uri(grid.read_bytes())}' alt='{html.escape(c)} grid'>")
+                parts.append(f"<h3>{html.escape(c)}</h3><img src='{data_uri(as_jpeg(grid.read_bytes()), 'image/jpeg')}' alt='{html.escape(c)} grid'>")
     if overlays:
         parts.append("<h2>Predictions on test images</h2><p class='small'>Disc outlined green, cup blue.</p>")
         for c, png in overlays.items():
-            parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png)}' alt='{html.escape(c)} overlays'>")
+            parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png, 'image/jpeg')}' alt='{html.escape(c)} overlays'>")
     parts.append("</body></html>")
 
     md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", _table_md(acc_header, acc_rows), "",
