@@ -652,8 +652,6 @@ class Params(Strict):
             problems.append(
                 f"federated.min_clients: {self.federated.min_clients} is more than the {len(training)} training clients"
             )
-        if self.federated.methods and self.distill.student not in self.federated.methods:
-            problems.append(f"distill.student: no federated method named {self.distill.student!r}")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -18,9 +18,11 @@ app = typer.Typer(
     add_completion=False,
 )
 config_app = typer.Typer(help="Check and inspect params.yaml.", no_args_is_help=True)
+clients_app = typer.Typer(help="List, add and remove hospitals (clients) in params.yaml.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect client stores.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(clients_app, name="clients")
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 ARTIFACTS = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root.")
@@ -234,6 +236,80 @@ def ablate(
     table = run_ablation(cfg, artifacts, variants)
     typer.echo((artifacts / "ablation" / "table.md").read_text())
     typer.echo(f"table: {artifacts / 'ablation' / 'table.json'} ({len(table['rows'])} rows); `dvc repro report` adds it to the report")
+
+
+@clients_app.command("list")
+def clients_list(params: Path = PARAMS, as_json: bool = typer.Option(False, "--json", help="JSON instead of a table.")) -> None:
+    """One line per client: name, source kind, path, held out or not."""
+    from dsfed.clients import list_clients
+
+    rows = list_clients(params)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['client']:<16} {row['kind']:<9} {row['path']}{'  (held out)' if row['held_out'] else ''}")
+
+
+@clients_app.command("add")
+def clients_add(
+    name: str = typer.Argument(..., help="New client name (letters, digits, '_', '.', '-')."),
+    source: str | None = typer.Option(None, help="The source as inline YAML, e.g. \"{kind: feddg, path: /data/Fundus, domain: Domain2}\"."),
+    like: str | None = typer.Option(None, help="Start from this client's source (then --set changes keys)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE to set in the source (repeatable; VALUE is YAML)."),
+    params: Path = PARAMS,
+) -> None:
+    """Validate the source, add the client to params.yaml; `dvc repro` then runs only its stages and the
+    server-side ones. A running Prefect server gets a `dsfed.client.joined` event (see `make ui`)."""
+    import yaml
+
+    from dsfed.clients import add_client
+    from dsfed.config import load_params
+
+    if (source is None) == (like is None):
+        raise DsfedError("give exactly one of --source YAML or --like CLIENT")
+    if like is not None:
+        current = load_params(params)
+        if like not in current.clients:
+            raise DsfedError(f"--like {like}: no such client (have: {', '.join(current.clients)})")
+        spec = current.clients[like].source.model_dump(mode="json", exclude_defaults=True)
+        spec["kind"] = current.clients[like].source.kind
+    else:
+        spec = yaml.safe_load(source)
+        if not isinstance(spec, dict):
+            raise DsfedError(f"--source: expected a mapping like {{kind: ..., path: ...}}, got {source!r}")
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DsfedError(f"--set {item!r}: expected KEY=VALUE")
+        spec[key] = yaml.safe_load(value)
+    add_client(params, name, spec)
+    typer.echo(f"{params}: added client {name} ({spec.get('kind')})")
+    _emit_joined(name, spec, params)
+
+
+def _emit_joined(name: str, spec: dict, params: Path) -> None:
+    """Send `dsfed.client.joined` to the Prefect server the environment names or that answers on :4200,
+    through the project's own flows package (the core library never imports Prefect)."""
+    import os
+    import subprocess
+
+    root = params.resolve().parent
+    if not (root / "flows" / "events.py").is_file():
+        typer.echo("no flows/ beside params.yaml: no event sent; run `dvc repro` to bring the pipeline up to date")
+        return
+    done = subprocess.run([sys.executable, "-m", "flows.events", "joined", name, "--source", json.dumps(spec)],
+                          cwd=root, capture_output=True, text=True, env={**os.environ})
+    typer.echo(done.stdout.strip() or done.stderr.strip().splitlines()[-1] if (done.stdout or done.stderr) else "")
+
+
+@clients_app.command("remove")
+def clients_remove(name: str = typer.Argument(..., help="Client to remove."), params: Path = PARAMS) -> None:
+    """Remove the client from params.yaml (its stage outputs stay in DVC's cache)."""
+    from dsfed.clients import remove_client
+
+    remove_client(params, name)
+    typer.echo(f"{params}: removed client {name}; `dvc repro` updates the server-side stages")
 
 
 @app.command("report")

@@ -103,6 +103,10 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         the metrics JSON.
     """
     cfg = params.distill
+    if cfg.student not in params.federated.methods:
+        from dsfed.errors import DsfedError
+
+        raise DsfedError(f"distill.student: no federated method named {cfg.student!r} (have: {', '.join(params.federated.methods)})")
     artifacts = Path(artifacts)
     out = Path(out) if out is not None else artifacts / "distill"
     classes = list(params.data.classes)

@@ -1,0 +1,56 @@
+"""Pipeline events sent to the Prefect server: ``dsfed.client.joined`` (what the ``redistill`` deployment's
+trigger waits for; see ``make ui``).
+
+``python -m flows.events joined NAME [--source JSON]`` sends it to the server ``PREFECT_API_URL`` names,
+else the one on 127.0.0.1:4200, and says so; with no server answering it sends nothing (the next
+``dvc repro`` still brings everything up to date).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+
+from flows.server import DEFAULT_URL, healthy
+
+CLIENT_JOINED = "dsfed.client.joined"
+
+
+def server_url() -> str | None:
+    """The Prefect API to talk to, or None when none answers."""
+    for url in (os.environ.get("PREFECT_API_URL"), DEFAULT_URL):
+        if url and healthy(url):
+            return url
+    return None
+
+
+def emit_client_joined(name: str, source: dict[str, object]) -> str | None:
+    """Emit ``dsfed.client.joined`` for ``name`` (resource ``dsfed.client.<name>``); returns the event id."""
+    from prefect.events import emit_event
+
+    event = emit_event(event=CLIENT_JOINED, resource={"prefect.resource.id": f"dsfed.client.{name}", "dsfed.client": name},
+                       payload={"client": name, "source": source})
+    return str(event.id) if event is not None else None
+
+
+def main(
+    what: str = typer.Argument(..., help="Event: joined."),
+    name: str = typer.Argument(..., help="Client name."),
+    source: str = typer.Option("{}", help="The client's source as JSON (recorded in the event's payload)."),
+) -> None:
+    """Send a pipeline event to the running Prefect server."""
+    if what != "joined":
+        raise typer.BadParameter(f"unknown event {what!r} (joined)")
+    url = server_url()
+    if url is None:
+        print("no Prefect server answers (PREFECT_API_URL, 127.0.0.1:4200): no event sent; run `dvc repro` to redistill")
+        return
+    os.environ["PREFECT_API_URL"] = url
+    event_id = emit_client_joined(name, json.loads(source))
+    print(f"sent {CLIENT_JOINED} for {name} to {url} (event {event_id})")
+
+
+if __name__ == "__main__":
+    typer.run(main)
