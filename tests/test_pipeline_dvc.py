@@ -72,3 +72,46 @@ def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str,
     out = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
     assert stages_run(out) == ["prepare@site_a"]
     assert len(ClientStore(root / "artifacts/clients/site_a/data.zarr")) == 7
+
+
+def test_pipeline_flow_runs_what_dvc_finds_out_of_date(repo: tuple[Path, dict[str, str]]) -> None:
+    """``flows/pipeline.py``: one task per out-of-date stage, each stage's own flow run on the same server."""
+    import asyncio
+
+    root, env = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["clients"]["site_b"]["source"]["n"] = 7
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
+    assert "1 stage(s) out of date: prepare@site_b" in out
+    assert len(ClientStore(root / "artifacts/clients/site_b/data.zarr")) == 7
+    assert "up to date" in run_ok([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
+    again = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
+    assert "0 stage(s) out of date" in again
+
+    async def runs() -> dict[str, int]:
+        from prefect import get_client
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+        async with get_client() as client:
+            found = {}
+            for name in ("pipeline", "prepare"):
+                flow_runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+                found[name] = sum(r.state is not None and r.state.is_completed() for r in flow_runs)
+            return found
+
+    import os
+
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
+    try:
+        from prefect.settings import temporary_settings, PREFECT_API_URL
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            found = asyncio.run(runs())
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+    assert found["pipeline"] >= 2 and found["prepare"] >= 1

@@ -76,6 +76,15 @@ def _val_dice(model: Segmenter, stores: dict[str, ClientStore], classes: list[st
     return float(np.mean([summarise(evaluate(model, StoreDataset(s, "val")), classes)["dice"] for s in stores.values()]))
 
 
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``rows`` as a CSV with a header (an empty file with no rows), written atomically."""
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        if rows:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 def _best_round(val_curve: dict[str, dict[str, float]], stem: str) -> int:
     """The round with the best synthetic val Dice for ``stem`` (the earliest on ties)."""
     return max((int(r) for r in val_curve), key=lambda r: (val_curve[str(r)][stem], -r))
@@ -144,7 +153,6 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     log.info("distill: before, synthetic val Dice SAM %.4f, %s %.4f", start["sam"], cfg.student, start["tiny"])
     val_path = work / "val.json"
     val_curve: dict[str, dict[str, float]] = json.loads(val_path.read_text()) if val_path.exists() else {}
-    per_sample: list[dict[str, Any]] = []
 
     def on_round(round: int, result: RoundResult) -> None:
         val_curve[str(round)] = {"sam": _val_dice(sam, stores, classes), "tiny": _val_dice(tiny, stores, classes)}
@@ -154,8 +162,9 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
                 with atomic_path(work / f"{stem}-best.pt", overwrite=True) as tmp:
                     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
         in_pool = set(result.pool.tolist())
-        per_sample.extend({"round": round, "client": c, "row": r, "score": float(result.scores[i]), "in_pool": int(i in in_pool)}
-                          for i, (c, r) in enumerate(origin))
+        rows = [{"round": round, "client": c, "row": r, "score": float(result.scores[i]), "in_pool": int(i in in_pool)}
+                for i, (c, r) in enumerate(origin)]
+        _write_csv(work / f"rounds-{round:04d}.csv", rows)  # kept with the checkpoints: a resumed run still has them
         log.info("distill: round %d, pool %d, synthetic val Dice SAM %.4f, %s %.4f", round, len(result.pool),
                  val_curve[str(round)]["sam"], cfg.student, val_curve[str(round)]["tiny"])
 
@@ -183,11 +192,11 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     for record in history:
         rows.append({**record, "val_dice_sam": val_curve[str(record["round"])]["sam"], "val_dice_tiny": val_curve[str(record["round"])]["tiny"]})
     write_curve(out / "dvclive", rows, step="round")
-    if per_sample:
-        with atomic_path(out / "rounds.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(per_sample[0]))
-            writer.writeheader()
-            writer.writerows(per_sample)
+    per_sample: list[dict[str, Any]] = []
+    for part in sorted(work.glob("rounds-*.csv")):
+        with open(part, newline="") as fh:
+            per_sample += list(csv.DictReader(fh))
+    _write_csv(out / "rounds.csv", per_sample)
     metrics = {
         "student": cfg.student,
         "settings": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "device"},

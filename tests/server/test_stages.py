@@ -134,8 +134,10 @@ def test_distill_resumes_and_warm_starts_only_for_new_inputs(server: tuple[Path,
     for sub in ("synthetic", "federated", "server_sam", "distill"):
         shutil.copytree(root / "artifacts" / sub, art / sub)
     # same settings and inputs: the completed checkpoint is reused, the same models come out
+    (art / "distill/rounds.csv").unlink()  # as DVC does before it reruns the stage
     again = run_distill_stage(params, art)
     assert again["warm_start_from"] is None
+    assert (art / "distill/rounds.csv").read_text() == (root / "artifacts/distill/rounds.csv").read_text()
     assert all(torch.equal(v, _weights(root / "artifacts/distill/tiny")[k]) for k, v in _weights(art / "distill/tiny").items())
     # new inputs (as after a client joins), same settings: warm start from the previous final models
     student = art / "federated/fedtinysam/model.safetensors"
