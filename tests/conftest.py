@@ -76,8 +76,8 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
         shutil.copy(REPO / name, root / name)
     (root / "data/phantom").mkdir(parents=True)
     shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
-    (root / "data/pretrained").mkdir(parents=True)  # a dependency of the federated stages (released weights)
-    (root / "data/pretrained/README.md").write_text("released weights a test copies here\n")
+    (root / "data/pretrained/embedded").mkdir(parents=True)  # the federated stages depend on the foundation SAM
+    shutil.copy(REPO / "data/pretrained/embedded/sam_demo.safetensors", root / "data/pretrained/embedded/sam_demo.safetensors")
     (root / "artifacts/ablation").mkdir(parents=True)  # a dependency of the report stage
     shutil.copy(REPO / "artifacts/ablation/README.md", root / "artifacts/ablation/README.md")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
