@@ -5,9 +5,9 @@ clients' synthetic stores (train split to learn from, val split to select rounds
 ``artifacts/clients`` and never the held-out client's store.
 
 Checkpoints live in ``artifacts/distill/checkpoints/<run hash>/`` (a DVC ``persist`` output), so a
-killed run resumes. The run hash covers the settings and the inputs; the settings hash alone decides
-the warm start: when ``warm_start`` is on and an earlier *completed* run with the same settings but
-other inputs is there (a client joined), both models start from its final weights.
+killed run resumes. The run hash covers the settings and the inputs. Warm start: when ``warm_start`` is
+on and an earlier *completed* run with the same settings and the same federated student is there, but
+other synthetic sets or server SAM (a client joined), both models start from its final weights.
 """
 
 from __future__ import annotations
@@ -90,13 +90,20 @@ def _best_round(val_curve: dict[str, dict[str, float]], stem: str) -> int:
     return max((int(r) for r in val_curve), key=lambda r: (val_curve[str(r)][stem], -r))
 
 
-def _warm_source(root: Path, run_hash: str, settings_hash: str, rounds: int) -> Path | None:
-    """The final round folder of a completed earlier run with the same settings (None when there is none)."""
+def _warm_source(root: Path, run_hash: str, settings_hash: str, student_sha: str, rounds: int) -> Path | None:
+    """The final round folder of a completed earlier run with the same settings and the same student
+    (None when there is none).
+
+    A client joining changes the synthetic sets and so the server SAM, never the federated student: that
+    case warm-starts. A retrained student (or other settings) starts from scratch, so the distilled
+    models never hide a newer student.
+    """
     for folder in sorted(root.glob("*")):
         if folder.name == run_hash or not (folder / "run.json").is_file():
             continue
         info = json.loads((folder / "run.json").read_text())
-        if info.get("settings_hash") == settings_hash and latest_round(folder) == rounds:
+        same = info.get("settings_hash") == settings_hash and info.get("inputs", {}).get("tiny") == student_sha
+        if same and latest_round(folder) == rounds:
             return folder / f"round-{rounds:04d}"
     return None
 
@@ -137,7 +144,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     work = root / run_hash
     warm_from = None
     if latest_round(work) == 0:
-        source = _warm_source(root, run_hash, settings_hash, cfg.rounds) if cfg.warm_start else None
+        source = _warm_source(root, run_hash, settings_hash, inputs["tiny"], cfg.rounds) if cfg.warm_start else None
         if source is not None:
             sam.load_state_dict(load_file(str(source / "sam.safetensors")))
             tiny.load_state_dict(load_file(str(source / "tiny.safetensors")))

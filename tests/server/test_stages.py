@@ -139,15 +139,21 @@ def test_distill_resumes_and_warm_starts_only_for_new_inputs(server: tuple[Path,
     assert again["warm_start_from"] is None
     assert (art / "distill/rounds.csv").read_text() == (root / "artifacts/distill/rounds.csv").read_text()
     assert all(torch.equal(v, _weights(root / "artifacts/distill/tiny")[k]) for k, v in _weights(art / "distill/tiny").items())
-    # new inputs (as after a client joins), same settings: warm start from the previous final models
-    student = art / "federated/fedtinysam/model.safetensors"
-    state = load_file(str(student))
-    first = next(iter(state))
-    state[first] = state[first] + 0.01
-    save_file(state, str(student))
+    # a new server SAM (as after a client joins and server_sam reruns), same student and settings:
+    # warm start from the previous final models
+    def nudge(path: Path) -> None:
+        state = load_file(str(path))
+        first = next(iter(state))
+        state[first] = state[first] + 0.01
+        save_file(state, str(path))
+
+    nudge(art / "server_sam/model.safetensors")
     warm = run_distill_stage(params, art)
     assert warm["warm_start_from"] is not None and warm["warm_start_from"].endswith("round-0002")
     assert len(list((art / "distill/checkpoints").iterdir())) == 1  # the older run's checkpoints are gone
+    # a retrained student: from scratch, so the distilled models never hide a newer student
+    nudge(art / "federated/fedtinysam/model.safetensors")
+    assert run_distill_stage(params, art)["warm_start_from"] is None
     # other settings (an ablation): never warm-started
     ablation = server_params(root, params, distill={"lam": 0.3})
     cold = run_distill_stage(ablation, art)
