@@ -16,7 +16,7 @@ from tasks.evaluation import build
 def report_flow(params: str = "params.yaml", artifacts: str = "artifacts") -> dict[str, object]:
     """Write ``<artifacts>/report/index.html`` and ``summary.md``; publish the summary as a Markdown artifact."""
     result = build(params, artifacts)
-    create_markdown_artifact(key="dsfed-report", markdown=Path(result["markdown"]).read_text(),
+    create_markdown_artifact(key="dsfed-report", markdown=result["summary"],
                              description=f"report: {Path(result['html']).resolve()}")
     print(f"report: {result['html']}")
     return result

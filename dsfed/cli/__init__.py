@@ -319,13 +319,13 @@ def report(
     rebuild: bool = typer.Option(False, help="Rebuild the report from artifacts/eval now (what the report stage does)."),
 ) -> None:
     """Print where the report is and a short summary: test Dice per model and whether knowledge flowed."""
+    from dsfed.config import load_params
     from dsfed.report.build import build_report, flow_findings, read_eval
 
-    cfg = None
+    cfg = load_params(params) if params.is_file() else None
     if rebuild:
-        from dsfed.config import load_params
-
-        cfg = load_params(params)
+        if cfg is None:
+            raise DsfedError(f"{params}: no such params file (--rebuild needs it)")
         build_report(cfg, artifacts)
     index = artifacts / "report" / "index.html"
     if not index.is_file():
@@ -339,12 +339,7 @@ def report(
         m = ev["models"][key]
         held = f" | {m['holdout']['dice']:.3f}" if holdout and m.get("holdout") else ""
         typer.echo(f"  {m['label']:<48} {m['source_mean'].get('dice', float('nan')):.3f}{held}")
-    student = "fedtinysam"
-    if cfg is None and params.is_file():
-        from dsfed.config import load_params
-
-        student = load_params(params).distill.student
-    for f in flow_findings(ev, cfg.distill.student if cfg else student):
+    for f in flow_findings(ev, cfg.distill.student if cfg else "fedtinysam"):
         b, a = f["source"]
         line = f"  {f['direction']}: source {b:.3f} -> {a:.3f} ({a - b:+.3f})"
         if holdout and holdout in f["clients"]:

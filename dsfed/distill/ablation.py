@@ -61,8 +61,6 @@ def _slug(name: str) -> str:
 
 def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Distil and score each variant; write ``artifacts/ablation/table.{json,md}``; returns the table."""
-    import torch
-
     from dsfed.config import parse_params
     from dsfed.distill.stage import run_distill_stage
     from dsfed.evaluation.suite import load_test_sets, score_on_tests, source_mean
@@ -102,7 +100,6 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
             row += [round(scores["tiny"]["holdout"], 4), round(scores["sam"]["holdout"], 4)]
         rows.append(row)
         records.append({"variant": name, "overrides": overrides, "scores": scores, "distill": metrics["synthetic_val_dice"]})
-        torch.manual_seed(params.seed)
     table = {"header": header, "rows": [[str(c) if not isinstance(c, float) else f"{c:.3f}" for c in r] for r in rows], "variants": records}
     write_json(out / "table.json", table)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in table["rows"]]

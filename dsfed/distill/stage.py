@@ -26,18 +26,15 @@ import torch
 from safetensors.torch import load_file
 
 from dsfed.config import Params
-from dsfed.data.dataset import StoreDataset
 from dsfed.data.store import ClientStore
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
-from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.experiment import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import read_pairs
-from dsfed.io import atomic_path, write_json
-from dsfed.models import Segmenter
+from dsfed.io import atomic_path, sha256_file, write_csv, write_json
 from dsfed.models.card import load_carded_model
-from dsfed.server.finetune import freeze_image_encoder, source_synthetic_stores
+from dsfed.server.finetune import freeze_image_encoder, source_synthetic_stores, synthetic_val_dice
 from dsfed.server.outputs import save_model, write_curve
 
 __all__ = ["distill_settings", "run_distill_stage"]
@@ -70,19 +67,6 @@ def _train_pairs(stores: dict[str, ClientStore]) -> tuple[torch.Tensor, torch.Te
         masks.append(m)
         origin += [(name, int(r)) for r in rows]
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(masks)), origin
-
-
-def _val_dice(model: Segmenter, stores: dict[str, ClientStore], classes: list[str]) -> float:
-    return float(np.mean([summarise(evaluate(model, StoreDataset(s, "val")), classes)["dice"] for s in stores.values()]))
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``rows`` as a CSV with a header (an empty file with no rows), written atomically."""
-    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def _best_round(val_curve: dict[str, dict[str, float]], stem: str) -> int:
@@ -136,8 +120,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
 
     settings_hash = _hash({"distill": cfg.model_dump(mode="json", exclude={"device", "warm_start"}), "seed": params.seed,
                            "pos_weight": settings.pos_weight})
-    inputs = {"sam": hashlib.sha256((sam_dir / "model.safetensors").read_bytes()).hexdigest(),
-              "tiny": hashlib.sha256((tiny_dir / "model.safetensors").read_bytes()).hexdigest(),
+    inputs = {"sam": sha256_file(sam_dir / "model.safetensors"), "tiny": sha256_file(tiny_dir / "model.safetensors"),
               "data": hashlib.sha256(images.numpy().tobytes() + masks.numpy().tobytes()).hexdigest()}
     run_hash = _hash({"settings": settings_hash, "inputs": inputs})
     root = out / "checkpoints"
@@ -156,13 +139,13 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     frozen = freeze_image_encoder(sam) if cfg.freeze_sam_encoder else 0
     sam_opt = torch.optim.Adam([p for p in sam.parameters() if p.requires_grad], lr=cfg.lr_sam)
     tiny_opt = torch.optim.Adam(tiny.parameters(), lr=cfg.lr_tiny)
-    start = {"sam": _val_dice(sam, stores, classes), "tiny": _val_dice(tiny, stores, classes)}
+    start = {"sam": synthetic_val_dice(sam, stores, classes)["mean"], "tiny": synthetic_val_dice(tiny, stores, classes)["mean"]}
     log.info("distill: before, synthetic val Dice SAM %.4f, %s %.4f", start["sam"], cfg.student, start["tiny"])
     val_path = work / "val.json"
     val_curve: dict[str, dict[str, float]] = json.loads(val_path.read_text()) if val_path.exists() else {}
 
     def on_round(round: int, result: RoundResult) -> None:
-        val_curve[str(round)] = {"sam": _val_dice(sam, stores, classes), "tiny": _val_dice(tiny, stores, classes)}
+        val_curve[str(round)] = {"sam": synthetic_val_dice(sam, stores, classes)["mean"], "tiny": synthetic_val_dice(tiny, stores, classes)["mean"]}
         write_json(val_path, val_curve)
         for stem, model in (("sam", sam), ("tiny", tiny)):
             if _best_round(val_curve, stem) == round:  # keep one snapshot per model: its best round so far
@@ -171,7 +154,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         in_pool = set(result.pool.tolist())
         rows = [{"round": round, "client": c, "row": r, "score": float(result.scores[i]), "in_pool": int(i in in_pool)}
                 for i, (c, r) in enumerate(origin)]
-        _write_csv(work / f"rounds-{round:04d}.csv", rows)  # kept with the checkpoints: a resumed run still has them
+        write_csv(work / f"rounds-{round:04d}.csv", rows)  # kept with the checkpoints: a resumed run still has them
         log.info("distill: round %d, pool %d, synthetic val Dice SAM %.4f, %s %.4f", round, len(result.pool),
                  val_curve[str(round)]["sam"], cfg.student, val_curve[str(round)]["tiny"])
 
@@ -203,7 +186,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     for part in sorted(work.glob("rounds-*.csv")):
         with open(part, newline="") as fh:
             per_sample += list(csv.DictReader(fh))
-    _write_csv(out / "rounds.csv", per_sample)
+    write_csv(out / "rounds.csv", per_sample)
     metrics = {
         "student": cfg.student,
         "settings": {k: v for k, v in cfg.model_dump(mode="json").items() if k != "device"},

@@ -9,7 +9,6 @@ inference time per image at batch 1.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from dsfed.data.store import ClientStore, store_path
 from dsfed.evaluation.metrics import per_image_metrics
 from dsfed.federated.experiment import pick_device
 from dsfed.federated.ledger import ledger_totals
-from dsfed.io import atomic_path, write_json
+from dsfed.io import atomic_path, write_csv, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.models.card import load_carded_model
 
@@ -243,11 +242,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
                           "ci": cfg.ci, "bootstrap": cfg.bootstrap, "order": list(results), "models": results})
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics_out)
-    with atomic_path(out / "per_image.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
-        if rows:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    write_csv(out / "per_image.csv", rows)
     with atomic_path(out / "predictions.npz", overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **overlay)

@@ -207,7 +207,8 @@ def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[
 
 
 def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
-    """Write ``artifacts/report/index.html`` and ``summary.md``; returns ``{"html", "markdown", "summary"}``."""
+    """Write ``artifacts/report/index.html`` and ``summary.md``; returns their paths (``html``, ``markdown``),
+    the Markdown text (``summary``), the flow findings and the accuracy table."""
     artifacts = Path(artifacts)
     out = artifacts / "report"
     ev = read_eval(artifacts)
@@ -269,5 +270,5 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
         tmp.write_text("\n".join(parts))
     with atomic_path(out / "summary.md", overwrite=True) as tmp:
         tmp.write_text("\n".join(md))
-    return {"html": str(out / "index.html"), "markdown": str(out / "summary.md"), "findings": findings,
+    return {"html": str(out / "index.html"), "markdown": str(out / "summary.md"), "summary": "\n".join(md), "findings": findings,
             "accuracy": {"header": acc_header, "rows": acc_rows}}
