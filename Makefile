@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo test bench clean-artifacts
+.PHONY: help install demo ui test bench clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencie
 demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU, up to the report
 	python -m flows.server -- dvc repro   # one Prefect server for every stage (see flows/server.py)
 	dsfed report                           # where the report is, test Dice per model, what flowed
+
+ui: $(STAMP)  ## Prefect UI on 127.0.0.1:4200 serving the `pipeline` and `redistill` deployments (Ctrl-C stops)
+	python -m flows.ui
 
 test: $(STAMP)  ## run the test suite
 	python -m pytest

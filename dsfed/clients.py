@@ -54,8 +54,13 @@ def list_clients(path: str | Path) -> list[dict[str, Any]]:
              "held_out": name == params.data.holdout} for name, c in params.clients.items()]
 
 
-def add_client(path: str | Path, name: str, source: dict[str, Any]) -> Params:
-    """Add ``clients.<name>`` with ``source``; refuses an existing name or an invalid source (one line)."""
+def add_client(path: str | Path, name: str, source: dict[str, Any], federate: bool = False) -> Params:
+    """Add ``clients.<name>`` with ``source``; refuses an existing name or an invalid source (one line).
+
+    ``federate``: also append it to a pinned ``federated.clients`` (the federated stages then retrain with
+    it); without, a pinned federation is left as it is and the client joins through DSFedMed's synthetic
+    data and distillation only.
+    """
     from ruamel.yaml.comments import CommentedMap
 
     path = Path(path)
@@ -65,6 +70,9 @@ def add_client(path: str | Path, name: str, source: dict[str, Any]) -> Params:
     flow = CommentedMap(source)
     flow.fa.set_flow_style()
     doc["clients"][name] = CommentedMap(source=flow)
+    federation = (doc.get("federated") or {}).get("clients")
+    if federate and federation is not None:
+        federation.append(name)
     try:
         return _check_and_write(path, doc)
     except ConfigError as exc:
@@ -72,7 +80,8 @@ def add_client(path: str | Path, name: str, source: dict[str, Any]) -> Params:
 
 
 def remove_client(path: str | Path, name: str) -> Params:
-    """Remove ``clients.<name>`` (its artifacts stay in DVC's cache); refuses the held-out client."""
+    """Remove ``clients.<name>`` (and from ``federated.clients``; its artifacts stay in DVC's cache);
+    refuses the held-out client."""
     path = Path(path)
     doc = _load(path)
     if name not in doc["clients"]:
@@ -80,4 +89,7 @@ def remove_client(path: str | Path, name: str) -> Params:
     if doc.get("data", {}).get("holdout") == name:
         raise DsfedError(f"clients.{name}: it is data.holdout; set another held-out client (or null) first")
     del doc["clients"][name]
+    federation = (doc.get("federated") or {}).get("clients")
+    if federation is not None and name in federation:
+        federation.remove(name)  # the federated stages retrain without it
     return _check_and_write(path, doc)

@@ -405,6 +405,17 @@ class FederatedConfig(Strict):
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
     methods: dict[str, MethodConfig] = {}
+    # The federation: the clients whose stores the federated stages read (training: all but data.holdout;
+    # testing: all of them). null: every client. A list pins it, so a client that joins later reaches the
+    # student through DSFedMed's synthetic data and distillation without retraining these stages.
+    clients: list[str] | None = None
+
+    @field_validator("clients")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"a client is listed twice: {value}")
+        return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -583,6 +594,33 @@ class DistillConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#LW-]+$")
+
+
+class RedistillConfig(Strict):
+    """The ``redistill`` deployment served by ``make ui`` (``flows/redistill.py``): brings the pipeline up to
+    date after a client joins. Not a DVC stage; its runs drive ``dvc repro``.
+
+    ``on_join``: run on every ``dsfed.client.joined`` event (``dsfed clients add`` emits one).
+    ``cron``: also run on this schedule (5 fields, e.g. ``"0 2 * * *"``: nightly at 02:00), which picks up
+    clients added while no server was running; a run with nothing out of date does nothing. null: none.
+    """
+
+    on_join: bool = True
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_fields(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        fields = value.split()
+        if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"{value!r} is not a 5-field cron expression (minute hour day month weekday)")
+        return value
+
+
 class EvaluateConfig(Strict):
     """``evaluate``: every model on every client's test split (the held-out client's whole store).
 
@@ -613,6 +651,7 @@ class Params(Strict):
     server_sam: ServerSamConfig = ServerSamConfig()
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    redistill: RedistillConfig = RedistillConfig()
     clients: dict[str, ClientConfig]
 
     @field_validator("clients")
@@ -647,7 +686,10 @@ class Params(Strict):
                     f"but data.classes has {len(self.data.classes)}"
                 )
         problems += self._partition_problems()
-        training = [c for c in self.clients if c != self.data.holdout]
+        for name in self.federated.clients or []:
+            if name not in self.clients:
+                problems.append(f"federated.clients: no client named {name!r} (have: {', '.join(self.clients)})")
+        training = self.federated_training_clients
         if self.federated.methods and self.federated.min_clients > len(training):
             problems.append(
                 f"federated.min_clients: {self.federated.min_clients} is more than the {len(training)} training clients"
@@ -681,6 +723,17 @@ class Params(Strict):
     def training_clients(self) -> list[str]:
         """Clients whose data may be used for training and model selection (all but the held-out one)."""
         return [name for name in self.clients if name != self.data.holdout]
+
+    @property
+    def federation(self) -> list[str]:
+        """Clients the federated stages read (``federated.clients``, else every client), in params order."""
+        chosen = self.federated.clients
+        return [name for name in self.clients if chosen is None or name in chosen]
+
+    @property
+    def federated_training_clients(self) -> list[str]:
+        """The federation's training clients (all but the held-out one)."""
+        return [name for name in self.federation if name != self.data.holdout]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,13 +9,15 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from dsfed.config import load_params
-from dsfed.federated.experiment import run_method
-from dsfed.federated.report import write_method_outputs
+from tasks import transient_io
 
 
 @task(name="federated-rounds")
 def train_method(method: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """Run the rounds (resuming from the method's checkpoints) and write its outputs; returns the metrics."""
+    from dsfed.federated.experiment import run_method  # torch: imported by the training task only
+    from dsfed.federated.report import write_method_outputs
+
     params = load_params(params_path)
     if method not in params.federated.methods:
         from dsfed.errors import DsfedError
@@ -38,3 +40,27 @@ def publish_metrics(metrics: dict[str, Any]) -> None:
         table=rows,
         description=f"{metrics['method']}: {metrics['model']} ({metrics['strategy']}), round {metrics['selected_round']} selected on validation",
     )
+
+
+@task(name="write-federation-roster", retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def write_federation_roster(params_path: str, artifacts: str) -> str:
+    """Hash the federation's stores into ``<artifacts>/federation/roster.json``; returns its path.
+
+    Retried on I/O errors only (a store still being copied in); a missing store fails at once.
+    """
+    from dsfed.roster import write_roster
+
+    return str(write_roster(load_params(params_path), artifacts))
+
+
+@task(name="publish-roster")
+def publish_roster(path: str) -> list[dict[str, str]]:
+    """Publish the roster as a table artifact (client, role, store hash); returns the rows."""
+    import json
+
+    roster = json.loads(Path(path).read_text())
+    rows = [{"client": name, "role": entry["role"], "store_sha256": entry["store_sha256"][:16]}
+            for name, entry in roster["clients"].items()]
+    pinned = "pinned by federated.clients" if roster["pinned"] else "every client (federated.clients: null)"
+    create_table_artifact(key="federation-roster", table=rows, description=f"The federation, {pinned}")
+    return rows

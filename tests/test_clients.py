@@ -38,6 +38,17 @@ def test_add_like_an_existing_client_keeps_comments(params_file: Path) -> None:
     text = params_file.read_text()
     assert text.startswith(before.rstrip("\n"))  # everything before, comments included, unchanged
     assert "  site_e:\n    source: {" in text  # one flow-style line, like the others
+    assert "outside the pinned federation" in out and params.federation == ["site_a", "site_b", "site_c", "site_d"]
+
+
+def test_add_with_federate_joins_the_pinned_federation(params_file: Path) -> None:
+    code, out = invoke("clients", "add", "site_e", "--like", "site_a", "--set", "site=site_e", "--federate",
+                       "--params", str(params_file))
+    assert code == 0, out
+    params = load_params(params_file)
+    assert params.federated.clients == ["site_a", "site_b", "site_c", "site_d", "site_e"]
+    assert params.federated_training_clients == ["site_a", "site_b", "site_c", "site_e"]
+    assert "clients: [site_a, site_b, site_c, site_d, site_e]" in params_file.read_text()  # still one line
 
 
 def test_add_from_yaml_and_list(params_file: Path) -> None:
@@ -65,6 +76,7 @@ def test_bad_additions_leave_the_file_untouched(params_file: Path, args: list[st
 def test_remove(params_file: Path) -> None:
     code, out = invoke("clients", "remove", "site_c", "--params", str(params_file))
     assert code == 0, out
-    assert "site_c" not in load_params(params_file).clients
+    params = load_params(params_file)
+    assert "site_c" not in params.clients and params.federated.clients == ["site_a", "site_b", "site_d"]
     code, _ = invoke("clients", "remove", "site_d", "--params", str(params_file))  # the held-out client
     assert code != 0 and "site_d" in load_params(params_file).clients

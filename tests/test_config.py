@@ -18,6 +18,7 @@ def test_default_params_validate_with_paths() -> None:
     assert list(params.clients) == ["site_a", "site_b", "site_c", "site_d"]
     assert params.data.holdout == "site_d"
     assert params.training_clients == ["site_a", "site_b", "site_c"]
+    assert params.federation == ["site_a", "site_b", "site_c", "site_d"] and params.redistill.cron == "0 2 * * *"
     assert all(c.source.kind == "phantom" and c.source.task == "fundus" for c in params.clients.values())
 
 
@@ -47,6 +48,10 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("clients.site_b.source.n", 0, "clients.site_b.source.n: Input should be greater than or equal to 1"),
         ("clients.site_b.source.colour", "red", "clients.site_b.source.colour: unknown key"),
         ("clients.site_b.source.path", None, "clients.site_b.source.path: Input is not a valid path"),
+        ("federated.clients", ["site_a", "site_x"], "federated.clients: no client named 'site_x'"),
+        ("federated.clients", ["site_a", "site_a"], "federated.clients: a client is listed twice"),
+        ("federated.clients", ["site_d"], "federated.min_clients: 2 is more than the 0 training clients"),
+        ("redistill.cron", "every night", "redistill.cron: 'every night' is not a 5-field cron"),
     ],
 )
 def test_bad_values_name_the_field(dotted: str, value: Any, expected: str) -> None:

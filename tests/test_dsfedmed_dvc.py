@@ -1,18 +1,25 @@
 """The whole DSFedMed pipeline under a real `dvc repro` on a temporary git+DVC copy, at tiny size.
 
-Every stage runs once and in order, a second repro is a no-op, and ``dvc exp run -S distill.lam=0.3``
-reruns exactly distill, evaluate and report.
+Every stage runs once and in order, a second repro is a no-op; a client added with ``dsfed clients add``
+starts the served ``redistill`` deployment through its event trigger, which reruns exactly the new
+client's stages and the server side (distill warm-started); and ``dvc exp run -S distill.lam=0.3`` reruns
+exactly distill, evaluate and report.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from dsfed.config import parse_params
@@ -40,7 +47,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Pa
         "seed": 0,
         "data": {"image_size": 32, "mask_size": 16, "holdout": "h"},
         "prepare": {"split": {"val": 0.2, "test": 0.2}},
-        "federated": {"rounds": 1, "augment": {"enabled": False},
+        "federated": {"rounds": 1, "augment": {"enabled": False}, "clients": ["a", "b", "h"],
                       "methods": {"fedtinysam": {"model": "tinysam_demo", "input_size": 64}}},
         "backbone": {"path": "release/backbone", "controlnet": "release/controlnet.safetensors"},
         "controlnet": {"steps": 2, "batch_size": 4, "warmup_steps": 0},
@@ -60,7 +67,7 @@ def test_every_stage_runs_once_in_order(repo: tuple[Path, dict[str, str], str]) 
     root, env, first = repo
     ran = stages_run(first)
     assert ran[-4:] == DOWNSTREAM
-    assert len(ran) == len(set(ran)) == 3 + 1 + 1 + 3 * 3 + 4  # prepare x3, federated, backbone, 3 per client, downstream
+    assert len(ran) == len(set(ran)) == 3 + 2 + 1 + 3 * 3 + 4  # prepare x3, federation + federated, backbone, 3 per client, downstream
     assert ran.index("federated@fedtinysam") < ran.index("distill") and ran.index("quality@b") < ran.index("evaluate")
     second = run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
     assert stages_run(second) == [] and "Data and pipelines are up to date" in second
@@ -70,6 +77,74 @@ def test_every_stage_runs_once_in_order(repo: tuple[Path, dict[str, str], str]) 
     assert metrics["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_sam"]
     timings = [json.loads(line)["stage"] for line in (root / "artifacts/timings.jsonl").read_text().splitlines()]
     assert set(ran) <= set(timings)  # every stage recorded its wall time
+
+
+JOINED = ["prepare@c", "federation", "controlnet@c", "synthesize@c", "quality@c", *DOWNSTREAM]
+
+
+def _flow_runs(api: str, name: str) -> list[Any]:
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def read() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])))
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        return asyncio.run(read())
+
+
+def test_a_joining_client_triggers_redistill_of_only_its_stages(repo: tuple[Path, dict[str, str], str]) -> None:
+    """`dsfed clients add` emits dsfed.client.joined; the served `redistill` deployment's event trigger starts
+    a run, which completes, having rerun exactly the new client's stages and the server side."""
+    root, env, _ = repo
+    lock = lambda: yaml.safe_load((root / "dvc.lock").read_text())["stages"]  # noqa: E731
+    before = lock()
+    served = subprocess.Popen([sys.executable, "-m", "flows.ui", "--port", env["PREFECT_API_URL"].split(":")[-1].split("/")[0],
+                               "--root", "."], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(d["name"] == "redistill" for d in _deployments(env["PREFECT_API_URL"])):
+            assert served.poll() is None and time.monotonic() < deadline, served.stdout.read().decode()[-3000:]
+            time.sleep(1)
+        added = run_ok([sys.executable, "-m", "dsfed", "clients", "add", "c", "--like", "b", "--set", "site=site_c",
+                        "--set", "n=8", "--params", "params.yaml"], root, env)
+        assert "sent dsfed.client.joined for c" in added and "outside the pinned federation" in added
+        deadline = time.monotonic() + 600
+        while True:
+            runs = [r for r in _flow_runs(env["PREFECT_API_URL"], "redistill") if r.parameters.get("client") == "c"]
+            if runs and runs[0].state is not None and runs[0].state.is_final():
+                break
+            assert served.poll() is None and time.monotonic() < deadline, served.stdout.read().decode()[-3000:]
+            time.sleep(3)
+    finally:
+        os.killpg(served.pid, signal.SIGINT)
+        served.wait(timeout=60)
+    run = runs[0]
+    assert run.state.is_completed(), (run.state, served.stdout.read().decode()[-3000:])
+    assert run.deployment_id is not None and run.parameters["root"] == str(root.resolve())
+    after = lock()
+    changed = [name for name in after if before.get(name) != after[name]]
+    assert sorted(changed) == sorted(JOINED)  # every other stage's lock entry is untouched: no federated rerun
+    assert "up to date" in run_ok([sys.executable, "-m", "dvc", "status"], root, env)
+    distill = json.loads((root / "artifacts/distill/metrics.json").read_text())
+    assert distill["warm_start_from"], "distill must warm-start from the previous distilled models"
+    metrics = json.loads((root / "artifacts/eval/metrics.json").read_text())
+    assert "c" in metrics["models"]["dsfedmed_tiny"]["clients"] and "c" in metrics["source_clients"]
+    pipelines = [r for r in _flow_runs(env["PREFECT_API_URL"], "pipeline") if r.parent_task_run_id is not None]
+    assert pipelines, "the redistill run drives the pipeline flow as a subflow"
+
+
+def _deployments(api: str) -> list[dict[str, Any]]:
+    import urllib.request
+
+    request = urllib.request.Request(f"{api}/deployments/filter", data=b"{}", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def test_changing_lam_reruns_only_distill_evaluate_report(repo: tuple[Path, dict[str, str], str]) -> None:

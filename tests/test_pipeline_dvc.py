@@ -83,7 +83,7 @@ def test_pipeline_flow_runs_what_dvc_finds_out_of_date(repo: tuple[Path, dict[st
     params["clients"]["site_b"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
-    assert "1 stage(s) out of date: prepare@site_b" in out
+    assert "1 stage(s) out of date or downstream of one: prepare@site_b" in out
     assert len(ClientStore(root / "artifacts/clients/site_b/data.zarr")) == 7
     assert "up to date" in run_ok([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
     again = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
@@ -115,3 +115,35 @@ def test_pipeline_flow_runs_what_dvc_finds_out_of_date(repo: tuple[Path, dict[st
         else:
             os.environ["PREFECT_API_URL"] = previous
     assert found["pipeline"] >= 2 and found["prepare"] >= 1
+
+
+def test_plan_orders_changed_stages_and_what_follows() -> None:
+    """The plan behind ``flows/pipeline.py``, from ``dvc dag --dot`` text: a new client's stages and the
+    server side, in dependency order; targets limit it to their upstream."""
+    from flows.pipeline import order_stages, parse_dag
+
+    dot = """strict digraph {
+"prepare@a";
+"prepare@c";
+"federation";
+"federated@tiny";
+"controlnet@c";
+"synthesize@c";
+"server_sam";
+"distill";
+"prepare@a" -> "federation";
+"prepare@c" -> "federation";
+"federation" -> "federated@tiny";
+"prepare@c" -> "controlnet@c";
+"controlnet@c" -> "synthesize@c";
+"synthesize@c" -> "server_sam";
+"server_sam" -> "distill";
+"federated@tiny" -> "distill";
+}"""
+    nodes, edges = parse_dag(dot)
+    assert nodes[:2] == ["prepare@a", "prepare@c"] and ("server_sam", "distill") in edges and len(edges) == 8
+    full = order_stages(nodes, edges, {"prepare@c"}, [])
+    assert full == ["prepare@c", "federation", "federated@tiny", "controlnet@c", "synthesize@c", "server_sam", "distill"]
+    assert order_stages(nodes, edges, {"prepare@c"}, ["prepare"]) == ["prepare@c"]
+    assert order_stages(nodes, edges, {"prepare@c"}, ["synthesize"]) == ["prepare@c", "controlnet@c", "synthesize@c"]
+    assert order_stages(nodes, edges, set(), []) == []

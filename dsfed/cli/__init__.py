@@ -257,10 +257,12 @@ def clients_add(
     source: str | None = typer.Option(None, help="The source as inline YAML, e.g. \"{kind: feddg, path: /data/Fundus, domain: Domain2}\"."),
     like: str | None = typer.Option(None, help="Start from this client's source (then --set changes keys)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE to set in the source (repeatable; VALUE is YAML)."),
+    federate: bool = typer.Option(False, help="Also add it to a pinned `federated.clients` (the federated stages then retrain with it)."),
     params: Path = PARAMS,
 ) -> None:
     """Validate the source, add the client to params.yaml; `dvc repro` then runs only its stages and the
-    server-side ones. A running Prefect server gets a `dsfed.client.joined` event (see `make ui`)."""
+    server-side ones (with --federate, the federated ones too). A running Prefect server gets a
+    `dsfed.client.joined` event, which starts the `redistill` deployment (see `make ui`)."""
     import yaml
 
     from dsfed.clients import add_client
@@ -283,8 +285,10 @@ def clients_add(
         if not sep or not key:
             raise DsfedError(f"--set {item!r}: expected KEY=VALUE")
         spec[key] = yaml.safe_load(value)
-    add_client(params, name, spec)
-    typer.echo(f"{params}: added client {name} ({spec.get('kind')})")
+    added = add_client(params, name, spec, federate=federate)
+    outside = name not in added.federation
+    typer.echo(f"{params}: added client {name} ({spec.get('kind')})"
+               + (" outside the pinned federation (federated.clients): the federated models are kept" if outside else ""))
     _emit_joined(name, spec, params)
 
 
@@ -346,6 +350,23 @@ def report(
             hb, ha = f["clients"][holdout]
             line += f", held-out {hb:.3f} -> {ha:.3f} ({ha - hb:+.3f})"
         typer.echo(line)
+
+
+@app.command("ui")
+def ui(
+    port: int = typer.Option(4200, help="Port of the Prefect server on 127.0.0.1."),
+    root: Path = typer.Option(Path("."), help="Project root (dvc.yaml, params.yaml, flows/)."),
+    serve: bool = typer.Option(True, help="Serve the `pipeline` and `redistill` deployments (--no-serve: the UI only)."),
+) -> None:
+    """Start (or reuse) the Prefect server and UI on 127.0.0.1:PORT and serve the deployments: `pipeline`
+    (on demand) and `redistill` (on `dsfed.client.joined` and on `redistill.cron`). Ctrl-C stops them."""
+    import os
+
+    if not (root / "flows" / "ui.py").is_file():
+        raise DsfedError(f"{root.resolve()}: no flows/ui.py here (run from the project root, or give --root)")
+    os.chdir(root)
+    os.execv(sys.executable, [sys.executable, "-m", "flows.ui", "--port", str(port), "--root", ".",
+                              "--serve" if serve else "--no-serve"])
 
 
 def main() -> None:

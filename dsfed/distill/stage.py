@@ -75,16 +75,15 @@ def _best_round(val_curve: dict[str, dict[str, float]], stem: str) -> int:
 
 
 def _warm_source(root: Path, run_hash: str, settings_hash: str, student_sha: str, rounds: int) -> Path | None:
-    """The final round folder of a completed earlier run with the same settings and the same student
-    (None when there is none).
+    """The final round folder of the latest completed earlier run with the same settings and the same
+    student (None when there is none): after a second client joins, the models distilled after the first.
 
     A client joining changes the synthetic sets and so the server SAM, never the federated student: that
     case warm-starts. A retrained student (or other settings) starts from scratch, so the distilled
     models never hide a newer student.
     """
-    for folder in sorted(root.glob("*")):
-        if folder.name == run_hash or not (folder / "run.json").is_file():
-            continue
+    runs = [f for f in root.glob("*") if f.name != run_hash and (f / "run.json").is_file()]
+    for folder in sorted(runs, key=lambda f: (f / "run.json").stat().st_mtime, reverse=True):  # the latest first
         info = json.loads((folder / "run.json").read_text())
         same = info.get("settings_hash") == settings_hash and info.get("inputs", {}).get("tiny") == student_sha
         if same and latest_round(folder) == rounds:

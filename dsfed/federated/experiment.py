@@ -68,7 +68,7 @@ def method_config_hash(params: Params, method: str, stores: dict[str, ClientStor
     payload = {
         "code": code_hash(),
         "method": params.federated.methods[method].model_dump(mode="json"),
-        "federated": params.federated.model_dump(mode="json", exclude={"methods"}),
+        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients"}),  # the stores name the federation
         "seed": params.seed,
         "classes": params.data.classes,
         "mask_size": params.data.mask_size,
@@ -132,8 +132,8 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     cfg = params.federated
     spec = cfg.methods[method]
     artifacts, work = Path(artifacts), Path(work)
-    stores = {name: ClientStore(store_path(artifacts, name)) for name in params.clients}
-    training_names = params.training_clients
+    stores = {name: ClientStore(store_path(artifacts, name)) for name in params.federation}
+    training_names = params.federated_training_clients
     config_hash = method_config_hash(params, method, stores)
     checkpoints = work / "checkpoints" / config_hash
     for stale in (work / "checkpoints").glob("*"):
@@ -198,7 +198,7 @@ def _test_metrics(
     out: dict[str, dict[str, float]] = {}
     by_name = {c.name: c for c in clients}
     classes = params.data.classes
-    for name in params.clients:
+    for name in stores:
         client = by_name.get(name)
         if client is not None:
             out[name] = client.evaluate(weights, "test")
