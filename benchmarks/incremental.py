@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -144,8 +143,7 @@ def main() -> None:
                 time.sleep(2)
             incremental = time.perf_counter() - t0
         finally:
-            os.killpg(ui.pid, signal.SIGINT)
-            ui.wait(timeout=60)
+            stop_server(ui)  # the serve process group: SIGTERM, then SIGKILL after 30 s
         run = runs[0]
         if not run.state.is_completed():
             raise SystemExit(f"the redistill run ended {run.state.type}: {(args.work / 'ui.log').read_text()[-3000:]}")

@@ -312,8 +312,12 @@ def clients_remove(name: str = typer.Argument(..., help="Client to remove."), pa
     """Remove the client from params.yaml (its stage outputs stay in DVC's cache)."""
     from dsfed.clients import remove_client
 
+    from dsfed.config import load_params
+
+    federated = name in load_params(params).federation
     remove_client(params, name)
-    typer.echo(f"{params}: removed client {name}; `dvc repro` updates the server-side stages")
+    typer.echo(f"{params}: removed client {name}; `dvc repro` updates the server-side stages"
+               + (" and retrains the federated ones without it" if federated else ""))
 
 
 @app.command("report")

@@ -206,6 +206,17 @@ def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[
     return lines
 
 
+def _outside_note(params: Params) -> str:
+    """Clients outside a pinned federation: they joined after the federated models were trained and reach
+    the student only through their synthetic sets and distillation."""
+    outside = [c for c in params.clients if c not in params.federation]
+    if not outside:
+        return ""
+    them = "it" if len(outside) == 1 else "them"
+    return (f"; {', '.join(outside)} joined outside the federation (<code>federated.clients</code>): the federated "
+            f"models never saw {them}, DSFedMed reaches {them} through the synthetic sets and distillation")
+
+
 def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     """Write ``artifacts/report/index.html`` and ``summary.md``; returns their paths (``html``, ``markdown``),
     the Markdown text (``summary``), the flow findings and the accuracy table."""
@@ -228,7 +239,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
              + (f"; {holdout} is held out: no model trained or was selected on it." if holdout else "."))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>dsfed report</title><style>{CSS}</style></head><body>",
              "<h1>dsfed: DSFedMed report</h1>",
-             f"<p class='small'>{len(params.clients)} clients ({', '.join(params.clients)}); classes {', '.join(params.data.classes)}; "
+             f"<p class='small'>{len(params.clients)} clients ({', '.join(params.clients)}){_outside_note(params)}; classes {', '.join(params.data.classes)}; "
              f"images {params.data.image_size} px, masks {params.data.mask_size} px; device {html.escape(ev['device'])}.</p>",
              "<h2>Accuracy</h2>", f"<p class='small'>{html.escape(intro)}</p>",
              _table_html(acc_header, acc_rows, groups),
