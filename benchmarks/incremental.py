@@ -74,6 +74,7 @@ def _api(api: str, what: str, **filters: Any) -> list[Any]:
 
 
 def _stage_name(flow_name: str, parameters: dict[str, Any]) -> str:
+    flow_name = flow_name.replace("-", "_")  # flow "server-sam" is stage server_sam (flows/_cli.stage_of)
     key = parameters.get("client") or parameters.get("method")
     return f"{flow_name}@{key}" if key and flow_name not in ("redistill", "pipeline") else flow_name
 
@@ -181,6 +182,7 @@ def main() -> None:
             "prefect_overhead_s": {"mean": round(statistics.mean(overhead), 2), "median": round(statistics.median(overhead), 2),
                                    "max": round(max(overhead), 2)},
             "startup_s": {"mean": round(statistics.mean(startup), 2), "median": round(statistics.median(startup), 2)},
+            "dvc_and_gaps_s": round(scratch_5 - sum(r["process_s"] or 0 for r in rows), 1),
             "stages_5": rows,
         }
     finally:

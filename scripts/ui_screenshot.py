@@ -7,7 +7,8 @@ after ``make demo``, or the database ``benchmarks/incremental.py --keep`` leaves
     PREFECT_HOME=/tmp/dsfed-incremental/prefect prefect server start --port 4200 &
     python scripts/ui_screenshot.py --url http://127.0.0.1:4200 --out docs/ui
 
-Writes ``runs.png``, ``redistill-run.png`` (or ``pipeline-run.png``) and ``deployments.png`` into ``--out``.
+Writes ``runs.png``, ``redistill-run.png``, ``pipeline-run.png`` (the latest completed run of each, when
+there is one: the pipeline's page shows one task per DVC stage) and ``deployments.png`` into ``--out``.
 The UI is a single-page app that fetches its data after loading, so each page gets ``--wait`` seconds of
 virtual time before the capture.
 """
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:4200", help="the UI (the API is <url>/api)")
     parser.add_argument("--out", type=Path, default=Path("docs/ui"))
     parser.add_argument("--size", default="1600,1000", help="window size, W,H")
-    parser.add_argument("--wait", type=float, default=15.0, help="virtual seconds per page before the capture")
+    parser.add_argument("--wait", type=float, default=40.0, help="virtual seconds per page before the capture")
     args = parser.parse_args()
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
@@ -69,11 +70,10 @@ def main() -> None:
     capture(browser, f"{args.url}/runs", args.out / "runs.png", args.size, args.wait)
     for name in ("redistill", "pipeline"):
         run = latest_run(api, name)
-        if run is not None:
-            capture(browser, f"{args.url}/runs/flow-run/{run}", args.out / f"{name}-run.png", args.size, args.wait)
-            break
-    else:
-        print("no completed redistill or pipeline run: run page skipped", file=sys.stderr)
+        if run is None:
+            print(f"no completed {name} run: its page is skipped", file=sys.stderr)
+            continue
+        capture(browser, f"{args.url}/runs/flow-run/{run}", args.out / f"{name}-run.png", args.size, args.wait)
     capture(browser, f"{args.url}/deployments", args.out / "deployments.png", args.size, args.wait)
 
 
