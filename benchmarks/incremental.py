@@ -39,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dsfed.timings import latest_stage_times  # noqa: E402
 from flows.server import start_server, stop_server  # noqa: E402
 
 JOIN = ["--like", "site_c", "--set", "site=site_e"]
@@ -59,7 +60,7 @@ def _clone(work: Path, name: str, env: dict[str, str]) -> Path:
     return root
 
 
-async def _read(api: str, what: str, **filters: Any) -> list[Any]:
+async def _read(what: str, **filters: Any) -> list[Any]:
     from prefect import get_client
 
     async with get_client() as client:
@@ -70,7 +71,7 @@ def _api(api: str, what: str, **filters: Any) -> list[Any]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: api}):
-        return asyncio.run(_read(api, what, **filters))
+        return asyncio.run(_read(what, **filters))
 
 
 def _stage_name(flow_name: str, parameters: dict[str, Any]) -> str:
@@ -79,17 +80,14 @@ def _stage_name(flow_name: str, parameters: dict[str, Any]) -> str:
     return f"{flow_name}@{key}" if key and flow_name not in ("redistill", "pipeline") else flow_name
 
 
-def per_stage(api: str, since: datetime, until: datetime, timings: Path) -> list[dict[str, Any]]:
+def per_stage(api: str, since: datetime, until: datetime, artifacts: Path) -> list[dict[str, Any]]:
     """One row per stage flow run that started in [since, until]."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, TaskRunFilter, TaskRunFilterFlowRunId
 
     flows = {f.id: f.name for f in _api(api, "read_flows")}
     runs = _api(api, "read_flow_runs", flow_run_filter=FlowRunFilter(
         start_time=FlowRunFilterStartTime(after_=since, before_=until)), limit=200)
-    process = {}
-    for line in timings.read_text().splitlines():
-        row = json.loads(line)
-        process[row["stage"]] = row  # the latest record per stage
+    process = latest_stage_times(artifacts)
     rows = []
     for run in sorted(runs, key=lambda r: r.start_time):
         name = flows[run.flow_id]
@@ -148,7 +146,7 @@ def main() -> None:
         run = runs[0]
         if not run.state.is_completed():
             raise SystemExit(f"the redistill run ended {run.state.type}: {(args.work / 'ui.log').read_text()[-3000:]}")
-        stage_rows = per_stage(api, started, run.end_time, four / "artifacts/timings.jsonl")
+        stage_rows = per_stage(api, started, run.end_time, four / "artifacts")
         ran = [row["stage"] for row in stage_rows]
         warm = json.loads((four / "artifacts/distill/metrics.json").read_text()).get("warm_start_from")
         print(f"incremental (event to redistill done): {incremental:.1f} s; ran {ran}", file=sys.stderr)
@@ -161,7 +159,7 @@ def main() -> None:
         add_client(five / "params.yaml", "site_e", {**like, "kind": "phantom", "site": "site_e"})
         since = datetime.now().astimezone()
         scratch_5, _ = _run([py, "-m", "dvc", "repro"], five, env)
-        rows = per_stage(api, since, datetime.now().astimezone(), five / "artifacts/timings.jsonl")
+        rows = per_stage(api, since, datetime.now().astimezone(), five / "artifacts")
         print(f"from scratch, 5 clients: {scratch_5:.1f} s", file=sys.stderr)
         overhead = [r["prefect_overhead_s"] for r in rows]
         startup = [r["startup_s"] for r in rows if r["startup_s"] is not None]

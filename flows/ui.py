@@ -20,7 +20,7 @@ import typer
 
 from dsfed.config import load_params
 from flows.events import CLIENT_JOINED
-from flows.server import healthy, start_server, stop_server
+from flows.server import DEFAULT_URL, healthy, start_server, stop_server
 
 __all__ = ["build_deployments", "redistill_trigger"]
 
@@ -66,8 +66,6 @@ def main(
     serve: bool = typer.Option(True, help="Serve the deployments (--no-serve: the server and UI only)."),
 ) -> None:
     """Start (or reuse) the Prefect server and UI on 127.0.0.1:PORT and serve `pipeline` and `redistill`."""
-    from flows.server import DEFAULT_URL
-
     url = f"http://127.0.0.1:{port}/api"
     proc = None
     if healthy(url):
