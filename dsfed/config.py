@@ -355,6 +355,9 @@ class LocalSection(Strict):
     batch_size: Annotated[int, Field(ge=1)] = 4
     lr: Annotated[float, Field(gt=0)] = 1e-4
     amp: bool = False
+    # keep: Adam's moments carry over from round to round (each client keeps them in its own state);
+    # reset: a fresh optimiser every round, as FedAvg baselines usually do
+    optimizer_state: Literal["keep", "reset"] = "keep"
 
 
 class MethodConfig(Strict):

@@ -29,7 +29,7 @@ from dsfed.config import Params
 from dsfed.data.store import ClientStore
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
-from dsfed.federated.experiment import pick_device
+from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import read_pairs
 from dsfed.io import atomic_path, sha256_file, write_csv, write_json

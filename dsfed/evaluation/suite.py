@@ -25,7 +25,7 @@ from dsfed.config import Params
 from dsfed.data.dataset import StoreDataset
 from dsfed.data.store import ClientStore, store_path
 from dsfed.evaluation.metrics import per_image_metrics
-from dsfed.federated.experiment import pick_device
+from dsfed.runtime import pick_device
 from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_csv, write_json
 from dsfed.models import Segmenter, build_model

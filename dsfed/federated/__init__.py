@@ -1,11 +1,13 @@
-"""Engine-agnostic federated core: client protocol, strategies, local keys, payload ledger, rounds loop."""
+"""Engine-agnostic federated core: client protocol, engines, strategies, local keys, payload ledger, rounds loop."""
 
 from __future__ import annotations
 
+from dsfed.federated.engines import ClientFailure, Engine, InProcessEngine
 from dsfed.federated.errors import CheckpointError, FederatedError
+from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger, ledger_totals
 from dsfed.federated.local_keys import LocalKeys
-from dsfed.federated.protocol import ClientAlgo, FitResult, Weights
+from dsfed.federated.protocol import ClientAlgo, ClientInfo, FitResult, Weights
 from dsfed.federated.rounds import FederatedResult, RoundRecord, RoundsConfig, run_rounds, sample_clients
 from dsfed.federated.serialize import from_bytes, to_bytes
 from dsfed.federated.strategies import STRATEGIES, FedAdam, FedAvg, FedProx, Strategy, build_strategy, proximal_term
@@ -14,12 +16,17 @@ __all__ = [
     "STRATEGIES",
     "CheckpointError",
     "ClientAlgo",
+    "ClientFailure",
+    "ClientInfo",
+    "Engine",
     "FedAdam",
     "FedAvg",
     "FedProx",
     "FederatedError",
     "FederatedResult",
+    "Federation",
     "FitResult",
+    "InProcessEngine",
     "Ledger",
     "LocalKeys",
     "RoundRecord",

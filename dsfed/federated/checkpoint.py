@@ -1,4 +1,8 @@
-"""Rounds checkpoints: a directory per completed round, written atomically, then a ``latest`` pointer."""
+"""Rounds checkpoints: a directory per completed round, written atomically, then a ``latest`` pointer.
+
+The server's checkpoint holds the global state only (weights, strategy state, this process's RNGs,
+the history); every client keeps its own state (:mod:`dsfed.federated.engines.client_state`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +20,14 @@ import numpy as np
 import torch
 
 from dsfed.federated.errors import CheckpointError
-from dsfed.federated.protocol import ClientAlgo, Weights
+from dsfed.federated.protocol import Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
 from dsfed.federated.strategies.base import Strategy
 from dsfed.io import atomic_path, write_json
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpoint", "capture_rng", "latest_checkpoint", "remove_stale_temps", "restore_rng", "save_checkpoint"]
 
-CHECKPOINT_SCHEMA = 1
+CHECKPOINT_SCHEMA = 2  # 2: client states live with the clients
 LATEST = "latest"
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
 log = logging.getLogger(__name__)
@@ -82,10 +85,6 @@ def _dir_name(round: int) -> str:
     return f"round-{round:04d}"
 
 
-def _client_file(index: int, name: str) -> str:
-    return f"{index:03d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.pt"
-
-
 def remove_stale_temps(root: Path) -> None:
     """Remove temporary siblings a killed writer left in ``root`` (``.round-*.tmp-*``, ``.latest.tmp-*``)."""
     for path in list(root.glob(".round-*.tmp-*")) + list(root.glob(f".{LATEST}.tmp-*")):
@@ -101,33 +100,30 @@ def save_checkpoint(
     round: int,
     global_weights: Weights,
     strategy: Strategy,
-    clients: Sequence[ClientAlgo],
+    clients: list[str],
     history: list[dict[str, Any]],
     config_hash: str,
     keep: int = 2,
 ) -> Path:
     """Write ``root/round-NNNN/`` atomically, point ``root/latest`` at it, keep only the last ``keep`` rounds.
 
-    Layout: ``global.safetensors``, ``strategy.pt``, ``clients/NNN-<name>.pt`` (each client's
-    ``state_dict()``), ``rng.pt`` and ``meta.json`` (round, config hash, strategy, client files, history).
-    A kill at any moment leaves ``latest`` pointing at a complete directory.
+    Layout: ``global.safetensors``, ``strategy.pt``, ``rng.pt`` (this process's RNGs) and ``meta.json``
+    (round, config hash, strategy, the training clients, history). A kill at any moment leaves ``latest``
+    pointing at a complete directory.
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / _dir_name(round)
-    client_files = {c.name: f"clients/{_client_file(i, c.name)}" for i, c in enumerate(clients)}
     with atomic_path(final, overwrite=True) as tmp:
-        (tmp / "clients").mkdir(parents=True)
+        tmp.mkdir(parents=True)
         (tmp / "global.safetensors").write_bytes(to_bytes(global_weights))
         torch.save(strategy.state_dict(), tmp / "strategy.pt")
-        for client in clients:
-            torch.save(client.state_dict(), tmp / client_files[client.name])
         torch.save(capture_rng(), tmp / "rng.pt")
         meta = {
             "schema": CHECKPOINT_SCHEMA,
             "round": round,
             "config_hash": config_hash,
             "strategy": strategy.name,
-            "clients": client_files,
+            "clients": list(clients),
             "history": history,
         }
         write_json(tmp / "meta.json", meta)
@@ -157,18 +153,16 @@ class Checkpoint:
     round: int
     config_hash: str
     strategy: str
-    clients: dict[str, str]
+    clients: list[str]
     history: list[dict[str, Any]]
 
     def load_global(self) -> Weights:
         """The global (shared) weights after this round."""
         return from_bytes((self.path / "global.safetensors").read_bytes())
 
-    def load_states(self, strategy: Strategy, clients: Sequence[ClientAlgo]) -> None:
-        """Restore the strategy's and every client's state and the global RNGs."""
+    def load_states(self, strategy: Strategy) -> None:
+        """Restore the strategy's state and this process's RNGs (clients restore their own)."""
         strategy.load_state_dict(_torch_load(self.path / "strategy.pt", self.path.parent))
-        for client in clients:
-            client.load_state_dict(_torch_load(self.path / self.clients[client.name], self.path.parent))
         restore_rng(_torch_load(self.path / "rng.pt", self.path.parent))
 
 

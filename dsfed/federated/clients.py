@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
@@ -16,18 +17,24 @@ from dsfed.data.store import ClientStore
 from dsfed.data.transforms import AugmentConfig
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.local_keys import LocalKeys
-from dsfed.federated.protocol import FitResult, Weights
+from dsfed.federated.protocol import ClientInfo, FitResult, Weights
 from dsfed.federated.strategies.fedprox import proximal_term
 from dsfed.models import Segmenter
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import LossConfig, build_loss
 
-__all__ = ["LocalTraining", "SegmentationClient"]
+__all__ = ["SPLITS", "LocalTraining", "SegmentationClient"]
+
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """How a client trains each round (Adam, the DSFedMed default: lr 1e-4, one local epoch)."""
+    """How a client trains each round (Adam, the DSFedMed default: lr 1e-4, one local epoch).
+
+    ``optimizer_state``: ``keep`` carries Adam's moments from round to round (what the embedded default
+    does); ``reset`` starts every round with a fresh optimiser (the usual FedAvg baseline).
+    """
 
     epochs: int = 1
     batch_size: int = 4
@@ -36,6 +43,7 @@ class LocalTraining:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     amp: bool = False
     eval_batch_size: int = 16
+    optimizer_state: Literal["keep", "reset"] = "keep"
 
 
 class SegmentationClient:
@@ -74,13 +82,19 @@ class SegmentationClient:
         self.local_keys = local_keys or LocalKeys()
         self.seed = seed
         augment = training.augment if training.augment is not None and training.augment.enabled else None
-        self.train_sets = [StoreDataset(store, "train", augment=augment) for store in self.stores]
-        self.train_set = ConcatDataset(self.train_sets)
+        self.held_out = any(store.is_holdout for store in self.stores)  # tested only: no train or val split to open
+        self.train_sets = [] if self.held_out else [StoreDataset(store, "train", augment=augment) for store in self.stores]
+        self.train_set = ConcatDataset(self.train_sets) if self.train_sets else []
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
         self.loss = build_loss(training.loss).to(self.device)
 
-    def num_samples(self) -> int:
-        return len(self.train_set)
+    def describe(self) -> ClientInfo:
+        """Sample counts per split over its stores, and their fingerprint (one store's own, or a hash of several)."""
+        readable = ("test",) if self.held_out else SPLITS
+        samples = {split: sum(len(store.split(split)) for store in self.stores) if split in readable else 0 for split in SPLITS}
+        prints = [str(store.attrs.get("fingerprint")) for store in self.stores]
+        fingerprint = prints[0] if len(prints) == 1 else hashlib.sha256("|".join(prints).encode()).hexdigest()[:16]
+        return ClientInfo(samples, fingerprint)
 
     def _load(self, weights: Weights) -> None:
         """Load the shared ``weights``, keeping this client's local keys."""
@@ -96,6 +110,8 @@ class SegmentationClient:
 
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
         self._load(weights)
+        if self.training.optimizer_state == "reset":
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.training.lr)
         generator = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "shuffle"))
         for i, part in enumerate(self.train_sets):
             if part.augment is not None:

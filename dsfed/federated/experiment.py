@@ -16,11 +16,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dsfed.config import MethodConfig, Params
-from dsfed.data.dataset import StoreDataset
-from dsfed.data.store import ClientStore, store_path
-from dsfed.evaluation.metrics import evaluate, summarise
+from dsfed.data.store import store_path
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.clients import LocalTraining, SegmentationClient
+from dsfed.federated.engines import InProcessEngine
+from dsfed.federated.errors import FederatedError
+from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.protocol import Weights
@@ -29,8 +30,9 @@ from dsfed.federated.strategies import build_strategy
 from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.provenance import code_hash
+from dsfed.runtime import pick_device
 
-__all__ = ["MethodRun", "method_config_hash", "run_method"]
+__all__ = ["MethodRun", "method_config_hash", "pick_device", "run_method"]
 
 log = logging.getLogger(__name__)
 POOLED = "pooled"
@@ -41,7 +43,8 @@ class MethodRun:
     """What a finished method run hands to the stage's writer.
 
     Attributes:
-        selected: global weights of the round with the best mean validation Dice over the source clients.
+        selected: global weights of the round with the best mean validation Dice over the source clients,
+            completed with the server's own local keys (FedBN-style keys) so that it loads strictly.
         selected_round: that round (0 = the untrained model).
         curve: per round (0 = untrained): train loss and validation metrics.
         test: client -> metric summary on its test split (held-out client included, marked in ``holdout``).
@@ -60,10 +63,11 @@ class MethodRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def method_config_hash(params: Params, method: str, stores: dict[str, ClientStore]) -> str:
+def method_config_hash(params: Params, method: str, fingerprints: dict[str, str | None]) -> str:
     """Everything a method's result depends on: its spec, the shared training settings, seed, data, code.
 
-    Resume is for crashes: changed params, data or dsfed code start the method afresh.
+    ``fingerprints`` are the clients' data fingerprints as their query replies give them. Resume is for
+    crashes: changed params, data or dsfed code start the method afresh.
     """
     payload = {
         "code": code_hash(),
@@ -72,16 +76,9 @@ def method_config_hash(params: Params, method: str, stores: dict[str, ClientStor
         "seed": params.seed,
         "classes": params.data.classes,
         "mask_size": params.data.mask_size,
-        "stores": {name: store.attrs.get("fingerprint") for name, store in stores.items()},
+        "stores": dict(sorted(fingerprints.items())),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def pick_device(choice: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> Callable[[], Segmenter]:
@@ -99,20 +96,41 @@ def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> 
     return build
 
 
-def _validation(clients: list[SegmentationClient]) -> Callable[[Weights], dict[str, float]]:
-    """Federated evaluation: each source client scores the weights on its own val split, returns numbers only."""
+def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, factory: Callable[[], Segmenter], device: torch.device) -> InProcessEngine:
+    """The in-process engine over the federation's clients (the held-out one evaluated only).
 
-    def score(weights: Weights) -> dict[str, float]:
+    ``centralized`` adds one more client, ``pooled``, holding every training client's store: it trains,
+    the others only evaluate.
+    """
+    cfg = params.federated
+    training = LocalTraining(
+        epochs=cfg.local.epochs, batch_size=cfg.local.batch_size, lr=spec.lr or cfg.local.lr,
+        loss=cfg.loss, augment=cfg.augment, amp=cfg.local.amp, optimizer_state=cfg.local.optimizer_state,
+    )
+    local_keys = LocalKeys(spec.local_keys)
+    paths = {name: store_path(artifacts, name) for name in params.federation}
+    clients = [SegmentationClient(name, path, factory, training, local_keys, params.seed, device) for name, path in paths.items()]
+    held = [name for name in params.federation if name not in params.federated_training_clients]
+    if spec.strategy == "centralized":
+        pooled = [paths[n] for n in params.federated_training_clients]
+        clients.insert(0, SegmentationClient(POOLED, pooled, factory, training, local_keys, params.seed, device))
+        held = list(paths)
+    return InProcessEngine(clients, state_root=work / "client-state", holdout=held)
+
+
+def _validation(federation: Federation, clients: list[str], samples: dict[str, int]) -> Callable[[int, Weights], dict[str, float]]:
+    """Federated evaluation: each source client scores the weights on its own val split and replies numbers only."""
+    scored = [name for name in clients if samples.get(name, 0) > 0]
+
+    def score(round: int, weights: Weights) -> dict[str, float]:
         out: dict[str, float] = {}
         total, count = 0.0, 0
-        for client in clients:
-            n = sum(len(store.split("val")) for store in client.stores)
-            if n == 0:
+        for name, reply in federation.evaluate(round, weights, "val", scored).items():
+            if not reply.ok or not reply.num_samples:
                 continue
-            metrics = client.evaluate(weights, "val")
-            out[f"val_dice_{client.name}"] = metrics["dice"]
-            total += metrics["dice"] * n
-            count += n
+            out[f"val_dice_{name}"] = reply.metrics["dice"]
+            total += reply.metrics["dice"] * reply.num_samples
+            count += reply.num_samples
         out["val_dice"] = total / count if count else float("nan")
         return out
 
@@ -125,88 +143,71 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     Args:
         params: validated params.
         method: key of ``federated.methods``.
-        artifacts: artifacts root (client stores under ``clients/``).
-        work: the method's output folder; ``checkpoints/<config hash>/`` (per-round checkpoints and the
-            best weights so far) and ``ledger.csv`` go here, so a killed run resumes where it stopped.
+        artifacts: artifacts root (client stores under ``clients/``); only the clients open them.
+        work: the method's output folder; ``checkpoints/<config hash>/`` (the server's per-round checkpoints
+            and the best weights so far), ``client-state/<client>/`` (each client's own state) and
+            ``ledger.csv`` go here, so a killed run resumes where it stopped.
     """
     cfg = params.federated
     spec = cfg.methods[method]
     artifacts, work = Path(artifacts), Path(work)
-    stores = {name: ClientStore(store_path(artifacts, name)) for name in params.federation}
-    training_names = params.federated_training_clients
-    config_hash = method_config_hash(params, method, stores)
+    device = pick_device(cfg.device)
+    factory = _model_factory(params, spec, device)
+    engine = _engine(params, spec, artifacts, work, factory, device)
+    centralized = spec.strategy == "centralized"
+    info = Federation(engine, "").query(with_state=False)
+    failed = {n: r.error for n, r in info.items() if not r.ok}
+    if failed:
+        raise FederatedError("; ".join(f"client {n} did not answer: {e}" for n, e in failed.items()))
+    config_hash = method_config_hash(params, method, {n: r.fingerprint for n, r in info.items() if n != POOLED})
     checkpoints = work / "checkpoints" / config_hash
     for stale in (work / "checkpoints").glob("*"):
         if stale != checkpoints:
             log.info("%s: removing checkpoints of an older configuration (%s)", method, stale.name)
             shutil.rmtree(stale, ignore_errors=True)
 
-    device = pick_device(cfg.device)
-    factory = _model_factory(params, spec, device)
-    training = LocalTraining(
-        epochs=cfg.local.epochs, batch_size=cfg.local.batch_size, lr=spec.lr or cfg.local.lr,
-        loss=cfg.loss, augment=cfg.augment, amp=cfg.local.amp,
-    )
+    ledger = Ledger(work / "ledger.csv")
+    ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
+    federation = Federation(engine, config_hash, None if centralized else ledger)
+    trainers = [n for n, r in info.items() if r.trainable]
     local_keys = LocalKeys(spec.local_keys)
-    centralized = spec.strategy == "centralized"
-    if centralized:
-        clients = [SegmentationClient(POOLED, [stores[n] for n in training_names], factory, training, local_keys, params.seed, device)]
-    else:
-        clients = [SegmentationClient(n, stores[n], factory, training, local_keys, params.seed, device) for n in training_names]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     server_model = factory()
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
-    validate = _validation(clients)
+    validate = _validation(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
     best = _BestWeights(checkpoints / "best.safetensors")
     round0_path = checkpoints / "round0.json"
-    fresh = not checkpoints.exists() or latest_checkpoint(checkpoints) is None
-    if fresh:
-        round0 = {"round": 0, **validate(initial)}  # the untrained model: where the curves start
+    if not checkpoints.exists() or latest_checkpoint(checkpoints) is None:
+        ledger.truncate_after(-1)  # a fresh run: nothing of an earlier attempt stays in the ledger
+        round0 = {"round": 0, **validate(0, initial)}  # the untrained model: where the curves start
         checkpoints.mkdir(parents=True, exist_ok=True)
         write_json(round0_path, round0)
         best.offer(0, round0["val_dice"], initial, force=True)
 
     def on_round_end(round: int, weights: Weights, record: RoundRecord) -> dict[str, float]:
-        metrics = validate(weights)
+        metrics = validate(round, weights)
         best.offer(round, metrics["val_dice"], weights)
         return metrics
 
-    ledger = Ledger(work / "ledger.csv")
-    ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
-    rounds = RoundsConfig(
-        rounds=spec.rounds or cfg.rounds, fraction=cfg.fraction, min_clients=min(cfg.min_clients, len(clients)), seed=params.seed
-    )
+    total = spec.rounds or cfg.rounds
+    rounds = RoundsConfig(rounds=total, fraction=cfg.fraction, min_clients=min(cfg.min_clients, len(trainers)), seed=params.seed)
     result = run_rounds(
-        clients, strategy, initial, rounds, checkpoints=checkpoints, ledger=None if centralized else ledger, on_round_end=on_round_end,
-        config_hash=config_hash, local_keys=local_keys, progress=progress,
+        federation, strategy, initial, rounds, checkpoints=checkpoints, on_round_end=on_round_end, clients=trainers,
+        local_keys=local_keys, keep_rounds=lambda: (best.round(),), progress=progress,
     )
     curve = [json.loads(round0_path.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
     selected_round, selected = best.load()
-    test = _test_metrics(params, spec, factory, selected, local_keys, clients, stores)
+    evaluators = [n for n in info if n != POOLED]
+    # each client tests the selected weights with its own local keys of the selected round
+    replies = federation.evaluate(total + 1, selected, "test", evaluators, state_round=selected_round)
+    test = {name: reply.metrics for name, reply in replies.items() if reply.ok}
+    engine.close()
+    full = local_keys.merge(selected, local_keys.split(server_model.state_dict())[1])  # + the server's own local keys
     return MethodRun(
-        method=method, spec=spec, selected=selected, selected_round=selected_round, final=result.weights,
+        method=method, spec=spec, selected=full, selected_round=selected_round, final=result.weights,
         curve=curve, test=test, holdout=params.data.holdout, parameters=server_model.num_parameters(),
         resumed_from=result.resumed_from,
     )
-
-
-def _test_metrics(
-    params: Params, spec: MethodConfig, factory: Callable[[], Segmenter], weights: Weights, local_keys: LocalKeys,
-    clients: list[SegmentationClient], stores: dict[str, ClientStore],
-) -> dict[str, dict[str, float]]:
-    """Selected weights on every client's test split; each client evaluates itself (its local keys kept)."""
-    out: dict[str, dict[str, float]] = {}
-    by_name = {c.name: c for c in clients}
-    classes = params.data.classes
-    for name in stores:
-        client = by_name.get(name)
-        if client is not None:
-            out[name] = client.evaluate(weights, "test")
-            continue
-        model = factory()  # pooled training or the held-out client: the server-side model
-        model.load_state_dict(local_keys.merge(weights, local_keys.split(model.state_dict())[1]))
-        out[name] = summarise(evaluate(model, StoreDataset(stores[name], "test")), classes)
-    return out
 
 
 class _BestWeights:
@@ -229,6 +230,13 @@ class _BestWeights:
             with atomic_path(self.path, overwrite=True) as tmp:
                 meta = {"round": str(round), "val_dice": repr(float(val_dice))}
                 save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
+
+    def round(self) -> int:
+        """The round of the best weights so far (0 before any)."""
+        if not self.path.exists():
+            return 0
+        with safe_open(str(self.path), framework="pt") as fh:
+            return int(fh.metadata()["round"])
 
     def load(self) -> tuple[int, Weights]:
         with safe_open(str(self.path), framework="pt") as fh:

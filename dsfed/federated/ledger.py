@@ -11,10 +11,11 @@ from typing import Any
 
 from dsfed.io import atomic_path
 
-__all__ = ["DIRECTIONS", "FIELDS", "Ledger", "ledger_totals", "read_ledger"]
+__all__ = ["DIRECTIONS", "EVALUATION_PREFIXES", "FIELDS", "Ledger", "is_evaluation", "ledger_totals", "read_ledger"]
 
 FIELDS = ("round", "client", "direction", "what", "bytes")
 DIRECTIONS = ("down", "up")  # down: server -> client, up: client -> server
+EVALUATION_PREFIXES = ("val_", "test_")  # what: val_weights, val_metrics, test_weights, test_metrics
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +72,7 @@ class Ledger:
         return read_ledger(self.path)
 
     def truncate_after(self, round: int) -> None:
-        """Drop rows of rounds after ``round`` (and torn lines), rewriting the file atomically."""
+        """Drop rows of rounds after ``round`` (and torn lines), rewriting the file atomically; ``-1`` empties it."""
         if not self.path.exists():
             return
         rows = read_ledger(self.path)
@@ -88,17 +89,36 @@ class Ledger:
                 writer.writerows(kept)
 
 
+def is_evaluation(what: str) -> bool:
+    """Whether a ledger row is evaluation traffic (``val_weights``, ``test_metrics``...) rather than training or deployment."""
+    return what.startswith(EVALUATION_PREFIXES)
+
+
 def ledger_totals(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Bytes per direction and per client.
+    """Bytes per direction and per client, training and deployment traffic apart from evaluation traffic.
 
     Returns:
-        ``{"total": n, "down": n, "up": n, "clients": {client: {"down": n, "up": n, "total": n}}, "rows": n}``.
+        ``{"total": n, "down": n, "up": n, "clients": {client: {"down": n, "up": n, "total": n}}, "rows": n,
+        "exchanges": n, "evaluation": {"down": n, "up": n, "total": n}}``: ``total``, ``down``, ``up`` and
+        ``clients`` count what a method needs to train and deploy (the paper's communication cost);
+        ``exchanges`` is the number of distinct (round, client) pairs that moved such a payload;
+        ``evaluation`` is what federated validation and testing moved on top.
     """
     totals: dict[str, int] = dict.fromkeys(DIRECTIONS, 0)
+    evaluation: dict[str, int] = dict.fromkeys((*DIRECTIONS, "total"), 0)
     clients: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys((*DIRECTIONS, "total"), 0))
+    exchanges: set[tuple[int, str]] = set()
     rows = read_ledger(path)
     for row in rows:
+        if is_evaluation(row["what"]):
+            evaluation[row["direction"]] += row["bytes"]
+            evaluation["total"] += row["bytes"]
+            continue
         totals[row["direction"]] += row["bytes"]
         clients[row["client"]][row["direction"]] += row["bytes"]
         clients[row["client"]]["total"] += row["bytes"]
-    return {"total": sum(totals.values()), **totals, "clients": dict(sorted(clients.items())), "rows": len(rows)}
+        exchanges.add((row["round"], row["client"]))
+    return {
+        "total": sum(totals.values()), **totals, "clients": dict(sorted(clients.items())), "rows": len(rows),
+        "exchanges": len(exchanges), "evaluation": evaluation,
+    }

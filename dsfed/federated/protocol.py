@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ClientAlgo", "FitResult", "Weights"]
+__all__ = ["ClientAlgo", "ClientInfo", "FitResult", "Weights"]
 
 Weights = dict[str, torch.Tensor]
 """A (partial) state dict: parameter / buffer name -> tensor."""
@@ -29,6 +29,19 @@ class FitResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class ClientInfo:
+    """What a client tells the server about its data: sample counts per split and the data's fingerprint.
+
+    Attributes:
+        samples: split name (``train``, ``val``, ``test``) -> number of samples.
+        fingerprint: a hash of the client's data (its store's fingerprint); None when it has none.
+    """
+
+    samples: dict[str, int]
+    fingerprint: str | None = None
+
+
 @runtime_checkable
 class ClientAlgo(Protocol):
     """One federated client, as the rounds loop sees it (MONAI-FL's ``ClientAlgo``, trimmed).
@@ -36,12 +49,16 @@ class ClientAlgo(Protocol):
     Everything the loop sends or receives is a :data:`Weights` of the shared keys; local keys
     (FedBN-style, see :class:`dsfed.federated.local_keys.LocalKeys`), data and optimiser state stay
     inside the client. Clients are called positionally, so implementations may name parameters freely.
+    An engine reaches a client through a :class:`~dsfed.federated.engines.host.ClientHost`, which saves
+    :meth:`state_dict` after every round the client trains and restores it on resume.
+    Raise :class:`~dsfed.federated.engines.base.ClientFailure` (or let an ``OSError`` through) for a
+    condition of the client's site; any other exception is treated as a bug and stops the run.
     """
 
     name: str
 
-    def num_samples(self) -> int:
-        """Training samples this client holds (FedAvg weighting)."""
+    def describe(self) -> ClientInfo:
+        """Sample counts per split and the data fingerprint (what a query reply carries)."""
         ...
 
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
@@ -49,10 +66,6 @@ class ClientAlgo(Protocol):
 
         ``config`` is the strategy's ``configure_fit(round)`` (e.g. ``{"prox_mu": 0.01}`` for FedProx).
         """
-        ...
-
-    def get_weights(self) -> Weights:
-        """The client's current weights as they would travel (non-local keys)."""
         ...
 
     def evaluate(self, weights: Weights, split: str) -> dict[str, float]:

@@ -30,8 +30,9 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
     if ledger is not None and ledger.exists():
         totals = ledger_totals(ledger)
         comm["bytes_total"] = int(totals["total"])
-        clients = max(len(totals["clients"]), 1)
-        comm["bytes_per_round_per_client"] = int(totals["total"] / clients / max(comm["rounds"], 1))
+        # per client and round it took part in (with fraction < 1 a client sits some rounds out)
+        comm["bytes_per_round_per_client"] = int(totals["total"] / max(totals["exchanges"], 1))
+        comm["evaluation_bytes"] = int(totals["evaluation"]["total"])
     return {
         "method": run.method,
         "model": run.spec.model,

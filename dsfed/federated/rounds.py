@@ -1,23 +1,22 @@
-"""The in-process federated engine: sample clients, ship weights as bytes, aggregate, checkpoint, resume."""
+"""The rounds loop: sample clients, ship weights as bytes through an engine, aggregate, checkpoint, resume."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from dsfed.federated.checkpoint import Checkpoint, latest_checkpoint, remove_stale_temps, save_checkpoint
 from dsfed.federated.errors import CheckpointError, FederatedError
-from dsfed.federated.ledger import Ledger
+from dsfed.federated.federation import Federation
 from dsfed.federated.local_keys import LocalKeys
-from dsfed.federated.protocol import ClientAlgo, FitResult, Weights
+from dsfed.federated.protocol import FitResult, Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
 from dsfed.federated.strategies.base import Strategy
 
@@ -96,25 +95,16 @@ def sample_clients(names: Sequence[str], cfg: RoundsConfig, round: int) -> list[
     return [names[i] for i in sorted(chosen.tolist())]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _check_update(result: Any, reference: Weights, local_keys: LocalKeys | None) -> FitResult:
-    """The client's result with local keys stripped; raises ``ValueError`` if it cannot be aggregated."""
-    if not isinstance(result, FitResult):
-        raise ValueError(f"train() returned {type(result).__name__}, expected FitResult")
-    weights = local_keys.shared(result.weights) if local_keys else dict(result.weights)
+def _check_update(update: Weights, reference: Weights, local_keys: LocalKeys | None) -> Weights:
+    """A client's update with local keys stripped; raises ``ValueError`` if it cannot be aggregated."""
+    weights = local_keys.shared(update) if local_keys else dict(update)
     if set(weights) != set(reference):
         extra, missing = sorted(set(weights) - set(reference)), sorted(set(reference) - set(weights))
         raise ValueError(f"sent keys that differ from the global weights (extra {extra[:3]}, missing {missing[:3]})")
     for key, tensor in weights.items():
         if tensor.shape != reference[key].shape:
             raise ValueError(f"sent {key} with shape {tuple(tensor.shape)}, global has {tuple(reference[key].shape)}")
-    if int(result.num_samples) < 0:
-        raise ValueError(f"reported {result.num_samples} training samples")
-    return FitResult(weights, int(result.num_samples), dict(result.metrics))
+    return weights
 
 
 def _fit_metrics(results: list[tuple[str, FitResult]]) -> dict[str, float]:
@@ -130,18 +120,17 @@ def _fit_metrics(results: list[tuple[str, FitResult]]) -> dict[str, float]:
 
 
 def _resume(
-    checkpoints: Path, ckpt: Checkpoint, strategy: Strategy, clients: Sequence[ClientAlgo], shared: Weights, cfg: RoundsConfig, config_hash: str
+    checkpoints: Path, ckpt: Checkpoint, strategy: Strategy, federation: Federation, names: list[str], shared: Weights, cfg: RoundsConfig
 ) -> tuple[Weights, list[RoundRecord]]:
-    """Check that ``ckpt`` belongs to this run and restore global weights, strategy, clients and RNGs from it."""
+    """Check that ``ckpt`` belongs to this run, that every client still holds its state, and restore the server side."""
     hint = f"delete {checkpoints} to start over"
-    if ckpt.config_hash != config_hash:
+    if ckpt.config_hash != federation.run:
         raise CheckpointError(
             f"{checkpoints}: checkpoint of round {ckpt.round} was written under another configuration "
-            f"(config hash {ckpt.config_hash[:12] or '-'}, now {config_hash[:12] or '-'}); the config changed, {hint}"
+            f"(config hash {ckpt.config_hash[:12] or '-'}, now {federation.run[:12] or '-'}); the config changed, {hint}"
         )
     if ckpt.strategy != strategy.name:
         raise CheckpointError(f"{checkpoints}: checkpoint was written by strategy {ckpt.strategy!r}, this run uses {strategy.name!r}; {hint}")
-    names = [c.name for c in clients]
     if set(ckpt.clients) != set(names):
         raise CheckpointError(f"{checkpoints}: checkpoint has clients {sorted(ckpt.clients)}, this run has {sorted(names)}; {hint}")
     if ckpt.round > cfg.rounds:
@@ -149,63 +138,76 @@ def _resume(
     weights = ckpt.load_global()
     if set(weights) != set(shared):
         raise CheckpointError(f"{checkpoints}: checkpointed global weights have other keys than the initial weights; {hint}")
-    ckpt.load_states(strategy, clients)
-    return weights, [RoundRecord(**record) for record in ckpt.history]
+    history = [RoundRecord(**record) for record in ckpt.history]
+    held = federation.query(names)
+    for name in names:
+        trained = [r.round for r in history if name in r.clients]
+        have = [r for r in held[name].state_rounds if r <= ckpt.round]
+        if trained and (not have or have[-1] < trained[-1]):
+            raise CheckpointError(
+                f"{checkpoints}: client {name} trained in round {trained[-1]} but holds no state of it "
+                f"(it has rounds {have or 'none'}); {hint}"
+            )
+    ckpt.load_states(strategy)
+    return weights, history
 
 
 def run_rounds(
-    clients: Sequence[ClientAlgo],
+    federation: Federation,
     strategy: Strategy,
     initial: Weights,
     cfg: RoundsConfig,
     checkpoints: str | os.PathLike[str] | None = None,
-    ledger: Ledger | None = None,
     on_round_end: RoundEndHook | None = None,
-    config_hash: str = "",
     *,
+    clients: Sequence[str] | None = None,
     local_keys: LocalKeys | None = None,
+    keep_rounds: Callable[[], Iterable[int]] | None = None,
     keep_checkpoints: int = 2,
     progress: bool = True,
 ) -> FederatedResult:
-    """Run ``cfg.rounds`` federated rounds in this process, resuming from ``checkpoints`` when it holds some.
+    """Run ``cfg.rounds`` federated rounds through ``federation``, resuming from ``checkpoints`` when it holds some.
 
-    Each round: sample clients (:func:`sample_clients`); serialise the global weights once and hand
-    every sampled client its own deserialised copy (ledger ``down``/``global_weights``); call
-    ``client.train``; serialise what it returns and deserialise it on the server side (ledger
-    ``up``/``update``); aggregate the clients that finished with ``strategy``; call
-    ``on_round_end``; checkpoint. Only safetensors bytes of weights cross between the two sides.
+    Each round: sample clients (:func:`sample_clients`); send each its weights through the engine
+    (serialised once, ledger ``down``/``global_weights``); receive the updates (ledger ``up``/``update``);
+    aggregate those that finished with ``strategy``; call ``on_round_end``; checkpoint the server side.
+    Only safetensors bytes of weights cross between the two sides, and each client keeps its own state.
 
     Args:
-        clients: the clients, with unique ``name``s.
+        federation: the engine, the run's identity (``federation.run``: the hash of everything the run's
+            result depends on; a checkpoint written under another raises :class:`CheckpointError`) and the ledger.
         strategy: server strategy (FedAvg, FedProx, FedAdam...).
         initial: initial global weights; keys matching ``local_keys`` are dropped from it.
         cfg: rounds, sampling, seed.
-        checkpoints: directory for per-round checkpoints; if it holds a completed round whose
-            ``config_hash`` matches, the run continues after it (global weights, strategy state,
-            client states, RNGs and history restored), so its result equals an uninterrupted run's.
-        ledger: records every payload's exact size; rows after the resumed round are dropped first.
-        on_round_end: ``(round, global weights, record) -> metrics | None``, called before the
-            round's checkpoint; returned metrics are stored in the record.
-        config_hash: hash of everything the run's result depends on; a checkpoint written under
-            another hash raises :class:`CheckpointError`.
-        local_keys: FedBN-style keys that never travel: stripped from ``initial`` and from anything
-            a client returns, before serialisation.
+        checkpoints: directory for per-round checkpoints; if it holds a completed round of this run, the
+            run continues after it (global weights, strategy state, RNGs and history restored; each client
+            restores its own state), so its result equals an uninterrupted run's.
+        on_round_end: ``(round, global weights, record) -> metrics | None``, called before the round's
+            checkpoint; returned metrics are stored in the record.
+        clients: the clients that train (default: every client the engine reaches that is trainable).
+        local_keys: FedBN-style keys that never travel: stripped on the client before sending and from
+            anything that arrives.
+        keep_rounds: rounds whose client state must survive pruning (e.g. the best round so far).
         keep_checkpoints: completed rounds kept on disk (the newest ones).
         progress: show a tqdm bar over rounds.
 
     Raises:
         FederatedError: fewer than ``cfg.min_clients`` clients finished a round (one line naming the
-            clients that failed and why), or ``min_clients`` exceeds the number of clients.
-        CheckpointError: ``checkpoints`` belongs to another configuration or cannot be read.
+            clients that failed and why), ``min_clients`` exceeds the number of clients, or a client
+            reported a bug in its code.
+        CheckpointError: ``checkpoints`` belongs to another configuration, cannot be read, or a client
+            no longer holds the state it needs.
     """
-    names = [c.name for c in clients]
+    if clients is None:
+        replies = federation.query(with_state=False)
+        clients = [name for name, reply in replies.items() if reply.ok and reply.trainable]
+    names = list(clients)
     if len(set(names)) != len(names):
         raise FederatedError(f"client names must be unique, got {names}")
-    if cfg.min_clients > len(clients):
-        raise FederatedError(f"federated min_clients is {cfg.min_clients} but there are only {len(clients)} clients")
+    if cfg.min_clients > len(names):
+        raise FederatedError(f"federated min_clients is {cfg.min_clients} but there are only {len(names)} clients")
     if keep_checkpoints < 1:
         raise FederatedError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
-    by_name = {c.name: c for c in clients}
     weights = local_keys.shared(initial) if local_keys else dict(initial)
     weights = from_bytes(to_bytes(weights))  # own CPU copies: the caller's tensors are never touched
     history: list[RoundRecord] = []
@@ -217,27 +219,28 @@ def run_rounds(
         remove_stale_temps(root)
         ckpt = latest_checkpoint(root)
     if root is not None and ckpt is not None:
-        weights, history = _resume(root, ckpt, strategy, clients, weights, cfg, config_hash)
+        weights, history = _resume(root, ckpt, strategy, federation, names, weights, cfg)
         resumed_from = ckpt.round
         log.info("resuming federated rounds from %s: round %d of %d completed", ckpt.path, ckpt.round, cfg.rounds)
     else:
         strategy.initialize(weights)
     start = (resumed_from or 0) + 1
-    if ledger is not None:
-        ledger.truncate_after(start - 1)
-    log.info("federated rounds %d..%d with %s over %d clients (%s), %d shared tensors", start, cfg.rounds, strategy.name, len(clients), ", ".join(names), len(weights))
+    if federation.ledger is not None:
+        federation.ledger.truncate_after(start - 1)
+    log.info("federated rounds %d..%d with %s over %d clients (%s), %d shared tensors", start, cfg.rounds, strategy.name, len(names), ", ".join(names), len(weights))
 
     bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"federated {strategy.name}", unit="round", disable=not progress)
     try:
         for rnd in range(start, cfg.rounds + 1):
-            weights, rec = _run_round(rnd, by_name, strategy, weights, cfg, ledger, local_keys)
+            keep = tuple(keep_rounds()) if keep_rounds is not None else ()
+            weights, rec = _run_round(rnd, federation, names, strategy, weights, cfg, local_keys, keep)
             if on_round_end is not None:
                 extra = on_round_end(rnd, weights, rec)
                 if extra:
                     rec.metrics.update({k: float(v) for k, v in extra.items()})
             history.append(rec)
             if root is not None:
-                save_checkpoint(root, rnd, weights, strategy, clients, [asdict(r) for r in history], config_hash, keep=keep_checkpoints)
+                save_checkpoint(root, rnd, weights, strategy, names, [asdict(r) for r in history], federation.run, keep=keep_checkpoints)
             log.info("round %d/%d done: %d clients aggregated%s; %s", rnd, cfg.rounds, len(rec.clients),
                      f", {len(rec.failed)} failed ({', '.join(rec.failed)})" if rec.failed else "",
                      ", ".join(f"{k} {v:.4g}" for k, v in rec.metrics.items()) or "no metrics")
@@ -249,30 +252,33 @@ def run_rounds(
 
 
 def _run_round(
-    rnd: int, clients: dict[str, ClientAlgo], strategy: Strategy, weights: Weights, cfg: RoundsConfig, ledger: Ledger | None, local_keys: LocalKeys | None
+    rnd: int, federation: Federation, names: list[str], strategy: Strategy, weights: Weights, cfg: RoundsConfig,
+    local_keys: LocalKeys | None, keep: tuple[int, ...],
 ) -> tuple[Weights, RoundRecord]:
     """One round: send, train, receive, aggregate. Returns the new global weights and the round's record."""
-    sampled = sample_clients(list(clients), cfg, rnd)
+    sampled = sample_clients(names, cfg, rnd)
     config = strategy.configure_fit(rnd)
     log.info("round %d/%d: training %s%s", rnd, cfg.rounds, ", ".join(sampled), f" with {config}" if config else "")
-    down = to_bytes(weights)
+    replies = federation.fit(
+        rnd, dict.fromkeys(sampled, weights), dict.fromkeys(sampled, config), committed=rnd - 1, keep=keep,
+        local_keys=local_keys.patterns if local_keys else (),
+    )
     results: list[tuple[str, FitResult]] = []
     failed: dict[str, str] = {}
     for name in sampled:
-        if ledger is not None:
-            ledger.record(rnd, name, "down", "global_weights", len(down))
-        try:
-            result = clients[name].train(from_bytes(down), rnd, dict(config))
-            update = _check_update(result, weights, local_keys)
-            up = to_bytes(update.weights)
-        except Exception as exc:  # noqa: BLE001 - a failing client is left out of the round, whatever it raised
-            failed[name] = _one_line(exc)
-            log.warning("round %d: client %s failed and is left out of this round: %s", rnd, name, failed[name])
-            continue
-        if ledger is not None:
-            ledger.record(rnd, name, "up", "update", len(up))
-        log.debug("round %d: %s sent %d bytes, received %d bytes", rnd, name, len(up), len(down))
-        results.append((name, FitResult(from_bytes(up), update.num_samples, update.metrics)))
+        reply = replies[name]
+        if reply.ok:
+            try:
+                update = _check_update(from_bytes(reply.payload), weights, local_keys)
+                if reply.num_samples < 0:
+                    raise ValueError(f"reported {reply.num_samples} training samples")
+            except ValueError as exc:  # a malformed update: the server refuses it, the client is left out
+                reply.error = f"{type(exc).__name__}: {exc}"
+            else:
+                results.append((name, FitResult(update, reply.num_samples, reply.metrics)))
+                continue
+        failed[name] = str(reply.error)
+        log.warning("round %d: client %s failed and is left out of this round: %s", rnd, name, failed[name])
     if len(results) < cfg.min_clients:
         reasons = "; ".join(f"{n} failed: {e}" for n, e in failed.items())
         raise FederatedError(f"round {rnd}: only {len(results)} of {len(sampled)} clients finished (min_clients {cfg.min_clients}); {reasons}")

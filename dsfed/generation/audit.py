@@ -30,7 +30,7 @@ from dsfed.data.splits import stable_seed
 from dsfed.data.store import ClientStore, store_path
 from dsfed.errors import DsfedError
 from dsfed.evaluation.metrics import evaluate, summarise
-from dsfed.federated.experiment import pick_device
+from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import dir_bytes, read_pairs
 from dsfed.generation.condition import render_condition

@@ -174,7 +174,7 @@ def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = "
     controlnet = _resolve(cfg.controlnet, root)
     classes: list[str] | None = None
     if cfg.kind == "pretrain":
-        from dsfed.federated.experiment import pick_device
+        from dsfed.runtime import pick_device
         from dsfed.generation.pretrain import CONTROLNET_WEIGHTS, pretrain
 
         spec = cfg.pretrain.spec

@@ -22,7 +22,7 @@ from zarr.codecs import BloscCodec
 from dsfed.config import Params
 from dsfed.data.store import ClientStore, store_path
 from dsfed.errors import DsfedError
-from dsfed.federated.experiment import pick_device
+from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.backbone import Backbone
 from dsfed.generation.backbones import check_classes, generic_controlnet, load_backbone

@@ -23,7 +23,7 @@ from dsfed.config import MaskAugmentConfig, Params
 from dsfed.data.splits import stable_seed
 from dsfed.data.store import write_store
 from dsfed.errors import DsfedError
-from dsfed.federated.experiment import pick_device
+from dsfed.runtime import pick_device
 from dsfed.generation.backbones import check_classes, load_backbone
 from dsfed.generation.client import CONTROLNET_FILE, GENERATOR_SUMMARY, generator_dir, read_uploaded_masks
 from dsfed.generation.controlnet import load_controlnet

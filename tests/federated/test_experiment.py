@@ -47,19 +47,27 @@ def test_fedavg_method_run(project: Path, stores: Path) -> None:
     assert {"val_dice", "val_dice_a", "val_dice_b"} <= run.curve[1].keys() and "loss" in run.curve[1]
     assert run.selected_round == max(range(3), key=lambda i: (run.curve[i]["val_dice"], -i))
     assert set(run.test) == {"a", "b", "h"} and 0.0 <= run.test["h"]["dice"] <= 1.0
-    # the ledger: every round, every training client, one payload down and one up, of the model's exact size
+    # the ledger: every payload, training and evaluation; weights of the model's exact size
     rows = read_ledger(work / "ledger.csv")
-    assert [(r["round"], r["client"], r["direction"]) for r in rows] == [
-        (rnd, c, d) for rnd in (1, 2) for c in ("a", "b") for d in ("down", "up")
-    ]
-    assert {r["bytes"] for r in rows} == {payload_size(run.final)}
-    assert "h" not in {r["client"] for r in rows}  # the held-out client never takes part
+
+    def exchange(rnd: int, clients: tuple[str, ...], down: str, up: str) -> list[tuple[int, str, str, str]]:
+        return [(rnd, c, "down", down) for c in clients] + [(rnd, c, "up", up) for c in clients]
+
+    expected = exchange(0, ("a", "b"), "val_weights", "val_metrics")
+    for rnd in (1, 2):
+        expected += exchange(rnd, ("a", "b"), "global_weights", "update") + exchange(rnd, ("a", "b"), "val_weights", "val_metrics")
+    expected += exchange(3, ("a", "b", "h"), "test_weights", "test_metrics")  # the selected model, tested by every client
+    assert [(r["round"], r["client"], r["direction"], r["what"]) for r in rows] == expected
+    assert {r["bytes"] for r in rows if r["what"].endswith(("weights", "update"))} == {payload_size(run.final)}
+    assert "h" not in {r["client"] for r in rows if r["what"] in ("global_weights", "update", "val_weights")}  # never trains or selects
 
     metrics = write_method_outputs(run, work)
     saved = load_file(str(work / "model.safetensors"))
     assert all(torch.equal(saved[k], v) for k, v in run.selected.items())
     assert metrics["selected_round"] == run.selected_round and metrics["holdout"] == "h"
-    assert metrics["communication"]["bytes_total"] == 8 * payload_size(run.final)
+    assert metrics["communication"]["bytes_total"] == 8 * payload_size(run.final)  # training traffic: 2 rounds x 2 clients x 2 ways
+    assert metrics["communication"]["bytes_per_round_per_client"] == 2 * payload_size(run.final)
+    assert metrics["communication"]["evaluation_bytes"] == sum(r["bytes"] for r in rows if r["what"].startswith(("val_", "test_")))
     assert json.loads((work / "metrics.json").read_text()) == metrics
     assert (work / "dvclive/plots/metrics/val_dice.tsv").read_text().count("\n") == 4  # header + rounds 0..2
 
@@ -78,7 +86,7 @@ def test_centralized_and_local_keys(project: Path, stores: Path) -> None:
     assert read_ledger(stores / "federated/central/ledger.csv") == []  # pooled training: nothing travels
     fedbn = run_method(params, "fedbn", stores, stores / "federated/fedbn", progress=False)
     assert fedbn.final and not any("norm" in k for k in fedbn.final)
-    assert {r["bytes"] for r in read_ledger(stores / "federated/fedbn/ledger.csv")} == {payload_size(fedbn.final)}
+    assert {r["bytes"] for r in read_ledger(stores / "federated/fedbn/ledger.csv") if r["what"] in ("global_weights", "update")} == {payload_size(fedbn.final)}
 
 
 def test_box_prompted_sam(project: Path, stores: Path) -> None:
@@ -106,7 +114,7 @@ def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: 
     from dsfed.data.store import ClientStore
 
     params = _params(project, {"m": {"model": "unet"}})
-    opened = {n: ClientStore(store_path(stores, n)) for n in params.clients}
-    before = experiment.method_config_hash(params, "m", opened)
+    prints = {n: ClientStore(store_path(stores, n)).attrs.get("fingerprint") for n in params.clients}
+    before = experiment.method_config_hash(params, "m", prints)
     monkeypatch.setattr(experiment, "code_hash", lambda: "other code")
-    assert experiment.method_config_hash(params, "m", opened) != before
+    assert experiment.method_config_hash(params, "m", prints) != before

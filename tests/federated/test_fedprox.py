@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dsfed.federated import FedAvg, FedProx, FitResult, RoundsConfig, build_strategy, proximal_term, run_rounds
-from tests.federated.toy import ToyClient, initial_weights
+from tests.federated.toy import ToyClient, federation_of, initial_weights
 
 
 def test_proximal_term_value_and_gradient() -> None:
@@ -46,7 +46,7 @@ def test_mu_reaches_the_clients_and_the_server_side_is_fedavg() -> None:
     strategy = build_strategy("fedprox", mu=0.1)
     assert isinstance(strategy, FedProx) and strategy.configure_fit(3) == {"prox_mu": 0.1}
     clients = [_Recorder("a", seed=0), _Recorder("b", n=16, seed=1)]
-    run_rounds(clients, strategy, initial_weights(), RoundsConfig(rounds=2), progress=False)
+    run_rounds(federation_of(clients), strategy, initial_weights(), RoundsConfig(rounds=2), progress=False)
     assert all(c.configs == [{"prox_mu": 0.1}, {"prox_mu": 0.1}] for c in clients)
     results = [("a", FitResult({"w": torch.tensor([1.0])}, 1, {})), ("b", FitResult({"w": torch.tensor([4.0])}, 2, {}))]
     assert torch.equal(FedProx(0.3).aggregate(1, {}, results)["w"], FedAvg().aggregate(1, {}, results)["w"])

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import save
 
 from dsfed.federated import FedAvg, Ledger, RoundsConfig, ledger_totals, run_rounds
-from tests.federated.toy import initial_weights, toy_clients
+from tests.federated.toy import federation_of, initial_weights, toy_clients
 
 
 def test_rows_and_totals(tmp_path: Path) -> None:
@@ -23,6 +23,7 @@ def test_rows_and_totals(tmp_path: Path) -> None:
     assert totals == {
         "total": 370, "down": 200, "up": 170, "rows": 4,
         "clients": {"a": {"down": 100, "up": 90, "total": 190}, "b": {"down": 100, "up": 80, "total": 180}},
+        "exchanges": 3, "evaluation": {"down": 0, "up": 0, "total": 0},
     }
     with pytest.raises(ValueError, match="direction"):
         ledger.record(1, "a", "sideways", "x", 1)
@@ -45,13 +46,24 @@ def test_truncate_after_drops_replayed_rounds_and_torn_lines(tmp_path: Path) -> 
 def test_bytes_are_the_exact_safetensors_size_of_every_payload(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.csv")
     ledger.record(9, "stale", "up", "update", 1)  # a previous run's row: a fresh run starts the ledger over
-    run_rounds(toy_clients(2), FedAvg(), initial_weights(), RoundsConfig(rounds=2), ledger=ledger, progress=False)
+    run_rounds(federation_of(toy_clients(2), ledger=ledger), FedAvg(), initial_weights(), RoundsConfig(rounds=2), progress=False)
     size = len(save({k: v.contiguous() for k, v in initial_weights().items()}))
     rows = ledger.rows()
     assert len(rows) == 2 * 2 * 2 and {r["bytes"] for r in rows} == {size}
     assert [(r["round"], r["client"], r["direction"], r["what"]) for r in rows[:4]] == [
-        (1, "site_a", "down", "global_weights"), (1, "site_a", "up", "update"), (1, "site_b", "down", "global_weights"), (1, "site_b", "up", "update"),
+        (1, "site_a", "down", "global_weights"), (1, "site_b", "down", "global_weights"), (1, "site_a", "up", "update"), (1, "site_b", "up", "update"),
     ]
     totals = ledger_totals(ledger.path)
     assert totals["down"] == totals["up"] == 4 * size and totals["clients"]["site_a"]["total"] == 4 * size
     assert size > sum(v.numel() * v.element_size() for v in initial_weights().values())  # header included
+
+
+def test_evaluation_traffic_is_counted_apart_and_per_client_bytes_follow_participation(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.csv")
+    for rnd, clients in ((1, "ab"), (2, "a"), (3, "b")):  # fraction < 1: not every client trains every round
+        for c in clients:
+            ledger.record(rnd, c, "down", "global_weights", 100)
+            ledger.record(rnd, c, "up", "update", 100)
+            ledger.record(rnd, c, "down", "val_weights", 100)
+    totals = ledger_totals(ledger.path)
+    assert totals["total"] == 800 and totals["exchanges"] == 4 and totals["evaluation"] == {"down": 400, "up": 0, "total": 400}

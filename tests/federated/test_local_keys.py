@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import dsfed.federated.rounds as rounds_module
+import dsfed.federated.engines.host as host_module
+import dsfed.federated.federation as federation_module
 from dsfed.federated import FedAvg, Ledger, LocalKeys, RoundsConfig, run_rounds, to_bytes
-from tests.federated.toy import BN_LOCAL, initial_weights, toy_clients, toy_model
+from tests.federated.toy import BN_LOCAL, federation_of, initial_weights, toy_clients, toy_model
 
 
 def test_split_and_merge() -> None:
@@ -29,7 +30,8 @@ def test_local_keys_never_travel_and_each_client_keeps_its_own(tmp_path, monkeyp
         payloads.append(set(weights))
         return to_bytes(weights)
 
-    monkeypatch.setattr(rounds_module, "to_bytes", spy)
+    monkeypatch.setattr(host_module, "to_bytes", spy)  # what clients send
+    monkeypatch.setattr(federation_module, "to_bytes", spy)  # what the server sends
     clients = toy_clients(3, local_keys=BN_LOCAL)
     full = clients[2].model.state_dict
     clients[2].get_weights = lambda: {k: v.clone() for k, v in full().items()}  # a careless client sends everything
@@ -41,7 +43,7 @@ def test_local_keys_never_travel_and_each_client_keeps_its_own(tmp_path, monkeyp
             return super().aggregate(round, global_weights, results)
 
     ledger = Ledger(tmp_path / "ledger.csv")
-    result = run_rounds(clients, SpyAvg(), initial_weights(), RoundsConfig(rounds=2), ledger=ledger, local_keys=BN_LOCAL, progress=False)
+    result = run_rounds(federation_of(clients, ledger=ledger), SpyAvg(), initial_weights(), RoundsConfig(rounds=2), local_keys=BN_LOCAL, progress=False)
 
     local = {k for k in toy_model().state_dict() if BN_LOCAL.is_local(k)}
     assert local == {"1.weight", "1.bias", "1.running_mean", "1.running_var", "1.num_batches_tracked"}

@@ -29,7 +29,7 @@ from dsfed.federated import (
     sample_clients,
 )
 from dsfed.federated.checkpoint import latest_checkpoint
-from tests.federated.toy import BN_LOCAL, PAUSE_MARKER, PAUSE_ROUND, initial_weights, toy_clients
+from tests.federated.toy import BN_LOCAL, PAUSE_MARKER, PAUSE_ROUND, federation_of, initial_weights, toy_clients
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_run_trains_sampled_clients_and_records_metrics() -> None:
         seen.append(rnd)
         return {"val_mse": np.mean([c.evaluate(weights, "val")["mse"] for c in clients])}
 
-    result = run_rounds(clients, FedAvg(), initial_weights(), RoundsConfig(rounds=3, fraction=0.5, min_clients=2), on_round_end=on_round_end, progress=False)
+    result = run_rounds(federation_of(clients), FedAvg(), initial_weights(), RoundsConfig(rounds=3, fraction=0.5, min_clients=2), on_round_end=on_round_end, progress=False)
     assert seen == [1, 2, 3] and result.resumed_from is None
     assert [len(r.clients) for r in result.history] == [2, 2, 2]
     assert all(set(r.metrics) == {"loss", "val_mse"} and isinstance(r.metrics["val_mse"], float) for r in result.history)
@@ -74,9 +74,9 @@ def test_client_failing_in_round_2_is_left_out_and_logged(tmp_path: Path, caplog
     clients[1].fail_rounds = {2}
     ledger = Ledger(tmp_path / "ledger.csv")
     with caplog.at_level(logging.WARNING, logger="dsfed.federated.rounds"):
-        result = run_rounds(clients, FedAvg(), initial_weights(), RoundsConfig(rounds=3, min_clients=2), ledger=ledger, progress=False)
+        result = run_rounds(federation_of(clients, ledger=ledger), FedAvg(), initial_weights(), RoundsConfig(rounds=3, min_clients=2), progress=False)
     assert [r.clients for r in result.history] == [["site_a", "site_b", "site_c"], ["site_a", "site_c"], ["site_a", "site_b", "site_c"]]
-    assert result.history[1].failed == {"site_b": "RuntimeError: disk full on site_b"}
+    assert result.history[1].failed == {"site_b": "OSError: [Errno 28] disk full on site_b"}
     assert any("site_b" in m and "disk full on site_b" in m and "round 2" in m for m in caplog.messages)
     round2 = [(r["client"], r["direction"]) for r in ledger.rows() if r["round"] == 2]
     assert ("site_b", "down") in round2 and ("site_b", "up") not in round2
@@ -87,19 +87,20 @@ def test_fewer_than_min_clients_raises_one_line() -> None:
     clients[1].fail_rounds = {3}
     clients[2].fail_rounds = {3}
     with pytest.raises(FederatedError) as info:
-        run_rounds(clients, FedAvg(), initial_weights(), RoundsConfig(rounds=4, min_clients=2), progress=False)
+        run_rounds(federation_of(clients), FedAvg(), initial_weights(), RoundsConfig(rounds=4, min_clients=2), progress=False)
     assert str(info.value) == (
         "round 3: only 1 of 3 clients finished (min_clients 2); "
-        "site_b failed: RuntimeError: disk full on site_b; site_c failed: RuntimeError: disk full on site_c"
+        "site_b failed: OSError: [Errno 28] disk full on site_b; site_c failed: OSError: [Errno 28] disk full on site_c"
     )
     assert isinstance(info.value, DsfedError)
     with pytest.raises(FederatedError, match="min_clients is 4 but there are only 3 clients"):
-        run_rounds(toy_clients(3), FedAvg(), initial_weights(), RoundsConfig(rounds=1, min_clients=4), progress=False)
+        run_rounds(federation_of(toy_clients(3)), FedAvg(), initial_weights(), RoundsConfig(rounds=1, min_clients=4), progress=False)
 
 
-def _run(ckpt: Path, rounds: int = 3, config_hash: str = "h1", clients=None, **kwargs):
-    return run_rounds(clients or toy_clients(3, local_keys=BN_LOCAL), build_strategy("fedadam"), initial_weights(), RoundsConfig(rounds=rounds, fraction=0.6, min_clients=2),
-                      checkpoints=ckpt, config_hash=config_hash, local_keys=BN_LOCAL, progress=False, **kwargs)
+def _run(ckpt: Path, rounds: int = 3, config_hash: str = "h1", clients=None, strategy=None, **kwargs):
+    federation = federation_of(clients or toy_clients(3, local_keys=BN_LOCAL), config_hash, state_root=ckpt.parent / f"{ckpt.name}-clients")
+    return run_rounds(federation, strategy or build_strategy("fedadam"), initial_weights(), RoundsConfig(rounds=rounds, fraction=0.6, min_clients=2),
+                      checkpoints=ckpt, local_keys=BN_LOCAL, progress=False, **kwargs)
 
 
 def test_checkpoints_keep_last_two_and_a_finished_run_resumes_as_a_no_op(tmp_path: Path) -> None:
@@ -125,19 +126,19 @@ def test_crash_while_checkpointing_resumes_from_previous_round(tmp_path: Path) -
     reference = _run(tmp_path / "ref", rounds=3)
 
     _seed_all()
-    clients = toy_clients(3, local_keys=BN_LOCAL)
+    strategy = build_strategy("fedadam")
     calls = {"n": 0}
-    original = clients[2].state_dict
+    original = strategy.state_dict
 
     def flaky_state_dict():
         calls["n"] += 1
-        if calls["n"] == 3:  # checkpoint of round 3, halfway through the clients
+        if calls["n"] == 3:  # the server's checkpoint of round 3, after the clients saved their states of round 3
             raise OSError("no space left on device")
         return original()
 
-    clients[2].state_dict = flaky_state_dict
+    strategy.state_dict = flaky_state_dict
     with pytest.raises(OSError):
-        _run(tmp_path / "ck", rounds=3, clients=clients)
+        _run(tmp_path / "ck", rounds=3, strategy=strategy)
     assert latest_checkpoint(tmp_path / "ck").round == 2
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["latest", "round-0001", "round-0002"]  # no temp left
 
@@ -163,7 +164,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
         assert killed.poll() is None, killed.communicate()[0]
         assert time.monotonic() < deadline, "the stage never reached round 3"
         time.sleep(0.05)
-    assert (tmp_path / "killed-ck" / "latest").read_text().strip() == "round-0002"
+    assert (tmp_path / "killed-ck" / "server" / "latest").read_text().strip() == "round-0002"
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL

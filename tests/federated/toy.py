@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsfed.federated import FitResult, LocalKeys, Weights, proximal_term
+from dsfed.federated import ClientInfo, FitResult, InProcessEngine, LocalKeys, Weights, proximal_term
+from dsfed.federated.federation import Federation
 
 BN_LOCAL = LocalKeys([r"^1\."])  # the BatchNorm layer of toy_model() (FedBN)
 
@@ -42,6 +43,9 @@ class ToyClient:
     def num_samples(self) -> int:
         return len(self.x)
 
+    def describe(self) -> ClientInfo:
+        return ClientInfo({"train": len(self.x), "val": len(self.x)}, fingerprint=f"toy-{self.name}")
+
     def _load(self, weights: Weights) -> None:
         _, local = self.local_keys.split(self.model.state_dict())
         self.model.load_state_dict(self.local_keys.merge(weights, local))
@@ -49,7 +53,7 @@ class ToyClient:
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
         self.received.append(set(weights))
         if round in self.fail_rounds:
-            raise RuntimeError(f"disk full on {self.name}")
+            raise OSError(28, f"disk full on {self.name}")
         self._load(weights)
         mu = float(config.get("prox_mu", 0.0))
         self.model.train()
@@ -93,6 +97,11 @@ def toy_clients(k: int = 3, **kwargs: Any) -> list[ToyClient]:
     return [ToyClient(f"site_{chr(97 + i)}", n=16 + 8 * i, seed=i, **kwargs) for i in range(k)]
 
 
+def federation_of(clients: list[ToyClient], run: str = "", ledger: Any = None, state_root: Any = None) -> Federation:
+    """The toy clients behind an in-process engine (state in memory unless ``state_root``)."""
+    return Federation(InProcessEngine(clients, state_root=state_root), run, ledger)
+
+
 def initial_weights() -> Weights:
     return {k: v.clone() for k, v in toy_model().state_dict().items()}
 
@@ -120,17 +129,18 @@ def run_stage(checkpoints: str, out: str, ledger: str, rounds: int = 4, config_h
     random.seed(0)
     clients = toy_clients(local_keys=BN_LOCAL)
     pause = int(os.environ.get(PAUSE_ROUND, "0"))
+    federation = federation_of(clients, config_hash, Ledger(ledger), state_root=Path(checkpoints) / "client-state")
 
     def on_round_end(rnd: int, weights: Weights, record: Any) -> dict[str, float]:
-        val = float(np.mean([c.evaluate(weights, "val")["mse"] for c in clients])) + 0.0 * np.random.rand()
+        replies = federation.evaluate(rnd, weights, "val", [c.name for c in clients])  # each with its own state of round rnd
+        val = float(np.mean([r.metrics["mse"] for r in replies.values()])) + 0.0 * np.random.rand()
         if rnd == pause:
             Path(os.environ[PAUSE_MARKER]).write_text(str(rnd))
             time.sleep(120)
         return {"val_mse": val}
 
-    result = run_rounds(clients, build_strategy("fedadam", eta=0.05), initial_weights(), RoundsConfig(rounds=rounds, fraction=0.6, min_clients=2, seed=7),
-                        checkpoints=Path(checkpoints), ledger=Ledger(ledger), on_round_end=on_round_end, config_hash=config_hash, progress=False,
-                        local_keys=BN_LOCAL)
+    result = run_rounds(federation, build_strategy("fedadam", eta=0.05), initial_weights(), RoundsConfig(rounds=rounds, fraction=0.6, min_clients=2, seed=7),
+                        checkpoints=Path(checkpoints) / "server", on_round_end=on_round_end, progress=False, local_keys=BN_LOCAL)
     Path(out).write_bytes(to_bytes(result.weights))
     Path(out).with_suffix(".json").write_text(json.dumps({"resumed_from": result.resumed_from, "history": [r.__dict__ for r in result.history]}))
 

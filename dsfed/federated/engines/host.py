@@ -1,0 +1,109 @@
+"""The client side of every engine: a client algorithm, its own state store, and the task handlers.
+
+:class:`ClientHost` turns a task into a reply: it deserialises the payload, brings the client's state to
+the round the server asks for (from its own disk, never from the server), calls the algorithm, saves the
+state after training, and serialises what goes back. An engine only moves tasks and replies; the in-process
+engine calls a host directly, a networked one would call it inside the hospital's process.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from dsfed.federated.engines.base import EvaluateReply, EvaluateTask, FitReply, FitTask, QueryReply, is_client_failure
+from dsfed.federated.engines.client_state import ClientStateStore
+from dsfed.federated.errors import FederatedError
+from dsfed.federated.local_keys import LocalKeys
+from dsfed.federated.protocol import ClientAlgo, FitResult
+from dsfed.federated.serialize import from_bytes, to_bytes
+
+__all__ = ["ClientHost", "one_line"]
+
+log = logging.getLogger(__name__)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class ClientHost:
+    """One client as an engine reaches it.
+
+    Args:
+        algo: the client algorithm (its data stay inside it).
+        state: where the client keeps its state after every round it trains (per run and round).
+        trainable: False for a held-out client: it is evaluated, never trained.
+    """
+
+    def __init__(self, algo: ClientAlgo, state: ClientStateStore, trainable: bool = True) -> None:
+        self.algo = algo
+        self.name = algo.name
+        self.state = state
+        self.trainable = trainable
+        self._initial = copy.deepcopy(algo.state_dict())  # the state before any training: what "round 0" restores
+        self._holds: tuple[str | None, int | None] | None = (None, None)  # (run, round) in memory; None: unknown
+
+    # ---------------------------------------------------------------------------------------------
+    def _bring_state_to(self, run: str, round: int) -> None:
+        """Make the in-memory state the one the client had after ``round`` of ``run`` (its newest at or before it)."""
+        wanted = self.state.latest_at(run, round)
+        if self._holds is not None and self._holds[1] is None and wanted is None:
+            return  # untrained, and nothing trained by then: the initial state is in memory
+        if self._holds == (run, wanted):
+            return
+        if wanted is None:
+            self.algo.load_state_dict(copy.deepcopy(self._initial))
+        else:
+            log.info("client %s: restoring its state of round %d (run %s)", self.name, wanted, run)
+            self.algo.load_state_dict(self.state.load(run, wanted))
+        self._holds = (run, wanted)
+
+    def query(self, run: str | None) -> QueryReply:
+        """Sample counts, data fingerprint and the state rounds held for ``run``."""
+        try:
+            info = self.algo.describe()
+            rounds = self.state.rounds(run) if run else []
+        except Exception as exc:
+            if not is_client_failure(exc):
+                raise
+            return QueryReply(self.name, error=one_line(exc))
+        return QueryReply(self.name, samples=dict(info.samples), fingerprint=info.fingerprint, trainable=self.trainable, state_rounds=rounds)
+
+    def fit(self, task: FitTask) -> FitReply:
+        """Train from the task's weights; save the state after the round; reply with the shared weights."""
+        if not self.trainable:
+            raise FederatedError(f"client {self.name} is held out: the server must not ask it to train")
+        local = LocalKeys(task.local_keys)
+        try:
+            self._bring_state_to(task.run, task.committed)
+            keep = {self.state.latest_at(task.run, r) for r in (task.committed, *task.keep)}
+            self._holds = None  # training moves the state; a failure leaves it unknown (restored next time)
+            result = self.algo.train(from_bytes(task.payload), task.round, dict(task.config))
+            if not isinstance(result, FitResult):
+                raise FederatedError(f"client {self.name}: train() returned {type(result).__name__}, expected FitResult")
+            payload = to_bytes(local.shared(result.weights))  # local keys never leave the client
+            self.state.save(task.run, task.round, self.algo.state_dict())
+            self._holds = (task.run, task.round)
+            self.state.forget(task.run, {r for r in keep if r is not None} | {task.round})
+        except Exception as exc:
+            if not is_client_failure(exc):
+                raise
+            return FitReply(self.name, error=one_line(exc))
+        return FitReply(self.name, payload=payload, num_samples=int(result.num_samples), metrics={k: float(v) for k, v in result.metrics.items()})
+
+    def evaluate(self, task: EvaluateTask) -> EvaluateReply:
+        """Score the task's weights on one split, with the local state of ``task.state_round`` when given."""
+        try:
+            if task.state_round is not None:
+                self._bring_state_to(task.run, task.state_round)
+            samples = int(self.algo.describe().samples.get(task.split, 0))
+            metrics: dict[str, Any] = self.algo.evaluate(from_bytes(task.payload), task.split) if samples else {}
+        except Exception as exc:
+            if not is_client_failure(exc):
+                raise
+            return EvaluateReply(self.name, error=one_line(exc))
+        return EvaluateReply(self.name, metrics={k: float(v) for k, v in metrics.items()}, num_samples=samples)

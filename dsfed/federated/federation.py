@@ -1,0 +1,102 @@
+"""The server's view of its clients: an engine, the run's identity and the payload ledger.
+
+Every exchange with a client goes through :class:`Federation`, which serialises weights to safetensors
+bytes, records each payload's exact size in the ledger (training, validation and test alike) and turns
+a client's error reply into a skipped client, or its fatal reply (a bug on the client side) into an error.
+The server learns sample counts, data fingerprints and client state only from replies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from dsfed.federated.engines.base import Engine, EvaluateReply, EvaluateTask, FitReply, FitTask, QueryReply, Reply
+from dsfed.federated.errors import FederatedError
+from dsfed.federated.ledger import Ledger
+from dsfed.federated.protocol import Weights
+from dsfed.federated.serialize import to_bytes
+
+__all__ = ["Federation"]
+
+log = logging.getLogger(__name__)
+
+
+def _raise_fatal(replies: Mapping[str, Reply], what: str) -> None:
+    for name, reply in replies.items():
+        if reply.fatal:
+            raise FederatedError(f"client {name}: {what} hit a bug in the client-side code ({reply.error}); stopping the run")
+
+
+class Federation:
+    """Server-side gateway to the clients of one run.
+
+    Args:
+        engine: how clients are reached.
+        run: the run's identity (its config hash); clients key their state by it.
+        ledger: every payload's size goes here; None records nothing (pooled training, where nothing travels).
+    """
+
+    def __init__(self, engine: Engine, run: str, ledger: Ledger | None = None) -> None:
+        self.engine = engine
+        self.run = run
+        self.ledger = ledger
+
+    def _record(self, round: int, client: str, direction: str, what: str, nbytes: int) -> None:
+        if self.ledger is not None:
+            self.ledger.record(round, client, direction, what, nbytes)
+
+    def query(self, clients: Sequence[str] | None = None, with_state: bool = True) -> dict[str, QueryReply]:
+        """Ask ``clients`` (default: all) for sample counts, fingerprints and, with ``with_state``, the state they hold."""
+        names = list(clients) if clients is not None else self.engine.clients
+        replies = self.engine.query(names, self.run if with_state else None)
+        _raise_fatal(replies, "a query")
+        return replies
+
+    def fit(
+        self, round: int, weights: Mapping[str, Weights], configs: Mapping[str, Mapping[str, Any]], *, committed: int,
+        keep: Iterable[int] = (), local_keys: Sequence[str] = (),
+    ) -> dict[str, FitReply]:
+        """Send each client its weights (``weights[client]``) and config; return the replies (errors included).
+
+        Ledger: ``down``/``global_weights`` for every client asked, ``up``/``update`` for every update received.
+        """
+        payloads: dict[int, bytes] = {}  # one serialisation per distinct weights object
+        tasks: dict[str, FitTask] = {}
+        for name, own in weights.items():
+            payload = payloads.setdefault(id(own), to_bytes(own))
+            tasks[name] = FitTask(self.run, round, payload, dict(configs.get(name, {})), committed, tuple(sorted(set(keep))), tuple(local_keys))
+            self._record(round, name, "down", "global_weights", len(payload))
+        replies = self.engine.fit(tasks)
+        _raise_fatal(replies, f"round {round}")
+        for name, reply in replies.items():
+            if reply.ok:
+                self._record(round, name, "up", "update", len(reply.payload))
+        return replies
+
+    def evaluate(
+        self, round: int, weights: Weights, split: str, clients: Sequence[str], state_round: int | None = None
+    ) -> dict[str, EvaluateReply]:
+        """Every client in ``clients`` scores ``weights`` on its ``split``; numbers come back, nothing else.
+
+        Each client pairs the weights with its own state as of ``state_round`` (default: ``round``), so a
+        client restarted after a crash evaluates as it would have without the crash.
+        Ledger (under ``round``): ``down``/``<split>_weights`` and ``up``/``<split>_metrics`` per client.
+        """
+        if not clients:
+            return {}
+        payload = to_bytes(weights)
+        at = round if state_round is None else state_round
+        tasks = {name: EvaluateTask(self.run, payload, split, at) for name in clients}
+        for name in clients:
+            self._record(round, name, "down", f"{split}_weights", len(payload))
+        replies = self.engine.evaluate(tasks)
+        _raise_fatal(replies, f"evaluation on {split}")
+        for name, reply in replies.items():
+            if reply.ok:
+                self._record(round, name, "up", f"{split}_metrics", len(json.dumps(reply.metrics).encode()))
+            else:
+                log.warning("client %s could not evaluate on %s: %s", name, split, reply.error)
+        return replies
