@@ -35,9 +35,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Pa
     return root, dvc_project(root, parse_params(params, root=root).model_dump(mode="json"), api_url=prefect_api)
 
 
-def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str]]) -> None:
+@pytest.fixture(scope="module")
+def built(repo: tuple[Path, dict[str, str]]) -> tuple[Path, dict[str, str], str]:
+    """The repo after its first ``dvc repro prepare`` (and that run's output): every test starts from a built
+    repo, so each passes alone as well as after the others."""
     root, env = repo
-    first = run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+    return root, env, run_ok([sys.executable, "-m", "dvc", "repro", "prepare"], root, env)
+
+
+def test_repro_builds_every_store_then_is_a_noop(built: tuple[Path, dict[str, str], str]) -> None:
+    root, env, first = built
     assert sorted(stages_run(first)) == ["prepare@site_a", "prepare@site_b"]
     a = ClientStore(root / "artifacts/clients/site_a/data.zarr")
     b = ClientStore(root / "artifacts/clients/site_b/data.zarr")
@@ -50,8 +57,8 @@ def test_repro_builds_every_store_then_is_a_noop(repo: tuple[Path, dict[str, str
     assert "up to date" in status
 
 
-def test_new_client_runs_only_its_own_stage(repo: tuple[Path, dict[str, str]]) -> None:
-    root, env = repo
+def test_new_client_runs_only_its_own_stage(built: tuple[Path, dict[str, str], str]) -> None:
+    root, env, _ = built
     before = _lock(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_e"] = phantom_client("site_c", n=5)
@@ -64,8 +71,8 @@ def test_new_client_runs_only_its_own_stage(repo: tuple[Path, dict[str, str]]) -
     assert len(ClientStore(root / "artifacts/clients/site_e/data.zarr")) == 5
 
 
-def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str, str]]) -> None:
-    root, env = repo
+def test_changing_one_client_reruns_only_that_client(built: tuple[Path, dict[str, str], str]) -> None:
+    root, env, _ = built
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_a"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -74,11 +81,11 @@ def test_changing_one_client_reruns_only_that_client(repo: tuple[Path, dict[str,
     assert len(ClientStore(root / "artifacts/clients/site_a/data.zarr")) == 7
 
 
-def test_pipeline_flow_runs_what_dvc_finds_out_of_date(repo: tuple[Path, dict[str, str]]) -> None:
+def test_pipeline_flow_runs_what_dvc_finds_out_of_date(built: tuple[Path, dict[str, str], str]) -> None:
     """``flows/pipeline.py``: one task per out-of-date stage, each stage's own flow run on the same server."""
     import asyncio
 
-    root, env = repo
+    root, env, _ = built
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_b"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -30,6 +30,7 @@ from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_csv, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.models.card import load_carded_model
+from dsfed.models.prompts import boxes_from_masks
 
 __all__ = ["LABELS", "ModelEntry", "available_models", "bootstrap_ci", "load_test_sets", "run_evaluate_stage", "score_on_tests",
            "source_mean"]
@@ -120,22 +121,39 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int, level: float, seed: int) 
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-@torch.no_grad()
-def _predict(model: Segmenter, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
-    return torch.cat([model(images[i : i + batch].to(device), None).float().cpu() for i in range(0, len(images), batch)])
+def _boxes(model: Segmenter, masks: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """A box-prompted model's prompts: the tight box of each ground-truth mask (as MedSAM is evaluated); else None."""
+    if model.prompt != "box":
+        return None
+    if masks is None:
+        raise ValueError("a box-prompted model needs the masks its boxes come from")
+    return boxes_from_masks(masks, jitter=0.0).to(device)
 
 
 @torch.no_grad()
-def inference_ms(model: Segmenter, images: torch.Tensor, device: torch.device, warmup: int = 2) -> float:
-    """Median wall time of a batch-1 forward pass over ``images`` (N, 3, S, S) float, in ms."""
-    for x in images[:warmup]:
-        model(x[None].to(device), None)
+def _predict(model: Segmenter, images: torch.Tensor, device: torch.device, masks: torch.Tensor | None = None, batch: int = 16) -> torch.Tensor:
+    """Logits (N, C, Sm, Sm) of ``images`` (N, 3, S, S); box prompts from ``masks`` (N, C, Sm, Sm) when the model takes them."""
+    out = []
+    for i in range(0, len(images), batch):
+        boxes = _boxes(model, masks[i : i + batch] if masks is not None else None, device)
+        out.append(model(images[i : i + batch].to(device), boxes).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def inference_ms(model: Segmenter, images: torch.Tensor, device: torch.device, warmup: int = 2, masks: torch.Tensor | None = None) -> float:
+    """Median wall time of a batch-1 forward pass over ``images`` (N, 3, S, S) float, in ms (box prompts from ``masks``)."""
+    def forward(i: int) -> None:
+        model(images[i : i + 1].to(device), _boxes(model, masks[i : i + 1] if masks is not None else None, device))
+
+    for i in range(min(warmup, len(images))):
+        forward(i)
     times = []
-    for x in images:
+    for i in range(len(images)):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        model(x[None].to(device), None)
+        forward(i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1000)
@@ -157,7 +175,7 @@ def score_on_tests(model: Segmenter, tests: dict[str, tuple[torch.Tensor, torch.
     """(summary per client, per-image metrics per client, logits per client) of ``model`` on ``tests``."""
     summaries, per_image, logits_by = {}, {}, {}
     for client, (images, masks) in tests.items():
-        logits = _predict(model, images, device)
+        logits = _predict(model, images, device, masks)
         metrics = {k: v.numpy() for k, v in per_image_metrics(logits, masks, hd95=params.evaluate.hd95).items()}
         summaries[client] = _summary(metrics, list(params.data.classes), params.evaluate, params.seed)
         per_image[client], logits_by[client] = metrics, logits
@@ -217,6 +235,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     overlay: dict[str, np.ndarray] = {}
     timing_images = torch.cat([x for x, _ in tests.values()])[: cfg.timing_images]
+    timing_masks = torch.cat([m for _, m in tests.values()])[: cfg.timing_images]
     for entry in entries:
         model = entry.load(params, device)
         per_client, per_image, logits_by = score_on_tests(model, tests, params, device)
@@ -229,7 +248,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
         means = source_mean(per_client, source)
         comm = sum(int(ledger_totals(p)["total"]) for p in entry.ledgers if p.is_file())
         efficiency = {"parameters": model.num_parameters(), "communication_bytes": comm,
-                      "inference_ms_per_image": inference_ms(model, timing_images, device), "note": entry.note}
+                      "inference_ms_per_image": inference_ms(model, timing_images, device, masks=timing_masks), "note": entry.note}
         results[entry.key] = {"label": entry.label, "group": entry.group, "clients": per_client, "source_mean": means,
                               "holdout": per_client.get(holdout) if holdout else None, "efficiency": efficiency}
         log.info("evaluate: %-14s source Dice %.4f%s", entry.key, means.get("dice", math.nan),

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from dsfed.io import atomic_path, write_json
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpoint", "capture_rng", "latest_checkpoint", "remove_stale_temps", "restore_rng", "save_checkpoint"]
 
-CHECKPOINT_SCHEMA = 2  # 2: client states live with the clients
+CHECKPOINT_SCHEMA = 2  # 2: client states live with the clients; named weight groups
 LATEST = "latest"
 _ROUND_DIR = re.compile(r"^round-(\d+)$")
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def _dir_name(round: int) -> str:
     return f"round-{round:04d}"
 
@@ -98,24 +103,25 @@ def remove_stale_temps(root: Path) -> None:
 def save_checkpoint(
     root: Path,
     round: int,
-    global_weights: Weights,
+    groups: Mapping[str, Weights],
     strategy: Strategy,
-    clients: list[str],
+    clients: Mapping[str, str],
     history: list[dict[str, Any]],
     config_hash: str,
     keep: int = 2,
 ) -> Path:
     """Write ``root/round-NNNN/`` atomically, point ``root/latest`` at it, keep only the last ``keep`` rounds.
 
-    Layout: ``global.safetensors``, ``strategy.pt``, ``rng.pt`` (this process's RNGs) and ``meta.json``
-    (round, config hash, strategy, the training clients, history). A kill at any moment leaves ``latest``
+    Layout: ``weights/<group>.safetensors`` (each named weight group), ``strategy.pt``, ``rng.pt`` (this
+    process's RNGs) and ``meta.json`` (round, config hash, strategy, each training client's group, history). A kill at any moment leaves ``latest``
     pointing at a complete directory.
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / _dir_name(round)
     with atomic_path(final, overwrite=True) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / "global.safetensors").write_bytes(to_bytes(global_weights))
+        (tmp / "weights").mkdir(parents=True)
+        for group, weights in groups.items():
+            (tmp / "weights" / f"{_safe(group)}.safetensors").write_bytes(to_bytes(weights))
         torch.save(strategy.state_dict(), tmp / "strategy.pt")
         torch.save(capture_rng(), tmp / "rng.pt")
         meta = {
@@ -123,7 +129,8 @@ def save_checkpoint(
             "round": round,
             "config_hash": config_hash,
             "strategy": strategy.name,
-            "clients": list(clients),
+            "clients": dict(clients),
+            "groups": list(groups),
             "history": history,
         }
         write_json(tmp / "meta.json", meta)
@@ -153,12 +160,13 @@ class Checkpoint:
     round: int
     config_hash: str
     strategy: str
-    clients: list[str]
+    clients: dict[str, str]
+    groups: list[str]
     history: list[dict[str, Any]]
 
-    def load_global(self) -> Weights:
-        """The global (shared) weights after this round."""
-        return from_bytes((self.path / "global.safetensors").read_bytes())
+    def load_groups(self) -> dict[str, Weights]:
+        """The named weight groups (shared keys) after this round."""
+        return {group: from_bytes((self.path / "weights" / f"{_safe(group)}.safetensors").read_bytes()) for group in self.groups}
 
     def load_states(self, strategy: Strategy) -> None:
         """Restore the strategy's state and this process's RNGs (clients restore their own)."""
@@ -187,4 +195,4 @@ def latest_checkpoint(root: str | os.PathLike[str]) -> Checkpoint | None:
         raise CheckpointError(f"{pointer}: points at {path.name}, which cannot be read ({exc}); delete {root} to start over") from exc
     if meta.get("schema") != CHECKPOINT_SCHEMA:
         raise CheckpointError(f"{path}: checkpoint schema {meta.get('schema')} (expected {CHECKPOINT_SCHEMA}); delete {root} to start over")
-    return Checkpoint(path, int(meta["round"]), meta["config_hash"], meta["strategy"], meta["clients"], meta["history"])
+    return Checkpoint(path, int(meta["round"]), meta["config_hash"], meta["strategy"], meta["clients"], meta["groups"], meta["history"])

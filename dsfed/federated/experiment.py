@@ -26,7 +26,7 @@ from dsfed.federated.ledger import Ledger
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.protocol import Weights
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
-from dsfed.federated.strategies import build_strategy
+from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.provenance import code_hash
@@ -184,9 +184,9 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
         write_json(round0_path, round0)
         best.offer(0, round0["val_dice"], initial, force=True)
 
-    def on_round_end(round: int, weights: Weights, record: RoundRecord) -> dict[str, float]:
-        metrics = validate(round, weights)
-        best.offer(round, metrics["val_dice"], weights)
+    def on_round_end(round: int, groups: dict[str, Weights], record: RoundRecord) -> dict[str, float]:
+        metrics = validate(round, groups[DEFAULT_GROUP])
+        best.offer(round, metrics["val_dice"], groups[DEFAULT_GROUP])
         return metrics
 
     total = spec.rounds or cfg.rounds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from dsfed.federated.federation import Federation
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.protocol import FitResult, Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
-from dsfed.federated.strategies.base import Strategy
+from dsfed.federated.strategies.base import DEFAULT_GROUP, Strategy
 
 __all__ = ["FederatedResult", "RoundEndHook", "RoundRecord", "RoundsConfig", "run_rounds", "sample_clients"]
 
@@ -70,15 +70,22 @@ class RoundRecord:
 
 @dataclass
 class FederatedResult:
-    """The final global (shared-key) weights, every round's record, and the round a resumed run started after."""
+    """The final named weight groups (shared keys), every round's record, and the round a resumed run started after."""
 
-    weights: Weights
+    groups: dict[str, Weights]
     history: list[RoundRecord]
     resumed_from: int | None
 
+    @property
+    def weights(self) -> Weights:
+        """The global weights of a single-group run."""
+        if len(self.groups) != 1:
+            raise FederatedError(f"this run has {len(self.groups)} weight groups ({', '.join(self.groups)}); pick one from .groups")
+        return next(iter(self.groups.values()))
 
-RoundEndHook = Callable[[int, Weights, RoundRecord], "dict[str, float] | None"]
-"""``on_round_end(round, global weights, record)``: validation, logging, model selection; may return metrics."""
+
+RoundEndHook = Callable[[int, "dict[str, Weights]", RoundRecord], "dict[str, float] | None"]
+"""``on_round_end(round, weight groups, record)``: validation, logging, model selection; may return metrics."""
 
 
 def sample_clients(names: Sequence[str], cfg: RoundsConfig, round: int) -> list[str]:
@@ -120,8 +127,9 @@ def _fit_metrics(results: list[tuple[str, FitResult]]) -> dict[str, float]:
 
 
 def _resume(
-    checkpoints: Path, ckpt: Checkpoint, strategy: Strategy, federation: Federation, names: list[str], shared: Weights, cfg: RoundsConfig
-) -> tuple[Weights, list[RoundRecord]]:
+    checkpoints: Path, ckpt: Checkpoint, strategy: Strategy, federation: Federation, membership: dict[str, str], shared: dict[str, Weights],
+    cfg: RoundsConfig,
+) -> tuple[dict[str, Weights], list[RoundRecord]]:
     """Check that ``ckpt`` belongs to this run, that every client still holds its state, and restore the server side."""
     hint = f"delete {checkpoints} to start over"
     if ckpt.config_hash != federation.run:
@@ -131,13 +139,14 @@ def _resume(
         )
     if ckpt.strategy != strategy.name:
         raise CheckpointError(f"{checkpoints}: checkpoint was written by strategy {ckpt.strategy!r}, this run uses {strategy.name!r}; {hint}")
-    if set(ckpt.clients) != set(names):
-        raise CheckpointError(f"{checkpoints}: checkpoint has clients {sorted(ckpt.clients)}, this run has {sorted(names)}; {hint}")
+    names = list(membership)
+    if ckpt.clients != membership:
+        raise CheckpointError(f"{checkpoints}: checkpoint has clients {ckpt.clients}, this run has {membership}; {hint}")
     if ckpt.round > cfg.rounds:
         raise CheckpointError(f"{checkpoints}: checkpoint is at round {ckpt.round}, past rounds={cfg.rounds}; {hint}")
-    weights = ckpt.load_global()
-    if set(weights) != set(shared):
-        raise CheckpointError(f"{checkpoints}: checkpointed global weights have other keys than the initial weights; {hint}")
+    weights = ckpt.load_groups()
+    if set(weights) != set(shared) or any(set(weights[g]) != set(shared[g]) for g in shared):
+        raise CheckpointError(f"{checkpoints}: checkpointed weight groups have other keys than the initial weights; {hint}")
     history = [RoundRecord(**record) for record in ckpt.history]
     held = federation.query(names)
     for name in names:
@@ -155,12 +164,13 @@ def _resume(
 def run_rounds(
     federation: Federation,
     strategy: Strategy,
-    initial: Weights,
+    initial: Weights | Mapping[str, Weights],
     cfg: RoundsConfig,
     checkpoints: str | os.PathLike[str] | None = None,
     on_round_end: RoundEndHook | None = None,
     *,
     clients: Sequence[str] | None = None,
+    membership: Mapping[str, str] | None = None,
     local_keys: LocalKeys | None = None,
     keep_rounds: Callable[[], Iterable[int]] | None = None,
     keep_checkpoints: int = 2,
@@ -177,7 +187,8 @@ def run_rounds(
         federation: the engine, the run's identity (``federation.run``: the hash of everything the run's
             result depends on; a checkpoint written under another raises :class:`CheckpointError`) and the ledger.
         strategy: server strategy (FedAvg, FedProx, FedAdam...).
-        initial: initial global weights; keys matching ``local_keys`` are dropped from it.
+        initial: initial global weights, or named weight groups (``{"unet": ..., "tinysam": ...}``) for
+            clients of several architectures; keys matching ``local_keys`` are dropped.
         cfg: rounds, sampling, seed.
         checkpoints: directory for per-round checkpoints; if it holds a completed round of this run, the
             run continues after it (global weights, strategy state, RNGs and history restored; each client
@@ -185,6 +196,7 @@ def run_rounds(
         on_round_end: ``(round, global weights, record) -> metrics | None``, called before the round's
             checkpoint; returned metrics are stored in the record.
         clients: the clients that train (default: every client the engine reaches that is trainable).
+        membership: each training client's weight group (default: the single group, for every client).
         local_keys: FedBN-style keys that never travel: stripped on the client before sending and from
             anything that arrives.
         keep_rounds: rounds whose client state must survive pruning (e.g. the best round so far).
@@ -204,12 +216,14 @@ def run_rounds(
     names = list(clients)
     if len(set(names)) != len(names):
         raise FederatedError(f"client names must be unique, got {names}")
+    groups = _as_groups(initial)
+    members = _membership(names, groups, membership)
     if cfg.min_clients > len(names):
         raise FederatedError(f"federated min_clients is {cfg.min_clients} but there are only {len(names)} clients")
     if keep_checkpoints < 1:
         raise FederatedError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
-    weights = local_keys.shared(initial) if local_keys else dict(initial)
-    weights = from_bytes(to_bytes(weights))  # own CPU copies: the caller's tensors are never touched
+    # own CPU copies of the shared keys: the caller's tensors are never touched
+    weights = {g: from_bytes(to_bytes(local_keys.shared(w) if local_keys else dict(w))) for g, w in groups.items()}
     history: list[RoundRecord] = []
     resumed_from: int | None = None
 
@@ -219,7 +233,7 @@ def run_rounds(
         remove_stale_temps(root)
         ckpt = latest_checkpoint(root)
     if root is not None and ckpt is not None:
-        weights, history = _resume(root, ckpt, strategy, federation, names, weights, cfg)
+        weights, history = _resume(root, ckpt, strategy, federation, members, weights, cfg)
         resumed_from = ckpt.round
         log.info("resuming federated rounds from %s: round %d of %d completed", ckpt.path, ckpt.round, cfg.rounds)
     else:
@@ -227,20 +241,21 @@ def run_rounds(
     start = (resumed_from or 0) + 1
     if federation.ledger is not None:
         federation.ledger.truncate_after(start - 1)
-    log.info("federated rounds %d..%d with %s over %d clients (%s), %d shared tensors", start, cfg.rounds, strategy.name, len(names), ", ".join(names), len(weights))
+    log.info("federated rounds %d..%d with %s over %d clients (%s), weight groups %s", start, cfg.rounds, strategy.name, len(names),
+             ", ".join(names), ", ".join(f"{g} ({len(w)} shared tensors)" for g, w in weights.items()))
 
     bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"federated {strategy.name}", unit="round", disable=not progress)
     try:
         for rnd in range(start, cfg.rounds + 1):
             keep = tuple(keep_rounds()) if keep_rounds is not None else ()
-            weights, rec = _run_round(rnd, federation, names, strategy, weights, cfg, local_keys, keep)
+            weights, rec = _run_round(rnd, federation, members, strategy, weights, cfg, local_keys, keep)
             if on_round_end is not None:
                 extra = on_round_end(rnd, weights, rec)
                 if extra:
                     rec.metrics.update({k: float(v) for k, v in extra.items()})
             history.append(rec)
             if root is not None:
-                save_checkpoint(root, rnd, weights, strategy, names, [asdict(r) for r in history], federation.run, keep=keep_checkpoints)
+                save_checkpoint(root, rnd, weights, strategy, members, [asdict(r) for r in history], federation.run, keep=keep_checkpoints)
             log.info("round %d/%d done: %d clients aggregated%s; %s", rnd, cfg.rounds, len(rec.clients),
                      f", {len(rec.failed)} failed ({', '.join(rec.failed)})" if rec.failed else "",
                      ", ".join(f"{k} {v:.4g}" for k, v in rec.metrics.items()) or "no metrics")
@@ -251,17 +266,36 @@ def run_rounds(
     return FederatedResult(weights, history, resumed_from)
 
 
+def _as_groups(initial: Weights | Mapping[str, Weights]) -> dict[str, Weights]:
+    """``initial`` as named weight groups: a plain state dict is the single group ``global``."""
+    if initial and all(isinstance(v, Mapping) for v in initial.values()):
+        return {str(g): dict(w) for g, w in initial.items()}  # type: ignore[arg-type]
+    return {DEFAULT_GROUP: dict(initial)}  # type: ignore[arg-type]
+
+
+def _membership(names: list[str], groups: dict[str, Weights], membership: Mapping[str, str] | None) -> dict[str, str]:
+    if membership is None:
+        if len(groups) != 1:
+            raise FederatedError(f"{len(groups)} weight groups ({', '.join(groups)}) need a membership: which group each client is in")
+        return dict.fromkeys(names, next(iter(groups)))
+    missing = [n for n in names if n not in membership]
+    unknown = sorted({g for n, g in membership.items() if n in names and g not in groups})
+    if missing or unknown:
+        raise FederatedError(f"weight groups: clients without a group {missing}, groups without initial weights {unknown}")
+    return {n: membership[n] for n in names}
+
+
 def _run_round(
-    rnd: int, federation: Federation, names: list[str], strategy: Strategy, weights: Weights, cfg: RoundsConfig,
+    rnd: int, federation: Federation, membership: dict[str, str], strategy: Strategy, groups: dict[str, Weights], cfg: RoundsConfig,
     local_keys: LocalKeys | None, keep: tuple[int, ...],
-) -> tuple[Weights, RoundRecord]:
-    """One round: send, train, receive, aggregate. Returns the new global weights and the round's record."""
-    sampled = sample_clients(names, cfg, rnd)
+) -> tuple[dict[str, Weights], RoundRecord]:
+    """One round: send, train, receive, aggregate per group. Returns the new weight groups and the round's record."""
+    sampled = sample_clients(list(membership), cfg, rnd)
     config = strategy.configure_fit(rnd)
     log.info("round %d/%d: training %s%s", rnd, cfg.rounds, ", ".join(sampled), f" with {config}" if config else "")
+    payloads = strategy.payloads(rnd, groups, membership, sampled)
     replies = federation.fit(
-        rnd, dict.fromkeys(sampled, weights), dict.fromkeys(sampled, config), committed=rnd - 1, keep=keep,
-        local_keys=local_keys.patterns if local_keys else (),
+        rnd, payloads, dict.fromkeys(sampled, config), committed=rnd - 1, keep=keep, local_keys=local_keys.patterns if local_keys else (),
     )
     results: list[tuple[str, FitResult]] = []
     failed: dict[str, str] = {}
@@ -269,7 +303,7 @@ def _run_round(
         reply = replies[name]
         if reply.ok:
             try:
-                update = _check_update(from_bytes(reply.payload), weights, local_keys)
+                update = _check_update(from_bytes(reply.payload), groups[membership[name]], local_keys)
                 if reply.num_samples < 0:
                     raise ValueError(f"reported {reply.num_samples} training samples")
             except ValueError as exc:  # a malformed update: the server refuses it, the client is left out
@@ -282,5 +316,5 @@ def _run_round(
     if len(results) < cfg.min_clients:
         reasons = "; ".join(f"{n} failed: {e}" for n, e in failed.items())
         raise FederatedError(f"round {rnd}: only {len(results)} of {len(sampled)} clients finished (min_clients {cfg.min_clients}); {reasons}")
-    new = strategy.aggregate(rnd, weights, results)
+    new = strategy.aggregate_groups(rnd, groups, results, membership)
     return new, RoundRecord(rnd, [n for n, _ in results], failed, _fit_metrics(results))

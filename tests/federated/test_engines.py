@@ -60,7 +60,7 @@ def test_a_failing_client_is_left_out_but_a_bug_stops_the_run() -> None:
 
 def test_a_bug_in_the_loop_is_not_a_dropped_client() -> None:
     class Broken(FedAvg):
-        def aggregate(self, round, global_weights, results):  # noqa: A002
+        def aggregate(self, round, global_weights, results, group="global"):  # noqa: A002
             raise KeyError("bug in aggregation")
 
     with pytest.raises(KeyError, match="bug in aggregation"):
@@ -89,7 +89,8 @@ def test_each_client_keeps_its_own_state_and_restores_it(tmp_path) -> None:
     first = toy_clients(2, local_keys=BN_LOCAL)
     run(first)
     server = sorted(p.name for p in (tmp_path / "server" / "round-0002").iterdir())
-    assert server == ["global.safetensors", "meta.json", "rng.pt", "strategy.pt"]  # no client state on the server
+    assert server == ["meta.json", "rng.pt", "strategy.pt", "weights"]  # no client state on the server
+    assert [p.name for p in (tmp_path / "server" / "round-0002" / "weights").iterdir()] == ["global.safetensors"]
     assert sorted(p.name for p in (tmp_path / "states" / "site_a" / "r").iterdir()) == ["round-0001.pt", "round-0002.pt"]
     # a lost client state is noticed on resume, with the client named
     (tmp_path / "states" / "site_b" / "r" / "round-0002.pt").unlink()

@@ -118,3 +118,37 @@ def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: 
     before = experiment.method_config_hash(params, "m", prints)
     monkeypatch.setattr(experiment, "code_hash", lambda: "other code")
     assert experiment.method_config_hash(params, "m", prints) != before
+
+
+def test_fedbn_with_real_batchnorm_exports_a_loadable_model_and_tests_with_the_selected_rounds_local_keys(
+    project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TinySAM's BatchNorm layers kept local (FedBN): the exported model loads strictly, and each client tests the
+    selected weights with its local keys of the selected round, not of the last one."""
+    import dsfed.federated.experiment as experiment
+    from dsfed.data.dataset import StoreDataset
+    from dsfed.data.store import ClientStore
+    from dsfed.evaluation.metrics import evaluate, summarise
+    from dsfed.federated.local_keys import LocalKeys
+    from dsfed.models.card import load_carded_model
+
+    bn = r"\.bn\."
+    params = _params(project, {"fedbn": {"model": "tinysam_demo", "input_size": 32, "local_keys": [bn]}}, rounds=2)
+    original = experiment._BestWeights.offer
+    monkeypatch.setattr(experiment._BestWeights, "offer", lambda self, rnd, val, w, force=False: original(self, rnd, val, w, force) if rnd == 0 else None)
+    work = stores / "federated/fedbn"
+    run = run_method(params, "fedbn", stores, work, progress=False)
+    assert run.selected_round == 0  # forced: the untrained round is "best", the clients trained two rounds after it
+    write_method_outputs(run, work)
+    model = load_carded_model(work, num_classes=2, output_size=16)  # strict: every key, the local ones included
+    assert any(".bn." in k for k in load_file(str(work / "model.safetensors")))
+
+    keys = LocalKeys([bn])
+    state = torch.load(next((work / "client-state" / "a").glob("*/round-0002.pt")), weights_only=True)
+    assert state["local"] and all(keys.is_local(k) for k in state["local"])
+    test_a = StoreDataset(ClientStore(store_path(stores, "a")), "test")
+    model.load_state_dict(run.selected)  # round 0's shared weights with round 0's (initial) local keys
+    expected = summarise(evaluate(model, test_a, 16), params.data.classes)
+    assert run.test["a"]["dice"] == pytest.approx(expected["dice"], abs=1e-6)
+    model.load_state_dict({**run.selected, **state["local"]})  # with the last round's local keys: what the bug gave
+    assert summarise(evaluate(model, test_a, 16), params.data.classes)["dice"] != pytest.approx(expected["dice"], abs=1e-6)

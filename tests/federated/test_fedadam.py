@@ -30,7 +30,7 @@ def _adam(g: float, targets: list[float], eta=1e-2, b1=0.9, b2=0.99, tau=1e-3) -
 def test_one_step_by_hand() -> None:
     strategy = build_strategy("fedadam")
     g = {"w": torch.tensor([1.0, 2.0], dtype=torch.float64)}
-    strategy.initialize(g)
+    strategy.initialize({"global": g})
     out = strategy.aggregate(1, g, _one({"w": torch.tensor([2.0, 1.0], dtype=torch.float64)}))
     # delta = [1, -1]; m = 0.1 delta; v = 0.01 delta^2; step = 0.01 * 0.1 / (0.1 + 0.001)
     step = 0.01 * 0.1 / (0.1 + 0.001)
@@ -40,7 +40,7 @@ def test_one_step_by_hand() -> None:
 def test_two_steps_by_hand_with_weighted_clients_and_float32() -> None:
     strategy = FedAdam(eta=0.1, beta1=0.8, beta2=0.9, tau=1e-2)
     g = {"w": torch.tensor([0.5]), "steps": torch.tensor(4)}
-    strategy.initialize(g)
+    strategy.initialize({"global": g})
     # round 1: clients at 1.0 (n=1) and 4.0 (n=2) -> mean 3.0; round 2: both at -1.0
     r1 = [("a", FitResult({"w": torch.tensor([1.0]), "steps": torch.tensor(5)}, 1, {})), ("b", FitResult({"w": torch.tensor([4.0]), "steps": torch.tensor(9)}, 2, {}))]
     g1 = strategy.aggregate(1, g, r1)
@@ -56,19 +56,19 @@ def test_state_round_trips_through_state_dict() -> None:
     targets = [{"w": torch.full((5,), float(i)), "n": torch.tensor(i)} for i in range(1, 4)]
 
     straight = FedAdam()
-    straight.initialize(g0)
+    straight.initialize({"global": g0})
     g = g0
     for i, t in enumerate(targets, 1):
         g = straight.aggregate(i, g, _one(t))
 
     first = FedAdam()
-    first.initialize(g0)
+    first.initialize({"global": g0})
     g1 = first.aggregate(1, g0, _one(targets[0]))
     buffer = io.BytesIO()
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
     second = FedAdam()
     second.load_state_dict(torch.load(buffer, weights_only=True))
-    assert second.state_dict()["step"] == 1 and torch.equal(second.state_dict()["m"]["w"], first.state_dict()["m"]["w"])
+    assert second.state_dict()["step"] == 1 and torch.equal(second.state_dict()["m"]["global"]["w"], first.state_dict()["m"]["global"]["w"])
     resumed = second.aggregate(3, second.aggregate(2, g1, _one(targets[1])), _one(targets[2]))
     assert torch.equal(resumed["w"], g["w"]) and torch.equal(resumed["n"], g["n"])

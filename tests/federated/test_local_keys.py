@@ -38,9 +38,9 @@ def test_local_keys_never_travel_and_each_client_keeps_its_own(tmp_path, monkeyp
     aggregated: list[set[str]] = []
 
     class SpyAvg(FedAvg):
-        def aggregate(self, round, global_weights, results):  # noqa: A002
+        def aggregate(self, round, global_weights, results, group="global"):  # noqa: A002
             aggregated.extend(set(r.weights) for _, r in results)
-            return super().aggregate(round, global_weights, results)
+            return super().aggregate(round, global_weights, results, group)
 
     ledger = Ledger(tmp_path / "ledger.csv")
     result = run_rounds(federation_of(clients, ledger=ledger), SpyAvg(), initial_weights(), RoundsConfig(rounds=2), local_keys=BN_LOCAL, progress=False)

@@ -59,7 +59,7 @@ def test_run_trains_sampled_clients_and_records_metrics() -> None:
 
     def on_round_end(rnd, weights, record):
         seen.append(rnd)
-        return {"val_mse": np.mean([c.evaluate(weights, "val")["mse"] for c in clients])}
+        return {"val_mse": np.mean([c.evaluate(weights["global"], "val")["mse"] for c in clients])}
 
     result = run_rounds(federation_of(clients), FedAvg(), initial_weights(), RoundsConfig(rounds=3, fraction=0.5, min_clients=2), on_round_end=on_round_end, progress=False)
     assert seen == [1, 2, 3] and result.resumed_from is None

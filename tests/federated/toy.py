@@ -16,18 +16,18 @@ from dsfed.federated.federation import Federation
 BN_LOCAL = LocalKeys([r"^1\."])  # the BatchNorm layer of toy_model() (FedBN)
 
 
-def toy_model() -> nn.Module:
-    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear; the same initial weights every time."""
+def toy_model(hidden: int = 8) -> nn.Module:
+    """Linear -> BatchNorm -> ReLU -> Dropout -> Linear; the same initial weights every time for a given width."""
     with torch.random.fork_rng():
         torch.manual_seed(1234)
-        return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 1))
+        return nn.Sequential(nn.Linear(4, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, 1))
 
 
 class ToyClient:
     """Regression ``y = x @ w + shift + noise`` with a client-specific shift; uses every global RNG while training."""
 
     def __init__(self, name: str, n: int = 24, seed: int = 0, local_keys: LocalKeys | None = None,
-                 fail_rounds: tuple[int, ...] = (), lr: float = 1e-2, batch: int = 8, epochs: int = 1) -> None:
+                 fail_rounds: tuple[int, ...] = (), lr: float = 1e-2, batch: int = 8, epochs: int = 1, hidden: int = 8) -> None:
         self.name = name
         self.local_keys = local_keys or LocalKeys()
         self.fail_rounds = set(fail_rounds)
@@ -35,7 +35,7 @@ class ToyClient:
         data = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 4, generator=data)
         self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + seed * 0.5 + 0.1 * torch.randn(n, generator=data)
-        self.model = toy_model()
+        self.model = toy_model(hidden)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.shuffle = torch.Generator().manual_seed(seed + 100)
         self.received: list[set[str]] = []
@@ -131,8 +131,8 @@ def run_stage(checkpoints: str, out: str, ledger: str, rounds: int = 4, config_h
     pause = int(os.environ.get(PAUSE_ROUND, "0"))
     federation = federation_of(clients, config_hash, Ledger(ledger), state_root=Path(checkpoints) / "client-state")
 
-    def on_round_end(rnd: int, weights: Weights, record: Any) -> dict[str, float]:
-        replies = federation.evaluate(rnd, weights, "val", [c.name for c in clients])  # each with its own state of round rnd
+    def on_round_end(rnd: int, weights: dict[str, Weights], record: Any) -> dict[str, float]:
+        replies = federation.evaluate(rnd, weights["global"], "val", [c.name for c in clients])  # each with its own state of round rnd
         val = float(np.mean([r.metrics["mse"] for r in replies.values()])) + 0.0 * np.random.rand()
         if rnd == pause:
             Path(os.environ[PAUSE_MARKER]).write_text(str(rnd))

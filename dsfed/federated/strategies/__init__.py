@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from dsfed.errors import DsfedError
-from dsfed.federated.strategies.base import Strategy
+from dsfed.federated.strategies.base import DEFAULT_GROUP, Strategy
 from dsfed.federated.strategies.fedadam import FedAdam
 from dsfed.federated.strategies.fedavg import FedAvg, weighted_average
 from dsfed.federated.strategies.fedprox import PROX_MU, FedProx, proximal_term
 
-__all__ = ["PROX_MU", "STRATEGIES", "FedAdam", "FedAvg", "FedProx", "Strategy", "build_strategy", "proximal_term", "weighted_average"]
+__all__ = ["DEFAULT_GROUP", "PROX_MU", "STRATEGIES", "FedAdam", "FedAvg", "FedProx", "Strategy", "build_strategy", "proximal_term", "weighted_average"]
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     FedAvg.name: FedAvg,

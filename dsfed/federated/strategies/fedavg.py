@@ -8,7 +8,7 @@ import torch
 
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import FitResult, Weights
-from dsfed.federated.strategies.base import Strategy
+from dsfed.federated.strategies.base import DEFAULT_GROUP, Strategy
 
 __all__ = ["FedAvg", "weighted_average"]
 
@@ -65,6 +65,6 @@ class FedAvg(Strategy):
 
     name = "fedavg"
 
-    def aggregate(self, round: int, global_weights: Weights, results: list[tuple[str, FitResult]]) -> Weights:
+    def aggregate(self, round: int, global_weights: Weights, results: list[tuple[str, FitResult]], group: str = DEFAULT_GROUP) -> Weights:
         """Weighted mean of the results (see :func:`weighted_average`); ``global_weights`` is not used."""
         return weighted_average(round, results)
