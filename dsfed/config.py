@@ -368,8 +368,9 @@ class MethodConfig(Strict):
     """
 
     model: str
-    strategy: Literal["fedavg", "fedprox", "fedadam", "centralized"] = "fedavg"
+    strategy: str = "fedavg"  # a name in dsfed.federated.registry.STRATEGIES, or "centralized" (pooled data)
     strategy_args: dict[str, float] = {}
+    client: str = "segmentation"  # the client algorithm: a name in dsfed.federated.registry.CLIENT_ALGORITHMS
     input_size: Annotated[int, Field(ge=16)] | None = None
     prompt: Literal["none", "box"] = "none"
     checkpoint: Path | None = None
@@ -384,6 +385,24 @@ class MethodConfig(Strict):
 
         if value not in MODEL_NAMES:
             raise ValueError(f"unknown model {value!r} (known: {', '.join(MODEL_NAMES)})")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from dsfed.federated.registry import CENTRALIZED, STRATEGIES
+
+        if value not in STRATEGIES and value != CENTRALIZED:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join([*STRATEGIES, CENTRALIZED])})")
+        return value
+
+    @field_validator("client")
+    @classmethod
+    def _known_client(cls, value: str) -> str:
+        from dsfed.federated.registry import CLIENT_ALGORITHMS
+
+        if value not in CLIENT_ALGORITHMS:
+            raise ValueError(f"unknown client algorithm {value!r} (known: {', '.join(CLIENT_ALGORITHMS)})")
         return value
 
     @field_validator("local_keys")

@@ -17,13 +17,13 @@ from dsfed.data.store import ClientStore
 from dsfed.data.transforms import AugmentConfig
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.local_keys import LocalKeys
-from dsfed.federated.protocol import ClientInfo, FitResult, Weights
+from dsfed.federated.protocol import ClientInfo, ClientSetup, FitResult, Weights
 from dsfed.federated.strategies.fedprox import proximal_term
 from dsfed.models import Segmenter
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import LossConfig, build_loss
 
-__all__ = ["SPLITS", "LocalTraining", "SegmentationClient"]
+__all__ = ["SPLITS", "LocalTraining", "SegmentationClient", "build_segmentation_client"]
 
 SPLITS = ("train", "val", "test")
 
@@ -146,3 +146,15 @@ class SegmentationClient:
             self.model.load_state_dict({**self.model.state_dict(), **state["local"]}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
 
+
+
+def build_segmentation_client(setup: ClientSetup) -> SegmentationClient:
+    """The ``segmentation`` client algorithm: supervised local training on the client's labelled store(s)."""
+    cfg, spec = setup.params.federated, setup.method
+    training = LocalTraining(
+        epochs=cfg.local.epochs, batch_size=cfg.local.batch_size, lr=spec.lr or cfg.local.lr,
+        loss=cfg.loss, augment=cfg.augment, amp=cfg.local.amp, optimizer_state=cfg.local.optimizer_state,
+    )
+    stores = list(setup.stores)
+    return SegmentationClient(setup.name, stores[0] if len(stores) == 1 else stores, setup.model_factory, training,
+                              LocalKeys(spec.local_keys), setup.params.seed, setup.device)

@@ -18,13 +18,13 @@ from safetensors.torch import save_file
 from dsfed.config import MethodConfig, Params
 from dsfed.data.store import store_path
 from dsfed.federated.checkpoint import latest_checkpoint
-from dsfed.federated.clients import LocalTraining, SegmentationClient
 from dsfed.federated.engines import InProcessEngine
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.local_keys import LocalKeys
-from dsfed.federated.protocol import Weights
+from dsfed.federated.protocol import ClientSetup, Weights
+from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import atomic_path, write_json
@@ -97,23 +97,17 @@ def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> 
 
 
 def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, factory: Callable[[], Segmenter], device: torch.device) -> InProcessEngine:
-    """The in-process engine over the federation's clients (the held-out one evaluated only).
-
-    ``centralized`` adds one more client, ``pooled``, holding every training client's store: it trains,
-    the others only evaluate.
+    """The in-process engine over the federation's clients (the held-out one evaluated only), each built by
+    the method's client algorithm. ``centralized`` adds one more client, ``pooled``, holding every training
+    client's store: it trains, the others only evaluate.
     """
-    cfg = params.federated
-    training = LocalTraining(
-        epochs=cfg.local.epochs, batch_size=cfg.local.batch_size, lr=spec.lr or cfg.local.lr,
-        loss=cfg.loss, augment=cfg.augment, amp=cfg.local.amp, optimizer_state=cfg.local.optimizer_state,
-    )
-    local_keys = LocalKeys(spec.local_keys)
+    build = resolve(CLIENT_ALGORITHMS, spec.client, "client algorithm")
     paths = {name: store_path(artifacts, name) for name in params.federation}
-    clients = [SegmentationClient(name, path, factory, training, local_keys, params.seed, device) for name, path in paths.items()]
+    clients = [build(ClientSetup(name, [path], factory, params, spec, device)) for name, path in paths.items()]
     held = [name for name in params.federation if name not in params.federated_training_clients]
-    if spec.strategy == "centralized":
+    if spec.strategy == CENTRALIZED:
         pooled = [paths[n] for n in params.federated_training_clients]
-        clients.insert(0, SegmentationClient(POOLED, pooled, factory, training, local_keys, params.seed, device))
+        clients.insert(0, build(ClientSetup(POOLED, pooled, factory, params, spec, device)))
         held = list(paths)
     return InProcessEngine(clients, state_root=work / "client-state", holdout=held)
 
@@ -154,7 +148,7 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     device = pick_device(cfg.device)
     factory = _model_factory(params, spec, device)
     engine = _engine(params, spec, artifacts, work, factory, device)
-    centralized = spec.strategy == "centralized"
+    centralized = spec.strategy == CENTRALIZED
     info = Federation(engine, "").query(with_state=False)
     failed = {n: r.error for n, r in info.items() if not r.ok}
     if failed:

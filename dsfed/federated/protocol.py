@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["ClientAlgo", "ClientInfo", "FitResult", "Weights"]
+if TYPE_CHECKING:
+    from dsfed.config import MethodConfig, Params
+
+__all__ = ["ClientAlgo", "ClientInfo", "ClientSetup", "FitResult", "Weights"]
 
 Weights = dict[str, torch.Tensor]
 """A (partial) state dict: parameter / buffer name -> tensor."""
@@ -83,3 +88,24 @@ class ClientAlgo(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         ...
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What a client-algorithm builder (``dsfed.federated.registry.CLIENT_ALGORITHMS``) receives.
+
+    Attributes:
+        name: the client's name.
+        stores: its client store(s) (several pool their data: the ``centralized`` baseline).
+        model_factory: builds the client's model (identical initial weights on every call).
+        params: the run's params (the builder reads its own settings from them).
+        method: the method's spec (``federated.methods.<name>``).
+        device: where the client computes.
+    """
+
+    name: str
+    stores: Sequence[Path]
+    model_factory: Callable[[], Any]
+    params: Params
+    method: MethodConfig
+    device: torch.device

@@ -109,3 +109,19 @@ def test_local_optimizer_state_keep_or_reset(tmp_path) -> None:
         from dsfed.config import LocalSection
 
         LocalSection(optimizer_state="forget")
+
+
+def test_registries_are_the_single_source_of_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config validation reads the registries (torch-free); every registered name builds."""
+    from dsfed.config import MethodConfig
+    from dsfed.federated.registry import CLIENT_ALGORITHMS, ENGINES, STRATEGIES, resolve
+    from dsfed.federated.strategies import build_strategy
+
+    assert all(build_strategy(name).name == name for name in STRATEGIES)
+    assert resolve(ENGINES, "inprocess", "engine") is InProcessEngine and all(callable(resolve(CLIENT_ALGORITHMS, n, "client")) for n in CLIENT_ALGORITHMS)
+    with pytest.raises(ValueError, match="unknown client algorithm 'semi'"):
+        MethodConfig(model="unet", client="semi")
+    with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
+        MethodConfig(model="unet", strategy="fedsgd")
+    monkeypatch.setitem(CLIENT_ALGORITHMS, "semi", "tests.federated.toy:ToyClient")
+    assert MethodConfig(model="unet", client="semi").client == "semi"  # registering is all it takes

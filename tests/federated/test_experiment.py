@@ -152,3 +152,21 @@ def test_fedbn_with_real_batchnorm_exports_a_loadable_model_and_tests_with_the_s
     assert run.test["a"]["dice"] == pytest.approx(expected["dice"], abs=1e-6)
     model.load_state_dict({**run.selected, **state["local"]})  # with the last round's local keys: what the bug gave
     assert summarise(evaluate(model, test_a, 16), params.data.classes)["dice"] != pytest.approx(expected["dice"], abs=1e-6)
+
+
+def test_a_registered_client_algorithm_is_what_the_method_runs(project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``federated.methods.<m>.client`` picks the client algorithm from the registry; the rounds loop is unchanged."""
+    from dsfed.federated import clients as clients_module
+    from dsfed.federated.registry import CLIENT_ALGORITHMS
+
+    built: list[str] = []
+
+    def counting_builder(setup):  # a client algorithm of a test: the segmentation client, counted
+        built.append(setup.name)
+        return clients_module.build_segmentation_client(setup)
+
+    monkeypatch.setattr(clients_module, "counting_builder", counting_builder, raising=False)
+    monkeypatch.setitem(CLIENT_ALGORITHMS, "counting", "dsfed.federated.clients:counting_builder")
+    params = _params(project, {"m": {"model": "unet", "input_size": 32, "client": "counting"}}, rounds=1)
+    run = run_method(params, "m", stores, stores / "federated/m", progress=False)
+    assert built == ["a", "b", "h"] and set(run.test) == {"a", "b", "h"}

@@ -6,8 +6,6 @@ state lives. :mod:`dsfed.federated.engines.base` holds the protocol and the task
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from dsfed.federated.engines.base import (
     ClientFailure,
     Engine,
@@ -22,6 +20,8 @@ from dsfed.federated.engines.base import (
 from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.engines.host import ClientHost
 from dsfed.federated.engines.inprocess import InProcessEngine
+
+from dsfed.federated.registry import ENGINES
 
 __all__ = [
     "ENGINES",
@@ -38,6 +38,3 @@ __all__ = [
     "Reply",
     "is_client_failure",
 ]
-
-ENGINES: dict[str, Callable[..., Engine]] = {InProcessEngine.name: InProcessEngine}
-"""Engine name (``federated.engine`` in params, once a second engine exists) -> builder."""
