@@ -12,7 +12,7 @@ from dsfed.config import load_params
 @task(name="evaluate-models")
 def evaluate_models(params_path: str, artifacts: str) -> dict[str, Any]:
     """Every available model on every client's test split; efficiency figures."""
-    from dsfed.evaluation.suite import run_evaluate_stage
+    from dsfed.stages.evaluate import run_evaluate_stage
 
     return run_evaluate_stage(load_params(params_path), artifacts)
 

@@ -69,7 +69,9 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
 
     artifacts = Path(artifacts)
     out = artifacts / "ablation"
-    tests = load_test_sets(params, artifacts)
+    from dsfed.data.store import store_path
+
+    tests = load_test_sets({name: store_path(artifacts, name) for name in params.clients})
     device = pick_device(params.distill.device)
     holdout = params.data.holdout
     header = ["variant", "mutual", "selection", "lam", "rate", "student source Dice", "SAM source Dice"]

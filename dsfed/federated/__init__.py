@@ -33,7 +33,11 @@ _WHERE = {
     "proximal_term": "strategies",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "CheckpointError", "ClientAlgo", "ClientFailure", "ClientInfo", "Engine", "FedAdam", "FedAvg", "FedProx", "FederatedError",
+    "FederatedResult", "Federation", "FitResult", "InProcessEngine", "Ledger", "LocalKeys", "RoundRecord", "RoundsConfig", "Strategy",
+    "Weights", "build_strategy", "from_bytes", "ledger_totals", "proximal_term", "run_rounds", "sample_clients", "to_bytes",
+]
 
 
 def __getattr__(name: str) -> Any:

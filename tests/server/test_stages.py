@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from dsfed.config import Params, parse_params
 from dsfed.distill.stage import run_distill_stage
-from dsfed.evaluation.suite import bootstrap_ci, run_evaluate_stage
+from dsfed.evaluation.suite import bootstrap_ci
+from dsfed.stages.evaluate import run_evaluate_stage
 from dsfed.federated.ledger import ledger_totals, read_ledger
 from dsfed.generation.server import synthetic_path
 from dsfed.models import build_model
@@ -260,3 +261,28 @@ def test_report_command_prints_where_and_what(server: tuple[Path, Params], tmp_p
     assert "index.html" in result.output and "DSFedMed SAM" in result.output and "SAM -> student" in result.output
     missing = CliRunner().invoke(app, ["report", "--artifacts", str(tmp_path), "--params", str(params_file)])
     assert missing.exit_code != 0
+
+
+def test_a_registered_producer_shows_up_in_evaluate_and_the_report(server: tuple[Path, Params], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method adds its rows by registering a producer: evaluate and the report need no edit."""
+    from dsfed.stages.producers import PRODUCERS, ModelEntry
+
+    root, params = server
+    art = tmp_path / "artifacts"
+    shutil.copytree(root / "artifacts", art)
+    torch.manual_seed(5)
+    save_model(art / "newmethod", build_model("unet", num_classes=2, output_size=16, input_size=64), "unet", 64)
+    ledger = art / "newmethod" / "ledger.csv"
+    ledger.write_text("round,client,direction,what,bytes\n1,a,down,global_weights,123\n1,a,up,val_metrics,7\n")
+
+    def new_method(params: Params, artifacts: Path) -> list[ModelEntry]:
+        return [ModelEntry("newmethod", "New method (U-Net)", artifacts / "newmethod", "newgroup", [artifacts / "newmethod" / "ledger.csv"])]
+
+    monkeypatch.setitem(PRODUCERS, "newmethod", new_method)
+    ev = run_evaluate_stage(params, art)
+    assert ev["order"][-1] == "newmethod" and ev["models"]["newmethod"]["group"] == "newgroup"
+    assert ev["models"]["newmethod"]["efficiency"]["communication_bytes"] == 123  # evaluation traffic counted apart
+    assert set(ev["models"]["newmethod"]["clients"]) == {"a", "h"}
+    page = Path(build_report(params, art)["html"]).read_text()
+    assert "New method (U-Net)" in page

@@ -1,0 +1,86 @@
+"""The ``evaluate`` stage: every produced model on every client's test split; ``artifacts/eval/``.
+
+The models come from the producer registry (:mod:`dsfed.stages.producers`): a model whose stage has not run
+is skipped, and a method adds its rows by registering a producer. Writes ``metrics.json`` (a DVC metric),
+``per_image.csv`` and ``predictions.npz`` (the report's overlays).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dsfed.config import Params
+from dsfed.data.store import store_path
+from dsfed.evaluation.suite import clean_floats, inference_ms, load_test_sets, score_on_tests, source_mean
+from dsfed.federated.ledger import ledger_totals
+from dsfed.io import atomic_path, write_csv, write_json
+from dsfed.runtime import pick_device
+from dsfed.stages.producers import produced_models
+
+__all__ = ["run_evaluate_stage", "test_stores"]
+
+log = logging.getLogger(__name__)
+
+
+def test_stores(params: Params, artifacts: Path) -> dict[str, Path]:
+    """Every client's store (each is scored on its test split)."""
+    return {name: store_path(artifacts, name) for name in params.clients}
+
+
+def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
+    """Evaluate every available model; write ``artifacts/eval/{metrics.json, per_image.csv, predictions.npz}``.
+
+    ``metrics.json``: per model, per client summaries, the source-client mean and the held-out client's,
+    and the efficiency row. ``predictions.npz`` holds the first ``overlays`` test images of each client
+    with every model's predicted masks, for the report's overlays.
+    """
+    cfg = params.evaluate
+    artifacts = Path(artifacts)
+    out = artifacts / "eval"
+    classes = list(params.data.classes)
+    device = pick_device(cfg.device)
+    entries = produced_models(params, artifacts)
+    tests = load_test_sets(test_stores(params, artifacts))
+    source = params.training_clients
+    holdout = params.data.holdout
+    results: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    overlay: dict[str, np.ndarray] = {}
+    timing_images = torch.cat([x for x, _ in tests.values()])[: cfg.timing_images]
+    timing_masks = torch.cat([m for _, m in tests.values()])[: cfg.timing_images]
+    for entry in entries:
+        model = entry.load(len(classes), params.data.mask_size, device)
+        per_client, per_image, logits_by = score_on_tests(model, tests, params, device)
+        for client, metrics in per_image.items():
+            for i in range(len(metrics["dice"])):
+                rows.append({"model": entry.key, "client": client, "image": i,
+                             **{f"{m}_{cls}": float(metrics[m][i, k]) for m in metrics for k, cls in enumerate(classes)}})
+            if cfg.overlays:
+                overlay[f"{entry.key}/{client}"] = (logits_by[client][: cfg.overlays] > 0).numpy().astype(np.uint8)
+        means = source_mean(per_client, source)
+        comm = sum(int(ledger_totals(p)["total"]) for p in entry.ledgers if p.is_file())
+        efficiency = {"parameters": model.num_parameters(), "communication_bytes": comm,
+                      "inference_ms_per_image": inference_ms(model, timing_images, device, masks=timing_masks), "note": entry.note}
+        results[entry.key] = {"label": entry.label, "group": entry.group, "clients": per_client, "source_mean": means,
+                              "holdout": per_client.get(holdout) if holdout else None, "efficiency": efficiency}
+        log.info("evaluate: %-14s source Dice %.4f%s", entry.key, means.get("dice", math.nan),
+                 f", held-out {per_client[holdout]['dice']:.4f}" if holdout else "")
+        del model
+    for client, (images, masks) in tests.items():
+        overlay[f"image/{client}"] = (images[: cfg.overlays] * 255).round().to(torch.uint8).numpy()
+        overlay[f"truth/{client}"] = masks[: cfg.overlays].numpy().astype(np.uint8)
+    metrics_out = clean_floats({"classes": classes, "source_clients": source, "holdout": holdout, "device": str(device),
+                                "ci": cfg.ci, "bootstrap": cfg.bootstrap, "order": list(results), "models": results})
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics_out)
+    write_csv(out / "per_image.csv", rows)
+    with atomic_path(out / "predictions.npz", overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **overlay)
+    return metrics_out
