@@ -12,15 +12,22 @@ from typing import Any
 
 import dsfed
 
-__all__ = ["code_hash", "provenance", "to_safetensors_metadata"]
+__all__ = ["DISTILL_CODE", "FEDERATED_CODE", "code_hash", "provenance", "to_safetensors_metadata"]
+
+FEDERATED_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py")
+"""The code a federated run's numbers depend on (its resume identity; edits elsewhere keep its checkpoints)."""
+DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "runtime.py")
+"""The code a distillation run's numbers depend on."""
 
 
-@lru_cache(maxsize=1)
-def code_hash() -> str:
-    """SHA-256 (first 16 hex digits) over every ``.py`` file of the ``dsfed`` package (path and bytes)."""
+@lru_cache(maxsize=16)
+def code_hash(*parts: str) -> str:
+    """SHA-256 (first 16 hex digits) over the ``.py`` files (path and bytes) of the ``dsfed`` package, or of
+    its sub-packages / modules ``parts`` (e.g. ``"federated", "models"``): the code a result depends on."""
     root = Path(dsfed.__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    files = [p for part in parts for p in ((root / part).rglob("*.py") if (root / part).is_dir() else [root / part])] if parts else root.rglob("*.py")
+    for path in sorted(set(files)):
         digest.update(path.relative_to(root).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

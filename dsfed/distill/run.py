@@ -1,15 +1,13 @@
 """Distillation over rounds with a checkpoint per round: a killed run resumes where it stopped.
 
-A checkpoint is a folder ``round-NNNN`` (written atomically) holding both models (safetensors), both
-optimisers and the round generator's state (``torch.save``, read back with ``weights_only=True``) and
-the history so far (JSON); ``latest`` names the newest one. The last ``keep`` rounds are kept.
+A checkpoint (:class:`~dsfed.round_checkpoints.RoundCheckpointer`) holds both models (safetensors), both
+optimisers and the round generator's state (``torch.save``, read back with ``weights_only=True``), with
+the history so far in its ``meta.json``. The last ``keep`` rounds are kept.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from dsfed.distill.rounds import DistillSettings, RoundResult, distill_round
-from dsfed.io import atomic_path
+from dsfed.round_checkpoints import RoundCheckpointer
 
 __all__ = ["latest_round", "run_distillation"]
 
 log = logging.getLogger(__name__)
 
-LATEST = "latest"
+SCHEMA = 1
 
 
 def _state(module: nn.Module) -> dict[str, Tensor]:
@@ -34,30 +32,22 @@ def _state(module: nn.Module) -> dict[str, Tensor]:
 
 def latest_round(work: str | Path) -> int:
     """The last completed round recorded in ``work`` (0 when there is none)."""
-    pointer = Path(work) / LATEST
-    if not pointer.is_file():
-        return 0
-    return int(pointer.read_text().strip().removeprefix("round-"))
+    found = RoundCheckpointer(work, "", SCHEMA).latest(check_run=False)
+    return found.round if found is not None else 0
 
 
-def _save(work: Path, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any], generator: torch.Generator,
-          history: list[dict[str, Any]], keep: int) -> None:
-    name = f"round-{round:04d}"
-    with atomic_path(work / name, overwrite=True) as tmp:
-        tmp.mkdir(parents=True)
+def _save(checkpointer: RoundCheckpointer, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any],
+          generator: torch.Generator, history: list[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
         save_file(_state(sam), str(tmp / "sam.safetensors"))
         save_file(_state(tiny), str(tmp / "tiny.safetensors"))
         torch.save({"optimizers": {k: opt.state_dict() for k, opt in optimizers.items() if opt is not None},
                     "generator": generator.get_state()}, tmp / "state.pt")
-        (tmp / "history.json").write_text(json.dumps(history))
-    with atomic_path(work / LATEST, overwrite=True) as tmp:
-        tmp.write_text(name)
-    for old in sorted(work.glob("round-*"))[:-keep]:
-        shutil.rmtree(old)
+
+    checkpointer.save(round, write, {"history": history})
 
 
-def _load(work: Path, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any], generator: torch.Generator) -> list[dict[str, Any]]:
-    folder = work / f"round-{round:04d}"
+def _load(folder: Path, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any], generator: torch.Generator) -> None:
     sam.load_state_dict(load_file(str(folder / "sam.safetensors")))
     tiny.load_state_dict(load_file(str(folder / "tiny.safetensors")))
     state = torch.load(folder / "state.pt", weights_only=True)
@@ -65,7 +55,6 @@ def _load(work: Path, round: int, sam: nn.Module, tiny: nn.Module, optimizers: d
         if opt is not None:
             opt.load_state_dict(state["optimizers"][key])
     generator.set_state(state["generator"])
-    return list(json.loads((folder / "history.json").read_text()))
 
 
 def run_distillation(
@@ -79,6 +68,7 @@ def run_distillation(
     rounds: int,
     seed: int = 0,
     work: str | Path | None = None,
+    run: str = "",
     keep: int = 2,
     on_round: Callable[[int, RoundResult], None] | None = None,
     device: torch.device | str = "cpu",
@@ -89,6 +79,7 @@ def run_distillation(
         images, masks: the synthetic pairs (N, 3, S, S) / (N, C, Sm, Sm).
         work: checkpoint folder (None: no checkpoints). A resumed run continues the same generator, so it
             ends with the weights an uninterrupted run has (same torch thread count).
+        run: the run's identity; a checkpoint in ``work`` of another identity is refused.
         on_round: called after each round (logging, model selection).
 
     Returns:
@@ -98,20 +89,21 @@ def run_distillation(
     optimizers = {"sam": sam_optimizer, "tiny": tiny_optimizer}
     history: list[dict[str, Any]] = []
     start = 1
-    if work is not None:
-        work = Path(work)
-        work.mkdir(parents=True, exist_ok=True)
-        done = latest_round(work)
-        if done:
-            history = _load(work, done, sam, tiny, optimizers, generator)
-            start = done + 1
-            log.info("distillation: resuming after round %d of %d", done, rounds)
+    checkpointer = RoundCheckpointer(work, run, SCHEMA, keep) if work is not None else None
+    if checkpointer is not None:
+        checkpointer.remove_stale_temps()
+        found = checkpointer.latest()
+        if found is not None:
+            _load(found.path, sam, tiny, optimizers, generator)
+            history = list(found.meta["history"])
+            start = found.round + 1
+            log.info("distillation: resuming after round %d of %d", found.round, rounds)
     for round in range(start, rounds + 1):
         result = distill_round(sam, tiny, sam_optimizer, tiny_optimizer, images, masks, settings, generator, device)
         history.append({"round": round, "pool_size": len(result.pool), **result.losses,
                         "score_mean": float(result.scores.mean()), "score_std": float(result.scores.std())})
         if on_round is not None:  # before the checkpoint: a run killed in between redoes the round
             on_round(round, result)
-        if work is not None:
-            _save(work, round, sam, tiny, optimizers, generator, history, keep)
+        if checkpointer is not None:
+            _save(checkpointer, round, sam, tiny, optimizers, generator, history)
     return history

@@ -29,6 +29,7 @@ from dsfed.config import Params
 from dsfed.data.store import ClientStore
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
+from dsfed.provenance import DISTILL_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import read_pairs
@@ -118,7 +119,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     tiny = load_carded_model(tiny_dir, len(classes), params.data.mask_size, device=device)
 
     settings_hash = _hash({"distill": cfg.model_dump(mode="json", exclude={"device", "warm_start"}), "seed": params.seed,
-                           "pos_weight": settings.pos_weight})
+                           "pos_weight": settings.pos_weight, "code": code_hash(*DISTILL_CODE)})  # a code edit: afresh, no warm start
     inputs = {"sam": sha256_file(sam_dir / "model.safetensors"), "tiny": sha256_file(tiny_dir / "model.safetensors"),
               "data": hashlib.sha256(images.numpy().tobytes() + masks.numpy().tobytes()).hexdigest()}
     run_hash = _hash({"settings": settings_hash, "inputs": inputs})
@@ -159,7 +160,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
 
     t0 = time.perf_counter()
     history = run_distillation(sam, tiny, sam_opt, tiny_opt, images, masks, settings, cfg.rounds, seed=params.seed,
-                               work=work, keep=2, on_round=on_round, device=device)
+                               work=work, run=run_hash, keep=2, on_round=on_round, device=device)
     wall = time.perf_counter() - t0
     selected = {}
     for stem, model, src in (("sam", sam, sam_dir), ("tiny", tiny, tiny_dir)):

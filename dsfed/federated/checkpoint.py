@@ -6,12 +6,10 @@ the history); every client keeps its own state (:mod:`dsfed.federated.engines.cl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +22,11 @@ from dsfed.federated.errors import CheckpointError
 from dsfed.federated.protocol import Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
 from dsfed.federated.strategies.base import Strategy
-from dsfed.io import atomic_path, write_json
+from dsfed.round_checkpoints import RoundCheckpointer
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpoint", "capture_rng", "latest_checkpoint", "remove_stale_temps", "restore_rng", "save_checkpoint"]
 
-CHECKPOINT_SCHEMA = 2  # 2: client states live with the clients; named weight groups
-LATEST = "latest"
-_ROUND_DIR = re.compile(r"^round-(\d+)$")
+CHECKPOINT_SCHEMA = 3  # 2: client states live with the clients; 3: named weight groups, the common round checkpointer
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +74,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Writing
+# Writing and reading (through the one round checkpointer)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -86,18 +82,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def _dir_name(round: int) -> str:
-    return f"round-{round:04d}"
-
-
 def remove_stale_temps(root: Path) -> None:
-    """Remove temporary siblings a killed writer left in ``root`` (``.round-*.tmp-*``, ``.latest.tmp-*``)."""
-    for path in list(root.glob(".round-*.tmp-*")) + list(root.glob(f".{LATEST}.tmp-*")):
-        log.info("removing an unfinished checkpoint %s", path)
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+    """Remove temporary siblings a killed writer left in ``root``."""
+    RoundCheckpointer(root, "", CHECKPOINT_SCHEMA).remove_stale_temps()
 
 
 def save_checkpoint(
@@ -113,43 +100,19 @@ def save_checkpoint(
     """Write ``root/round-NNNN/`` atomically, point ``root/latest`` at it, keep only the last ``keep`` rounds.
 
     Layout: ``weights/<group>.safetensors`` (each named weight group), ``strategy.pt``, ``rng.pt`` (this
-    process's RNGs) and ``meta.json`` (round, config hash, strategy, each training client's group, history). A kill at any moment leaves ``latest``
-    pointing at a complete directory.
+    process's RNGs) and ``meta.json`` (schema, round, run = config hash, strategy, each training client's
+    group, history). Written by :class:`~dsfed.round_checkpoints.RoundCheckpointer`.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / _dir_name(round)
-    with atomic_path(final, overwrite=True) as tmp:
-        (tmp / "weights").mkdir(parents=True)
+
+    def write(tmp: Path) -> None:
+        (tmp / "weights").mkdir()
         for group, weights in groups.items():
             (tmp / "weights" / f"{_safe(group)}.safetensors").write_bytes(to_bytes(weights))
         torch.save(strategy.state_dict(), tmp / "strategy.pt")
         torch.save(capture_rng(), tmp / "rng.pt")
-        meta = {
-            "schema": CHECKPOINT_SCHEMA,
-            "round": round,
-            "config_hash": config_hash,
-            "strategy": strategy.name,
-            "clients": dict(clients),
-            "groups": list(groups),
-            "history": history,
-        }
-        write_json(tmp / "meta.json", meta)
-    with atomic_path(root / LATEST, overwrite=True) as tmp:
-        tmp.write_text(final.name + "\n")
-    _prune(root, round, keep)
-    return final
 
-
-def _prune(root: Path, current: int, keep: int) -> None:
-    for path in root.iterdir():
-        match = _ROUND_DIR.match(path.name)
-        if match and path.is_dir() and not current - keep < int(match.group(1)) <= current:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading
-# --------------------------------------------------------------------------------------------------
+    meta = {"strategy": strategy.name, "clients": dict(clients), "groups": list(groups), "history": history}
+    return RoundCheckpointer(root, config_hash, CHECKPOINT_SCHEMA, keep).save(round, write, meta)
 
 
 @dataclass(frozen=True)
@@ -177,22 +140,15 @@ class Checkpoint:
 def _torch_load(path: Path, root: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+    except Exception as exc:  # any unreadable file is the same user-facing problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: cannot load checkpoint state ({first}); delete {root} to start over") from exc
 
 
 def latest_checkpoint(root: str | os.PathLike[str]) -> Checkpoint | None:
-    """The checkpoint ``root/latest`` points at, or None when there is none yet."""
-    root = Path(root)
-    pointer = root / LATEST
-    if not pointer.exists():
+    """The checkpoint ``root/latest`` points at (of any run: the rounds loop compares the config hash), or None."""
+    found = RoundCheckpointer(root, "", CHECKPOINT_SCHEMA).latest(check_run=False)
+    if found is None:
         return None
-    path = root / pointer.read_text().strip()
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{pointer}: points at {path.name}, which cannot be read ({exc}); delete {root} to start over") from exc
-    if meta.get("schema") != CHECKPOINT_SCHEMA:
-        raise CheckpointError(f"{path}: checkpoint schema {meta.get('schema')} (expected {CHECKPOINT_SCHEMA}); delete {root} to start over")
-    return Checkpoint(path, int(meta["round"]), meta["config_hash"], meta["strategy"], meta["clients"], meta["groups"], meta["history"])
+    meta = found.meta
+    return Checkpoint(found.path, found.round, meta["run"], meta["strategy"], meta["clients"], meta["groups"], meta["history"])

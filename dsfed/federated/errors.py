@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dsfed.errors import DsfedError
+from dsfed.round_checkpoints import CheckpointError  # one error for every round checkpoint (federated, distill)
 
 __all__ = ["CheckpointError", "FederatedError"]
 
@@ -10,6 +11,3 @@ __all__ = ["CheckpointError", "FederatedError"]
 class FederatedError(DsfedError):
     """A federated run cannot go on: too few clients finished a round, or a client sent unusable weights."""
 
-
-class CheckpointError(DsfedError):
-    """A rounds checkpoint cannot be resumed: written under another configuration, or unreadable."""

@@ -29,7 +29,7 @@ from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
-from dsfed.provenance import code_hash
+from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
 
 __all__ = ["MethodRun", "method_config_hash", "pick_device", "run_method"]
@@ -67,10 +67,11 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
     """Everything a method's result depends on: its spec, the shared training settings, seed, data, code.
 
     ``fingerprints`` are the clients' data fingerprints as their query replies give them. Resume is for
-    crashes: changed params, data or dsfed code start the method afresh.
+    crashes: changed params, data or the code the numbers depend on (:data:`dsfed.provenance.FEDERATED_CODE`)
+    start the method afresh; an edit of other code (the report, the CLI) keeps its checkpoints.
     """
     payload = {
-        "code": code_hash(),
+        "code": code_hash(*FEDERATED_CODE),
         "method": params.federated.methods[method].model_dump(mode="json"),
         "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients"}),  # the stores name the federation
         "seed": params.seed,

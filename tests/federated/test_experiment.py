@@ -116,7 +116,7 @@ def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: 
     params = _params(project, {"m": {"model": "unet"}})
     prints = {n: ClientStore(store_path(stores, n)).attrs.get("fingerprint") for n in params.clients}
     before = experiment.method_config_hash(params, "m", prints)
-    monkeypatch.setattr(experiment, "code_hash", lambda: "other code")
+    monkeypatch.setattr(experiment, "code_hash", lambda *parts: "other code")
     assert experiment.method_config_hash(params, "m", prints) != before
 
 
