@@ -10,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from dsfed.config import DataConfig, PhantomSource
+from dsfed.config import DataConfig
+from dsfed.data.settings import PhantomSource
 from dsfed.data.sources.phantom import build_phantom
 
 REPO = Path(__file__).resolve().parents[1]

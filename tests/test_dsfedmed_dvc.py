@@ -21,8 +21,8 @@ import yaml
 from safetensors.torch import save_file
 
 from dsfed.config import parse_params
-from flows.server import stop_server
 from dsfed.models import build_model
+from flows.server import stop_server
 from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
 from tests.generation.test_stages import tiny_release
 

@@ -311,7 +311,6 @@ def _emit_joined(name: str, spec: dict, params: Path) -> None:
 def clients_remove(name: str = typer.Argument(..., help="Client to remove."), params: Path = PARAMS) -> None:
     """Remove the client from params.yaml (its stage outputs stay in DVC's cache)."""
     from dsfed.clients import remove_client
-
     from dsfed.config import load_params
 
     federated = name in load_params(params).federation

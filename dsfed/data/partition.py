@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dsfed.config import Partition
+from dsfed.data.settings import Partition
 
 __all__ = ["ATTRIBUTES", "attribute_parts", "dirichlet_parts", "partition_indices"]
 

@@ -15,7 +15,8 @@ from monai.transforms import (
     Randomizable,
     RandScaleIntensityd,
 )
-from dsfed.config import AugmentConfig
+
+from dsfed.data.settings import AugmentConfig
 
 __all__ = ["AugmentConfig", "JointRandAffined", "build_augment"]
 

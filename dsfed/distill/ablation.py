@@ -64,8 +64,8 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
     from dsfed.config import parse_params
     from dsfed.distill.stage import run_distill_stage
     from dsfed.evaluation.suite import load_test_sets, score_on_tests, source_mean
-    from dsfed.runtime import pick_device
     from dsfed.models.card import load_carded_model
+    from dsfed.runtime import pick_device
 
     artifacts = Path(artifacts)
     out = artifacts / "ablation"

@@ -29,12 +29,12 @@ from dsfed.config import Params
 from dsfed.data.store import ClientStore
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
-from dsfed.provenance import DISTILL_CODE, code_hash
-from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import read_pairs
 from dsfed.io import atomic_path, sha256_file, write_csv, write_json
 from dsfed.models.card import load_carded_model
+from dsfed.provenance import DISTILL_CODE, code_hash
+from dsfed.runtime import pick_device
 from dsfed.server.finetune import freeze_image_encoder, source_synthetic_stores, synthetic_val_dice
 from dsfed.server.outputs import save_model, write_curve
 

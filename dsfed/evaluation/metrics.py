@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_hausdorff_distance, compute_iou, compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_iou
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 

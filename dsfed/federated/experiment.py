@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dsfed.config import MethodConfig, Params
+from dsfed.config import Params
 from dsfed.data.store import store_path
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.engines import InProcessEngine
@@ -26,6 +26,7 @@ from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.protocol import ClientSetup, Weights
 from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
+from dsfed.federated.settings import MethodConfig
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model

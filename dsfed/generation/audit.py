@@ -24,23 +24,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dsfed.config import Params, SegmenterConfig
+from dsfed.config import Params
 from dsfed.data.dataset import StoreDataset
 from dsfed.data.splits import stable_seed
 from dsfed.data.store import ClientStore, store_path
 from dsfed.errors import DsfedError
 from dsfed.evaluation.metrics import evaluate, summarise
-from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import dir_bytes, read_pairs
 from dsfed.generation.condition import render_condition
 from dsfed.generation.grid import outline, save_grid
 from dsfed.generation.quality import efficientnet_lite0, frechet_distance, image_features, memorisation, pixel_vectors
 from dsfed.generation.server import synthetic_path, upscale_images
+from dsfed.generation.settings import SegmenterConfig
 from dsfed.io import atomic_path, write_json
 from dsfed.models.registry import build_model
-from dsfed.training.losses import build_loss
+from dsfed.runtime import pick_device
 from dsfed.training.loop import train_epochs
+from dsfed.training.losses import build_loss
 
 __all__ = ["AUDIT_LEDGER", "GRID", "QUALITY", "audit_client", "quality_dir", "train_judge"]
 

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dsfed.errors import DsfedError
-from dsfed.provenance import provenance, to_safetensors_metadata
 from dsfed.generation.settings import BackboneSpec
 from dsfed.io import atomic_path, write_json
 from dsfed.models.checkpoint import load_weights, read_state_dict
+from dsfed.provenance import provenance, to_safetensors_metadata
 
 __all__ = ["BACKBONE_CONFIG", "BACKBONE_WEIGHTS", "Backbone", "EmbeddedBackbone", "build_unet", "read_metadata", "scheduler_config"]
 

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from diffusers import ControlNetModel
 
-from dsfed.config import BackboneConfig, Params
+from dsfed.config import Params
 from dsfed.errors import DsfedError
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
 from dsfed.generation.controlnet import build_controlnet, load_controlnet
+from dsfed.generation.settings import BackboneConfig
 from dsfed.io import atomic_path, sha256_file
 
 __all__ = [
@@ -174,8 +175,8 @@ def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = "
     controlnet = _resolve(cfg.controlnet, root)
     classes: list[str] | None = None
     if cfg.kind == "pretrain":
-        from dsfed.runtime import pick_device
         from dsfed.generation.pretrain import CONTROLNET_WEIGHTS, pretrain
+        from dsfed.runtime import pick_device
 
         spec = cfg.pretrain.spec
         target = out / "pretrained"

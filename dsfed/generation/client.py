@@ -22,7 +22,6 @@ from zarr.codecs import BloscCodec
 from dsfed.config import Params
 from dsfed.data.store import ClientStore, store_path
 from dsfed.errors import DsfedError
-from dsfed.runtime import pick_device
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.backbone import Backbone
 from dsfed.generation.backbones import check_classes, generic_controlnet, load_backbone
@@ -32,6 +31,7 @@ from dsfed.generation.settings import DiffusionTrainSpec
 from dsfed.generation.train import Noiser, controlnet_forward, train_controlnet
 from dsfed.io import atomic_path, write_json
 from dsfed.provenance import provenance
+from dsfed.runtime import pick_device
 
 __all__ = [
     "CONTROLNET_FILE",

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dsfed.generation.condition import CONDITION_CHANNELS
-from dsfed.provenance import provenance, to_safetensors_metadata
 from dsfed.io import atomic_path
 from dsfed.models.checkpoint import CheckpointError, load_weights, read_state_dict
+from dsfed.provenance import provenance, to_safetensors_metadata
 
 if TYPE_CHECKING:
     from dsfed.generation.backbone import Backbone

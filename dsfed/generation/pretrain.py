@@ -16,11 +16,11 @@ from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
 from dsfed.generation.corpus import DEFAULT_TABLE, public_corpus
 from dsfed.generation.grid import outline, save_grid
-from dsfed.provenance import provenance
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import BackboneSpec, DiffusionTrainSpec, SamplerSpec
 from dsfed.generation.train import train_backbone, train_controlnet
 from dsfed.io import atomic_path, write_json
+from dsfed.provenance import provenance
 
 __all__ = ["CONTROLNET_WEIGHTS", "disc_offsets", "pretrain", "save_grid"]  # save_grid re-exported
 

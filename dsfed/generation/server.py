@@ -19,17 +19,18 @@ from monai.transforms import Compose, Rand2DElastic, RandAffine, RandFlip
 from torch.nn import functional as F
 
 import dsfed
-from dsfed.config import MaskAugmentConfig, Params
+from dsfed.config import Params
 from dsfed.data.splits import stable_seed
 from dsfed.data.store import write_store
 from dsfed.errors import DsfedError
-from dsfed.runtime import pick_device
 from dsfed.generation.backbones import check_classes, load_backbone
 from dsfed.generation.client import CONTROLNET_FILE, GENERATOR_SUMMARY, generator_dir, read_uploaded_masks
 from dsfed.generation.controlnet import load_controlnet
 from dsfed.generation.sample import sample
+from dsfed.generation.settings import MaskAugmentConfig
 from dsfed.io import atomic_path, sha256_file
 from dsfed.provenance import code_hash
+from dsfed.runtime import pick_device
 
 __all__ = ["augment_masks", "synthesize_client", "synthetic_path", "upscale_images"]
 

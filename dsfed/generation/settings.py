@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-__all__ = ["BackboneSpec", "DiffusionTrainSpec", "SamplerSpec"]
+from dsfed.settings import Device, Strict, known_model, paths_checked, resolve_path
+
+__all__ = ["BackboneConfig", "BackboneSpec", "ControlNetConfig", "DiffusionTrainSpec", "MaskAugmentConfig", "PretrainConfig", "QualityConfig",
+           "SamplerSpec", "SegmenterConfig", "SynthesizeConfig"]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,3 +103,125 @@ class PretrainSpec(BaseModel):
     sampler: SamplerSpec = SamplerSpec()
     grid_n: Annotated[int, Field(ge=1)] = 8
     eval_n: Annotated[int, Field(ge=1)] = 64
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage sections: backbone -> controlnet@<client> -> synthesize@<client> -> quality@<client>
+# --------------------------------------------------------------------------------------------------
+
+
+class PretrainConfig(Strict):
+    """``backbone.kind: pretrain``: train the backbone and generic ControlNet in the stage (``dsfed pretrain``)."""
+
+    corpus_n: Annotated[int, Field(ge=1)] = 6000
+    spec: PretrainSpec = PretrainSpec()
+
+
+class BackboneConfig(Strict):
+    """The ``backbone`` stage: the frozen diffusion model that every client's ControlNet attaches to.
+
+    ``kind``:
+      - ``embedded``: the project's released weights in ``path`` (``data/pretrained/embedded``: a
+        pixel-space UNet at 64 px trained on the public phantom corpus; data/pretrained/README.md);
+      - ``pretrain``: retrain those weights inside the stage with ``pretrain`` (CPU: hours at the
+        shipped size; tiny sizes for tests);
+      - ``sd15``: a local Stable Diffusion 1.5 folder in diffusers format at ``path`` (unet, vae,
+        text_encoder, tokenizer, scheduler; ``prompt`` is encoded once). Nothing is downloaded.
+    ``controlnet``: the generic mask ControlNet the clients start from (a ``.safetensors`` of this
+    project's layout, or an official diffusers ControlNet folder such as sd-controlnet-seg); null builds
+    it from the backbone's UNet (``ControlNetModel.from_unet``).
+    """
+
+    kind: Literal["embedded", "pretrain", "sd15"] = "embedded"
+    path: Path | None = Path("data/pretrained/embedded/backbone")
+    controlnet: Path | None = Path("data/pretrained/embedded/controlnet.safetensors")
+    prompt: str = "a retinal fundus photograph"
+    pretrain: PretrainConfig = PretrainConfig()
+    device: Device = "auto"
+
+    @field_validator("path", "controlnet")
+    @classmethod
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and paths_checked(info):
+            resolved = resolve_path(value, info).resolve()
+            if not resolved.exists():
+                raise ValueError(f"does not exist ({resolved})")
+        return value
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> BackboneConfig:
+        if self.kind in ("embedded", "sd15") and self.path is None:
+            raise ValueError(f"kind {self.kind!r} loads its weights from `path`; set it")
+        return self
+
+
+class ControlNetConfig(DiffusionTrainSpec):
+    """``controlnet@<client>``, run at each client: fine-tune the generic ControlNet on the client's
+    training image/mask pairs (backbone frozen; AdamW, warm-up then cosine decay, optional EMA;
+    ``amp``: bf16 autocast and ``grad_checkpointing`` are CUDA options: bf16 is slower on this CPU).
+    Only the ControlNet's weights and the client's masks are uploaded."""
+
+    steps: Annotated[int, Field(ge=1)] = 40
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    warmup_steps: Annotated[int, Field(ge=0)] = 5
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = None
+    amp: bool = False
+    log_every: Annotated[int, Field(ge=1)] = 5
+    check_draws: Annotated[int, Field(ge=1)] = 1   # noise draws per pair for the fixed-noise loss before/after
+    device: Device = "auto"
+
+
+class MaskAugmentConfig(Strict):
+    """Extra conditioning masks for synthesis: after one pass over the uploaded masks as they are, each
+    further mask is an uploaded one flipped (``flip``), rotated/scaled (``affine``) and elastically
+    deformed (``elastic``: MONAI's ``Rand2DElastic``, control points every ``elastic_spacing`` px moved up to
+    ``elastic_magnitude`` px); probabilities are per mask. Nearest-neighbour resampling keeps masks binary."""
+
+    enabled: bool = True
+    flip: Annotated[float, Field(ge=0, le=1)] = 0.5
+    affine: Annotated[float, Field(ge=0, le=1)] = 0.8
+    rotate_deg: Annotated[float, Field(ge=0, le=180)] = 15.0
+    scale: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    elastic: Annotated[float, Field(ge=0, le=1)] = 0.3
+    elastic_spacing: Annotated[int, Field(ge=2)] = 16
+    elastic_magnitude: Annotated[float, Field(ge=0)] = 3.0
+
+
+class SynthesizeConfig(Strict):
+    """``synthesize@<client>``, run at the server: ``n`` images from that client's uploaded ControlNet and
+    masks (``val`` of them kept for model selection), sampled by ``sampler`` in batches of ``batch_size``."""
+
+    n: Annotated[int, Field(ge=1)] = 64
+    val: Annotated[float, Field(ge=0, lt=1)] = 0.15
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    sampler: SamplerSpec = SamplerSpec(steps=10, guidance_scale=2.0)
+    augment: MaskAugmentConfig = MaskAugmentConfig()
+    device: Device = "auto"
+
+
+class SegmenterConfig(Strict):
+    """The controllability judge: a segmenter trained on the client's *real* training data alone."""
+
+    model: str = "unet"
+    input_size: Annotated[int, Field(ge=16)] | None = 64
+    epochs: Annotated[int, Field(ge=1)] = 20
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    lr: Annotated[float, Field(gt=0)] = 2e-3
+
+    _known_model = field_validator("model")(known_model)
+
+
+class QualityConfig(Strict):
+    """``quality@<client>``, run at the client (it needs the real images): controllability, realism and
+    memorisation of the client's synthetic set; only the summary numbers go back to the server.
+
+    Realism is a Frechet distance on ImageNet EfficientNet-Lite0 features (not Inception: not FID), at
+    ``feature_size`` px; memorisation compares nearest-training-image distances of synthetic and of
+    held-out real images (``dsfed.generation.quality.memorisation`` documents its flag).
+    """
+
+    segmenter: SegmenterConfig = SegmenterConfig()
+    feature_size: Annotated[int, Field(ge=32, le=1024)] = 224
+    grid_n: Annotated[int, Field(ge=1, le=64)] = 8
+    device: Device = "auto"

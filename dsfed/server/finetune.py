@@ -21,8 +21,8 @@ from dsfed.config import Params
 from dsfed.data.dataset import StoreDataset
 from dsfed.data.store import ClientStore
 from dsfed.evaluation.metrics import evaluate, summarise
-from dsfed.runtime import pick_device
 from dsfed.models import Segmenter, build_model
+from dsfed.runtime import pick_device
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import build_loss
 

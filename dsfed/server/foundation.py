@@ -22,14 +22,15 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from dsfed.config import AugmentConfig, LossConfig
 from dsfed.data.dataset import ArrayDataset
+from dsfed.data.settings import AugmentConfig
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.io import atomic_path
 from dsfed.models import build_model
 from dsfed.provenance import provenance, to_safetensors_metadata
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import build_loss
+from dsfed.training.settings import LossConfig
 
 __all__ = ["FoundationSpec", "downsample_masks", "pretrain_foundation"]
 

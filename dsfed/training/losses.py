@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 from monai.losses import DiceLoss
 from torch import Tensor, nn
 
-from dsfed.config import LossConfig
+from dsfed.training.settings import LossConfig
 
 __all__ = ["LOSSES", "LossConfig", "build_loss"]
 

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsfed.config import (
-    DataConfig,
-    FedDGSource,
-    FoldersSource,
-    ISICSource,
-    MaskMapping,
-    Pairing,
-    PH2Source,
-    ProstateSource,
-)
+from dsfed.config import DataConfig
+from dsfed.data.settings import FedDGSource, FoldersSource, ISICSource, MaskMapping, Pairing, PH2Source, ProstateSource
 from dsfed.data.sources import build_source
 from dsfed.data.sources.images import apply_mask_mapping, read_image, read_mask
 from dsfed.errors import SourceError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsfed.config import Partition
 from dsfed.data.partition import attribute_parts, dirichlet_parts, partition_indices
+from dsfed.data.settings import Partition
 
 
 def _is_partition(parts: list[np.ndarray], n: int) -> bool:

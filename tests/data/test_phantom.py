@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion, laplace
 
-from dsfed.config import DataConfig, PhantomSource
+from dsfed.config import DataConfig
 from dsfed.data.phantom import RENDERERS, load_site_table, sample_rng, stable_hash
 from dsfed.data.phantom.draw import grid
+from dsfed.data.settings import PhantomSource
 from dsfed.data.sources.phantom import build_phantom
 from dsfed.errors import SourceError
 

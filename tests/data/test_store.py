@@ -10,8 +10,8 @@ import pytest
 import zarr
 
 from dsfed.data.sources import build_source
-from dsfed.data.store import ClientStore, build_client_store, resize_sample, store_path
 from dsfed.data.sources.base import Sample
+from dsfed.data.store import ClientStore, build_client_store, resize_sample, store_path
 from dsfed.errors import HeldOutError, SourceError, StoreError
 from tests.conftest import phantom_client, small_params
 

@@ -19,8 +19,8 @@ import torch
 from dsfed.errors import DsfedError
 from dsfed.federated import (
     CheckpointError,
-    FederatedError,
     FedAvg,
+    FederatedError,
     Ledger,
     RoundsConfig,
     build_strategy,

@@ -11,7 +11,7 @@ import torch
 
 from dsfed.data.phantom import load_site_style
 from dsfed.errors import DsfedError
-from dsfed.generation import BackboneSpec, DiffusionTrainSpec, EmbeddedBackbone, SamplerSpec, load_controlnet
+from dsfed.generation import DiffusionTrainSpec, EmbeddedBackbone, SamplerSpec, load_controlnet
 from dsfed.generation.backbone import read_metadata
 from dsfed.generation.corpus import DEFAULT_TABLE, public_corpus, render_one
 from dsfed.generation.pretrain import disc_offsets, pretrain

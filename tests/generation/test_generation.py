@@ -22,8 +22,8 @@ from dsfed.generation import (
     train_backbone,
     train_controlnet,
 )
-from dsfed.generation.sample import sample
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, read_metadata
+from dsfed.generation.sample import sample
 
 TINY = BackboneSpec(
     sample_size=16,

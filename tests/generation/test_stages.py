@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsfed.config import MaskAugmentConfig, Params, parse_params
+from dsfed.config import Params, parse_params
 from dsfed.data.store import ClientStore, build_client_store, store_path
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import read_ledger
@@ -20,8 +20,10 @@ from dsfed.generation.backbones import prepare_backbone, read_manifest
 from dsfed.generation.client import CONTROLNET_FILE, generator_dir, train_client_generator
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
 from dsfed.generation.server import augment_masks, synthesize_client, synthetic_path
+from dsfed.generation.settings import MaskAugmentConfig
 from tests.conftest import phantom_client
 from tests.generation.test_generation import TINY
+
 
 def tiny_release(root: Path) -> tuple[Path, Path]:
     """A released-weights folder like data/pretrained/embedded, at tiny size (random weights)."""

@@ -20,7 +20,6 @@ from safetensors.torch import load_file, save_file
 from dsfed.config import Params, parse_params
 from dsfed.distill.stage import run_distill_stage
 from dsfed.evaluation.suite import bootstrap_ci
-from dsfed.stages.evaluate import run_evaluate_stage
 from dsfed.federated.ledger import ledger_totals, read_ledger
 from dsfed.generation.server import synthetic_path
 from dsfed.models import build_model
@@ -28,6 +27,7 @@ from dsfed.models.card import load_carded_model
 from dsfed.report.build import build_report, flow_findings
 from dsfed.server.finetune import run_server_sam_stage
 from dsfed.server.outputs import save_model
+from dsfed.stages.evaluate import run_evaluate_stage
 from tests.generation.test_stages import chain  # noqa: F401 - the module-scoped fixture
 
 SERVER = {"model": "sam_demo", "input_size": 64, "epochs": 2, "batch_size": 4, "lr": 1e-3, "augment": {"enabled": False}}

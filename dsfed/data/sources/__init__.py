@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsfed.config import DataConfig
+from dsfed.data.settings import DataConfig
 from dsfed.data.sources.base import Sample, Source, SourceItem
 
 __all__ = ["SOURCES", "Sample", "Source", "SourceItem", "build_source", "register_source"]

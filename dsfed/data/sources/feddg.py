@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dsfed.config import DataConfig, FedDGSource
+from dsfed.data.settings import DataConfig, FedDGSource
 from dsfed.data.sources import register_source
 from dsfed.data.sources.base import SourceItem
 from dsfed.data.sources.images import (

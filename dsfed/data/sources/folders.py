@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dsfed.config import DataConfig, FoldersSource
+from dsfed.data.settings import DataConfig, FoldersSource
 from dsfed.data.sources import register_source
 from dsfed.data.sources.base import SourceItem
 from dsfed.data.sources.images import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dsfed.config import MaskMapping
+from dsfed.data.settings import MaskMapping
 from dsfed.data.sources.base import GivenSplit, Sample, SourceItem
 from dsfed.errors import SourceError
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dsfed.config import DataConfig, PhantomSource
 from dsfed.data.phantom import RENDERERS, TASK_CLASSES, load_site_style, render_fundus, sample_rng
 from dsfed.data.phantom.fundus import crop_disc_roi
 from dsfed.data.phantom.styles import Acquisition
+from dsfed.data.settings import DataConfig, PhantomSource
 from dsfed.data.sources import register_source
 from dsfed.data.sources.base import Sample, SourceItem
 from dsfed.errors import SourceError

@@ -20,7 +20,6 @@ from dsfed.federated.engines.base import (
 from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.engines.host import ClientHost
 from dsfed.federated.engines.inprocess import InProcessEngine
-
 from dsfed.federated.registry import ENGINES
 
 __all__ = [

@@ -1,0 +1,101 @@
+"""Settings of the ``federated@<method>`` stages: rounds, sampling, local training, the methods."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from dsfed.data.settings import AugmentConfig
+from dsfed.settings import Device, Strict, known_model
+from dsfed.training.settings import LossConfig
+
+__all__ = ["FederatedConfig", "LocalSection", "MethodConfig"]
+
+
+class LocalSection(Strict):
+    """Local training per round: Adam (DSFedMed: lr 1e-4, 1 epoch); ``amp``: bf16 autocast (a GPU win for
+    SAM ViTs, a loss for TinySAM: docs/benchmarks)."""
+
+    epochs: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    amp: bool = False
+    # keep: Adam's moments carry over from round to round (each client keeps them in its own state);
+    # reset: a fresh optimiser every round, as FedAvg baselines usually do
+    optimizer_state: Literal["keep", "reset"] = "keep"
+
+
+class MethodConfig(Strict):
+    """One ``federated@<method>`` stage: a model trained by a strategy over the training clients.
+
+    ``strategy: centralized`` pools every training client's data into one (the upper bound that
+    federated learning is compared to); the others are federated aggregation rules.
+    """
+
+    model: str
+    strategy: str = "fedavg"  # a name in dsfed.federated.registry.STRATEGIES, or "centralized" (pooled data)
+    strategy_args: dict[str, float] = {}
+    client: str = "segmentation"  # the client algorithm: a name in dsfed.federated.registry.CLIENT_ALGORITHMS
+    input_size: Annotated[int, Field(ge=16)] | None = None
+    prompt: Literal["none", "box"] = "none"
+    checkpoint: Path | None = None
+    local_keys: list[str] = []
+    rounds: Annotated[int, Field(ge=1)] | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+
+    _known_model = field_validator("model")(known_model)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from dsfed.federated.registry import CENTRALIZED, STRATEGIES
+
+        if value not in STRATEGIES and value != CENTRALIZED:
+            raise ValueError(f"unknown strategy {value!r} (known: {', '.join([*STRATEGIES, CENTRALIZED])})")
+        return value
+
+    @field_validator("client")
+    @classmethod
+    def _known_client(cls, value: str) -> str:
+        from dsfed.federated.registry import CLIENT_ALGORITHMS
+
+        if value not in CLIENT_ALGORITHMS:
+            raise ValueError(f"unknown client algorithm {value!r} (known: {', '.join(CLIENT_ALGORITHMS)})")
+        return value
+
+    @field_validator("local_keys")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex ({exc})") from exc
+        return value
+
+
+class FederatedConfig(Strict):
+    """The ``federated@<method>`` stages: FedAvg-style rounds on the clients' real data, and baselines."""
+
+    rounds: Annotated[int, Field(ge=1)] = 10
+    device: Device = "auto"
+    fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_clients: Annotated[int, Field(ge=1)] = 1
+    local: LocalSection = LocalSection()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
+    methods: dict[str, MethodConfig] = {}
+    # The federation: the clients whose stores the federated stages read (training: all but data.holdout;
+    # testing: all of them). null: every client. A list pins it, so a client that joins later reaches the
+    # student through DSFedMed's synthetic data and distillation without retraining these stages.
+    clients: list[str] | None = None
+
+    @field_validator("clients")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"a client is listed twice: {value}")
+        return value

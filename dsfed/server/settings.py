@@ -1,0 +1,37 @@
+"""Settings of the ``server_sam`` stage (the server SAM's fine-tune on the synthetic sets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from dsfed.data.settings import AugmentConfig
+from dsfed.settings import Device, Strict, known_model
+from dsfed.training.settings import LossConfig
+
+__all__ = ["ServerSamConfig"]
+
+
+class ServerSamConfig(Strict):
+    """``server_sam``, at the server: fine-tune the foundation SAM on the union of every source client's
+    synthetic train split; the epoch with the best Dice on their synthetic val splits is kept.
+
+    ``checkpoint``: where the foundation weights come from: the embedded default's pre-trained
+    ``sam_demo`` (``dsfed pretrain-sam``), or an official SAM ``.pth`` for ``sam_vit_b|l|h``.
+    """
+
+    model: str = "sam_demo"
+    checkpoint: Path | None = Path("data/pretrained/embedded/sam_demo.safetensors")
+    input_size: Annotated[int, Field(ge=16)] | None = None
+    epochs: Annotated[int, Field(ge=0)] = 4
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    loss: LossConfig = LossConfig(dice=0.5)
+    augment: AugmentConfig = AugmentConfig()
+    freeze_encoder: bool = False
+    amp: bool = False
+    device: Device = "auto"
+
+    _known_model = field_validator("model")(known_model)
