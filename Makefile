@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencies
 
 demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU, up to the report
-	python -m flows.server -- dvc repro   # one Prefect server for every stage (see flows/server.py)
+	dsfed repro                            # `dvc repro` on one Prefect server for every stage (dsfed/orchestration/prefect_server.py)
 	dsfed report                           # where the report is, test Dice per model, what flowed
 
 ui: $(STAMP)  ## Prefect UI on 127.0.0.1:4200 serving the `pipeline` and `redistill` deployments (Ctrl-C stops)
-	python -m flows.ui
+	python -m dsfed_pipeline.flows.ui
 
 test: $(STAMP)  ## run the test suite
 	python -m pytest

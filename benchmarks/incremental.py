@@ -4,7 +4,7 @@ Prints one JSON object (and writes it to ``--out``). What it does, on git clones
 ``--work`` (the user's checkout is never touched), all reporting to one Prefect server started here:
 
 1. ``four/``: ``dvc repro`` from scratch with the committed 4 clients (``scratch_4_s``).
-2. ``four/``: ``python -m flows.ui`` serves the deployments; ``dsfed clients add site_e --like site_c
+2. ``four/``: ``python -m dsfed_pipeline.flows.ui`` serves the deployments; ``dsfed clients add site_e --like site_c
    --set site=site_e`` emits ``dsfed.client.joined``; the ``redistill`` run it triggers is timed from the
    command's start to the run's end (``incremental_s``; ``trigger_latency_s``: command start to run start).
 3. ``five/``: a fresh clone with site_e added the same way, ``dvc repro`` from scratch (``scratch_5_s``).
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsfed.timings import latest_stage_times  # noqa: E402
-from flows.server import start_server, stop_server  # noqa: E402
+from dsfed.orchestration.prefect_server import start_server, stop_server  # noqa: E402
 
 JOIN = ["--like", "site_c", "--set", "site=site_e"]
 
@@ -75,7 +75,7 @@ def _api(api: str, what: str, **filters: Any) -> list[Any]:
 
 
 def _stage_name(flow_name: str, parameters: dict[str, Any]) -> str:
-    flow_name = flow_name.replace("-", "_")  # flow "server-sam" is stage server_sam (flows/_cli.stage_of)
+    flow_name = flow_name.replace("-", "_")  # flow "server-sam" is stage server_sam (dsfed_pipeline/flows/_cli.stage_of)
     key = parameters.get("client") or parameters.get("method")
     return f"{flow_name}@{key}" if key and flow_name not in ("redistill", "pipeline") else flow_name
 
@@ -125,12 +125,12 @@ def main() -> None:
         print(f"from scratch, 4 clients: {scratch_4:.1f} s", file=sys.stderr)
 
         port = api.split(":")[-1].split("/")[0]
-        ui = subprocess.Popen([py, "-m", "flows.ui", "--port", port, "--root", "."], cwd=four, env=env,
+        ui = subprocess.Popen([py, "-m", "dsfed_pipeline.flows.ui", "--port", port, "--root", "."], cwd=four, env=env,
                               stdout=open(args.work / "ui.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while not any(d.name == "redistill" for d in _api(api, "read_deployments")):
                 if ui.poll() is not None:
-                    raise SystemExit(f"flows.ui exited:\n{(args.work / 'ui.log').read_text()[-3000:]}")
+                    raise SystemExit(f"dsfed_pipeline.flows.ui exited:\n{(args.work / 'ui.log').read_text()[-3000:]}")
                 time.sleep(1)
             t0, started = time.perf_counter(), datetime.now().astimezone()
             _run([py, "-m", "dsfed", "clients", "add", "site_e", *JOIN], four, env)

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError, field_validator, model_validator
 
 from dsfed.data.settings import (
@@ -64,7 +63,7 @@ CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#LW-]+$")
 
 
 class RedistillConfig(Strict):
-    """The ``redistill`` deployment served by ``make ui`` (``flows/redistill.py``): brings the pipeline up to
+    """The ``redistill`` deployment served by ``make ui`` (``dsfed_pipeline/flows/redistill.py``): brings the pipeline up to
     date after a client joins. Not a DVC stage; its runs drive ``dvc repro``.
 
     ``on_join``: run on every ``dsfed.client.joined`` event (``dsfed clients add`` emits one).
@@ -191,35 +190,26 @@ class Params(Strict):
 # --------------------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file, failing on duplicate keys with ``file:line: duplicate key 'x'``."""
+    """Parse a YAML file (ruamel.yaml's safe loader, which refuses duplicate keys), failing with one
+    ``line N: ...`` problem, e.g. ``line 12: duplicate key 'site_b' (first on line 9)``."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError
+
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"cannot read ({exc.strerror})"], source=str(path)) from exc
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
+        return YAML(typ="safe", pure=True).load(text)
+    except DuplicateKeyError as exc:
+        key = re.search(r'duplicate key "(.*?)"', str(exc.problem))
+        first = f" (first on line {exc.context_mark.line + 1})" if exc.context_mark is not None else ""
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else "?"
+        raise ConfigError([f"line {line}: duplicate key {key.group(1) if key else '?'!r}{first}"], source=str(path)) from exc
+    except MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}" if mark is not None else "?"
         raise ConfigError([f"{where}: {exc.problem}"], source=str(path)) from exc

@@ -53,7 +53,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     Stage processes that report to it skip Prefect's temporary per-process server (about 10 s each).
     """
-    from flows.server import start_server, stop_server
+    from dsfed.orchestration.prefect_server import start_server, stop_server
 
     home = tmp_path_factory.mktemp("prefect-server")
     proc, url = start_server(home=home, log=home / "server.log")
@@ -70,7 +70,7 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
     """
     import yaml
 
-    for tree in ("dsfed", "flows", "tasks"):
+    for tree in ("dsfed", "dsfed_pipeline"):
         shutil.copytree(REPO / tree, root / tree, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, root / name)

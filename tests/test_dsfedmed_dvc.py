@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from dsfed.config import parse_params
 from dsfed.models import build_model
-from flows.server import stop_server
+from dsfed.orchestration.prefect_server import stop_server
 from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
 from tests.generation.test_stages import tiny_release
 
@@ -103,7 +103,7 @@ def test_a_joining_client_triggers_redistill_of_only_its_stages(repo: tuple[Path
     lock = lambda: yaml.safe_load((root / "dvc.lock").read_text())["stages"]  # noqa: E731
     before = lock()
     log = root.parent / "ui.log"  # a file, not a pipe: a full pipe would block the runner
-    served = subprocess.Popen([sys.executable, "-m", "flows.ui", "--port", env["PREFECT_API_URL"].split(":")[-1].split("/")[0],
+    served = subprocess.Popen([sys.executable, "-m", "dsfed_pipeline.flows.ui", "--port", env["PREFECT_API_URL"].split(":")[-1].split("/")[0],
                                "--root", "."], cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:

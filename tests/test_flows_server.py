@@ -1,4 +1,4 @@
-"""`python -m flows.server -- CMD`: CMD reports to the running Prefect server, and its exit code passes through."""
+"""`python -m dsfed.orchestration.prefect_server -- CMD`: CMD reports to the running Prefect server, and its exit code passes through."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from flows.server import healthy
+from dsfed.orchestration.prefect_server import healthy
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ def test_reuses_a_running_server_and_passes_the_exit_code(prefect_api: str) -> N
     assert healthy(prefect_api) and not healthy("http://127.0.0.1:9/api")
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     script = "import os, sys; print(os.environ['PREFECT_API_URL']); sys.exit(3)"
-    result = subprocess.run([sys.executable, "-m", "flows.server", "--", sys.executable, "-c", script],
+    result = subprocess.run([sys.executable, "-m", "dsfed.orchestration.prefect_server", "--", sys.executable, "-c", script],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3
     assert result.stdout.strip() == prefect_api and f"reporting to {prefect_api}" in result.stderr

@@ -76,7 +76,7 @@ def test_server_stage_runs_without_the_clients_image_arrays(repo: tuple[Path, di
     for array in ("images", "masks"):
         shutil.rmtree(store / array)
     shutil.rmtree(root / "artifacts/synthetic/a/data.zarr")
-    run_ok([sys.executable, "-m", "flows.synthesize", "a"], root, env)
+    run_ok([sys.executable, "-m", "dsfed_pipeline.flows.synthesize", "a"], root, env)
     after = ClientStore(root / "artifacts/synthetic/a/data.zarr").images[:]
     assert np.array_equal(before, after)
     assert not (store / "images").exists()  # nothing recreated the client's arrays

@@ -46,12 +46,43 @@ ALGORITHM_PACKAGES = ("data", "models", "federated", "generation", "distill", "e
 
 
 def test_layers_point_one_way() -> None:
-    """flows -> tasks -> dsfed.stages -> the algorithm packages: dsfed never imports flows, tasks or Prefect
-    (statically, not just at import time), and no algorithm package imports the stage layer."""
+    """flows -> tasks -> dsfed.stages -> the algorithm packages: dsfed never imports the pipeline package
+    (flows, tasks) or Prefect (statically, not just at import time), and no algorithm package imports the stage layer."""
     imports = _imports("dsfed")
     assert len(imports) > 50
-    upward = {f: sorted(m for m in names if m.split(".")[0] in ("flows", "tasks", "prefect")) for f, names in imports.items()}
+    upward = {f: sorted(m for m in names if m.split(".")[0] in ("dsfed_pipeline", "flows", "tasks", "prefect")) for f, names in imports.items()}
     assert {f: m for f, m in upward.items() if m} == {}
     into_stages = {f: sorted(m for m in names if m.startswith("dsfed.stages"))
                    for f, names in imports.items() if f.split("/")[1] in ALGORITHM_PACKAGES}
     assert {f: m for f, m in into_stages.items() if m} == {}
+
+
+def test_an_installed_dsfed_lists_only_commands_that_work(tmp_path) -> None:
+    """A wheel installed outside the checkout (non-editable): every command `dsfed --help` lists answers
+    `--help`, and the pipeline side (the UI, the join event) is importable from the installed package."""
+    import re
+    from pathlib import Path
+
+    repo = Path(dsfed.__file__).resolve().parent.parent
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(repo)],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), *map(str, wheels.glob("*.whl"))],
+                   check=True, capture_output=True)
+    env = {"PYTHONPATH": str(site), "PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "COLUMNS": "200"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stdout[-800:], done.stderr[-800:])
+        return done.stdout
+
+    where = run("-c", "import dsfed, dsfed_pipeline.flows.ui, dsfed_pipeline.flows.events; print(dsfed.__file__)")
+    assert where.strip().startswith(str(site))  # the installed copy, not the checkout
+    listed = re.findall(r"^│ ([a-z][a-z-]+) ", run("-m", "dsfed", "--help"), re.M)
+    assert {"ui", "repro", "clients", "config", "report"} <= set(listed)
+    for command in listed:
+        sub = run("-m", "dsfed", command, "--help")
+        for nested in re.findall(r"^│ ([a-z][a-z-]+) ", sub, re.M) if "Commands" in sub else []:
+            run("-m", "dsfed", command, nested, "--help")
+    run("-m", "dsfed_pipeline.flows.ui", "--help")
+    run("-m", "dsfed.orchestration.prefect_server", "--help")

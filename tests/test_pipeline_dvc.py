@@ -82,18 +82,18 @@ def test_changing_one_client_reruns_only_that_client(built: tuple[Path, dict[str
 
 
 def test_pipeline_flow_runs_what_dvc_finds_out_of_date(built: tuple[Path, dict[str, str], str]) -> None:
-    """``flows/pipeline.py``: one task per out-of-date stage, each stage's own flow run on the same server."""
+    """``dsfed_pipeline/flows/pipeline.py``: one task per out-of-date stage, each stage's own flow run on the same server."""
     import asyncio
 
     root, env, _ = built
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["clients"]["site_b"]["source"]["n"] = 7
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
+    out = run_ok([sys.executable, "-m", "dsfed_pipeline.flows.pipeline", "prepare"], root, env)
     assert "1 stage(s) out of date or downstream of one: prepare@site_b" in out
     assert len(ClientStore(root / "artifacts/clients/site_b/data.zarr")) == 7
     assert "up to date" in run_ok([sys.executable, "-m", "dvc", "status", "prepare"], root, env)
-    again = run_ok([sys.executable, "-m", "flows.pipeline", "prepare"], root, env)
+    again = run_ok([sys.executable, "-m", "dsfed_pipeline.flows.pipeline", "prepare"], root, env)
     assert "0 stage(s) out of date" in again
 
     async def runs() -> dict[str, int]:
@@ -125,9 +125,9 @@ def test_pipeline_flow_runs_what_dvc_finds_out_of_date(built: tuple[Path, dict[s
 
 
 def test_plan_orders_changed_stages_and_what_follows() -> None:
-    """The plan behind ``flows/pipeline.py``, from ``dvc dag --dot`` text: a new client's stages and the
+    """The plan behind ``dsfed_pipeline/flows/pipeline.py``, from ``dvc dag --dot`` text: a new client's stages and the
     server side, in dependency order; targets limit it to their upstream."""
-    from flows.pipeline import order_stages, parse_dag
+    from dsfed.orchestration.plan import order_stages, parse_dag
 
     dot = """strict digraph {
 "prepare@a";

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsfed.timings import TIMINGS, latest_stage_times, record_stage_time
-from flows._cli import stage_of
+from dsfed_pipeline.flows._cli import stage_of
 
 
 def test_latest_successful_record_per_stage(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``flows/ui.py``: the deployments `make ui` serves, built from params.yaml (the served run is tested
+"""``dsfed_pipeline/flows/ui.py``: the deployments `make ui` serves, built from params.yaml (the served run is tested
 end to end in tests/test_dsfedmed_dvc.py)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from flows.events import CLIENT_JOINED
-from flows.ui import build_deployments
+from dsfed_pipeline.flows.events import CLIENT_JOINED
+from dsfed_pipeline.flows.ui import build_deployments
 from tests.conftest import REPO
 
 

@@ -294,15 +294,15 @@ def clients_add(
 
 def _emit_joined(name: str, spec: dict, params: Path) -> None:
     """Send `dsfed.client.joined` to the Prefect server the environment names or that answers on :4200,
-    through the project's own flows package (the core library never imports Prefect)."""
+    through the pipeline package (``dsfed_pipeline``; the core library never imports Prefect)."""
     import os
     import subprocess
 
     root = params.resolve().parent
     if not (root / "flows" / "events.py").is_file():
-        typer.echo("no flows/ beside params.yaml: no event sent; run `dvc repro` to bring the pipeline up to date")
+        typer.echo("no dsfed_pipeline/flows/ beside params.yaml: no event sent; run `dvc repro` to bring the pipeline up to date")
         return
-    done = subprocess.run([sys.executable, "-m", "flows.events", "joined", name, "--source", json.dumps(spec)],
+    done = subprocess.run([sys.executable, "-m", "dsfed_pipeline.flows.events", "joined", name, "--source", json.dumps(spec)],
                           cwd=root, capture_output=True, text=True, env={**os.environ})
     typer.echo(done.stdout.strip() or done.stderr.strip().splitlines()[-1] if (done.stdout or done.stderr) else "")
 
@@ -358,7 +358,7 @@ def report(
 @app.command("ui")
 def ui(
     port: int = typer.Option(4200, help="Port of the Prefect server on 127.0.0.1."),
-    root: Path = typer.Option(Path("."), help="Project root (dvc.yaml, params.yaml, flows/)."),
+    root: Path = typer.Option(Path("."), help="Project root (dvc.yaml, params.yaml)."),
     serve: bool = typer.Option(True, help="Serve the `pipeline` and `redistill` deployments (--no-serve: the UI only)."),
 ) -> None:
     """Start (or reuse) the Prefect server and UI on 127.0.0.1:PORT and serve the deployments: `pipeline`
@@ -366,10 +366,19 @@ def ui(
     import os
 
     if not (root / "flows" / "ui.py").is_file():
-        raise DsfedError(f"{root.resolve()}: no flows/ui.py here (run from the project root, or give --root)")
+        raise DsfedError(f"{root.resolve()}: no dsfed_pipeline/flows/ui.py here (run from the project root, or give --root)")
     os.chdir(root)
-    os.execv(sys.executable, [sys.executable, "-m", "flows.ui", "--port", str(port), "--root", ".",
+    os.execv(sys.executable, [sys.executable, "-m", "dsfed_pipeline.flows.ui", "--port", str(port), "--root", ".",
                               "--serve" if serve else "--no-serve"])
+
+
+@app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro(ctx: typer.Context) -> None:
+    """Run `dvc repro [ARGS]` (e.g. `dsfed repro report`) with every stage reporting to one Prefect server: the
+    running one (PREFECT_API_URL, or 127.0.0.1:4200), else one started on a free loopback port for the run."""
+    from dsfed.orchestration.prefect_server import run_with_server
+
+    raise typer.Exit(run_with_server([sys.executable, "-m", "dvc", "repro", *ctx.args]))
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Run a command against one Prefect server: the running one, or a local one started for the command.
 
 Without ``PREFECT_API_URL`` every flow process starts (and stops) its own temporary Prefect server, about
-10 s per DVC stage on 2 CPU cores. ``python -m flows.server -- dvc repro`` pays that once: it reuses the
+10 s per DVC stage on 2 CPU cores. ``dsfed repro`` (or ``python -m dsfed.orchestration.prefect_server -- dvc repro``) pays that once: it reuses the
 server ``PREFECT_API_URL`` names when it answers, else the one on 127.0.0.1:4200 (e.g. `prefect server
 start` left running), else starts one on a free loopback port for the command and stops it afterwards.
 Flow runs are then recorded in that server's database (``PREFECT_HOME``), so the UI shows them later.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-__all__ = ["DEFAULT_URL", "healthy", "start_server", "stop_server"]
+__all__ = ["DEFAULT_URL", "healthy", "run_with_server", "start_server", "stop_server"]
 
 DEFAULT_URL = "http://127.0.0.1:4200/api"
 
@@ -85,26 +85,31 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def main(command: list[str] = typer.Argument(..., help="The command to run, after `--` (e.g. `-- dvc repro`).")) -> None:
-    """Run COMMAND with PREFECT_API_URL pointing at a running Prefect server (started here if none answers)."""
+def run_with_server(command: list[str]) -> int:
+    """Run ``command`` with PREFECT_API_URL pointing at a running Prefect server (started here if none
+    answers, and stopped afterwards); returns its exit code."""
     url = os.environ.get("PREFECT_API_URL")
     proc = None
     if url and healthy(url):
-        print(f"flows.server: reporting to {url}", file=sys.stderr)
+        print(f"prefect server: reporting to {url}", file=sys.stderr)
     elif healthy(DEFAULT_URL):
         url = DEFAULT_URL
-        print(f"flows.server: reporting to the running server at {url}", file=sys.stderr)
+        print(f"prefect server: reporting to the running server at {url}", file=sys.stderr)
     else:
         t0 = time.perf_counter()
         proc, url = start_server()
-        print(f"flows.server: started a Prefect server at {url} in {time.perf_counter() - t0:.1f} s "
+        print(f"prefect server: started a Prefect server at {url} in {time.perf_counter() - t0:.1f} s "
               "(stopped when the command ends)", file=sys.stderr)
     try:
-        code = subprocess.call(command, env={**os.environ, "PREFECT_API_URL": url})
+        return subprocess.call(command, env={**os.environ, "PREFECT_API_URL": url})
     finally:
         if proc is not None:
             stop_server(proc)
-    raise typer.Exit(code)
+
+
+def main(command: list[str] = typer.Argument(..., help="The command to run, after `--` (e.g. `-- dvc repro`).")) -> None:
+    """Run COMMAND with PREFECT_API_URL pointing at a running Prefect server (started here if none answers)."""
+    raise typer.Exit(run_with_server(command))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """``make ui`` / ``dsfed ui``: the Prefect UI on 127.0.0.1:4200 and the project's two deployments, served.
 
-- ``pipeline``: run on demand (the UI's "Run" button): ``flows/pipeline.py``, DVC deciding what reruns.
+- ``pipeline``: run on demand (the UI's "Run" button): ``dsfed_pipeline/flows/pipeline.py``, DVC deciding what reruns.
 - ``redistill``: triggered by every ``dsfed.client.joined`` event (``dsfed clients add`` emits one) and on
-  ``redistill.cron`` from ``params.yaml``; ``flows/redistill.py``.
+  ``redistill.cron`` from ``params.yaml``; ``dsfed_pipeline/flows/redistill.py``.
 
 A server already answering on the port is reused (its database keeps every earlier run, ``make demo``'s
 included); otherwise one is started with ``PREFECT_HOME`` (default ``~/.prefect``) and stopped on Ctrl-C.
@@ -19,8 +19,8 @@ from typing import Any
 import typer
 
 from dsfed.config import load_params
-from flows.events import CLIENT_JOINED
-from flows.server import DEFAULT_URL, healthy, start_server, stop_server
+from dsfed_pipeline.flows.events import CLIENT_JOINED
+from dsfed.orchestration.prefect_server import DEFAULT_URL, healthy, start_server, stop_server
 
 __all__ = ["build_deployments", "redistill_trigger"]
 
@@ -40,8 +40,8 @@ def build_deployments(root: str | Path = ".") -> list[Any]:
     """``pipeline`` and ``redistill`` as runner deployments for the project at ``root`` (from its params)."""
     from prefect.schedules import Cron
 
-    from flows.pipeline import pipeline
-    from flows.redistill import redistill
+    from dsfed_pipeline.flows.pipeline import pipeline
+    from dsfed_pipeline.flows.redistill import redistill
 
     root = str(Path(root).resolve())
     cfg = load_params(Path(root) / "params.yaml").redistill

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.generation import publish_table, train_generator
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.generation import publish_table, train_generator
 
 
 @flow(name="controlnet", log_prints=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.federated import publish_metrics, train_method
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.federated import publish_metrics, train_method
 
 
 @flow(name="federated", log_prints=True)

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from dsfed.config import load_params
-from tasks import transient_io
+from dsfed_pipeline.tasks import transient_io
 
 
 @task(name="federated-rounds")

@@ -17,9 +17,9 @@ import typer
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows._cli import run_flow
-from flows.pipeline import pipeline
-from tasks.orchestration import check_client, summarise
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.flows.pipeline import pipeline
+from dsfed_pipeline.tasks.orchestration import check_client, summarise
 
 
 @flow(name="redistill", log_prints=True)

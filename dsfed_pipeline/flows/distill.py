@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.generation import publish_table
-from tasks.server import distill
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.generation import publish_table
+from dsfed_pipeline.tasks.server import distill
 
 
 @flow(name="distill", log_prints=True)

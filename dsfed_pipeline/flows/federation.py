@@ -10,8 +10,8 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.federated import publish_roster, write_federation_roster
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.federated import publish_roster, write_federation_roster
 
 
 @flow(name="federation", log_prints=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.evaluation import evaluate_models
-from tasks.generation import publish_table
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.evaluation import evaluate_models
+from dsfed_pipeline.tasks.generation import publish_table
 
 
 @flow(name="evaluate", log_prints=True)

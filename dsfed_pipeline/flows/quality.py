@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from flows._cli import run_flow
-from tasks.generation import audit, publish_table
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.generation import audit, publish_table
 
 
 @flow(name="quality", log_prints=True)

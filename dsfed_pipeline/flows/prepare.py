@@ -6,8 +6,8 @@ import typer
 from prefect import flow
 
 from dsfed.data.store import store_path
-from flows._cli import run_flow
-from tasks.prepare import build_store, publish_summary
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.prepare import build_store, publish_summary
 
 
 @flow(name="prepare", log_prints=True)

@@ -1,7 +1,7 @@
 """Pipeline events sent to the Prefect server: ``dsfed.client.joined`` (what the ``redistill`` deployment's
 trigger waits for; see ``make ui``).
 
-``python -m flows.events joined NAME [--source JSON]`` sends it to the server ``PREFECT_API_URL`` names,
+``python -m dsfed_pipeline.flows.events joined NAME [--source JSON]`` sends it to the server ``PREFECT_API_URL`` names,
 else the one on 127.0.0.1:4200, and says so; with no server answering it sends nothing (the next
 ``dvc repro`` still brings everything up to date).
 """
@@ -13,7 +13,7 @@ import os
 
 import typer
 
-from flows.server import DEFAULT_URL, healthy
+from dsfed.orchestration.prefect_server import DEFAULT_URL, healthy
 
 CLIENT_JOINED = "dsfed.client.joined"
 

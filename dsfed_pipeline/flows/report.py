@@ -8,8 +8,8 @@ import typer
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows._cli import run_flow
-from tasks.evaluation import build
+from dsfed_pipeline.flows._cli import run_flow
+from dsfed_pipeline.tasks.evaluation import build
 
 
 @flow(name="report", log_prints=True)
