@@ -39,8 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsfed.timings import latest_stage_times  # noqa: E402
 from dsfed.orchestration.prefect_server import start_server, stop_server  # noqa: E402
+from dsfed.timings import latest_stage_times  # noqa: E402
 
 JOIN = ["--like", "site_c", "--set", "site=site_e"]
 
@@ -82,7 +82,12 @@ def _stage_name(flow_name: str, parameters: dict[str, Any]) -> str:
 
 def per_stage(api: str, since: datetime, until: datetime, artifacts: Path) -> list[dict[str, Any]]:
     """One row per stage flow run that started in [since, until]."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime, TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        TaskRunFilter,
+        TaskRunFilterFlowRunId,
+    )
 
     flows = {f.id: f.name for f in _api(api, "read_flows")}
     runs = _api(api, "read_flow_runs", flow_run_filter=FlowRunFilter(

@@ -14,9 +14,9 @@ import dsfed
 
 __all__ = ["DISTILL_CODE", "FEDERATED_CODE", "code_hash", "provenance", "to_safetensors_metadata"]
 
-FEDERATED_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py")
+FEDERATED_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py", "round_checkpoints.py", "stages/federated_run.py")
 """The code a federated run's numbers depend on (its resume identity; edits elsewhere keep its checkpoints)."""
-DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "runtime.py")
+DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "runtime.py", "round_checkpoints.py", "stages/distill.py")
 """The code a distillation run's numbers depend on."""
 
 

@@ -77,7 +77,7 @@ def test_killed_stage_resumes_on_next_repro(tmp_path: Path, prefect_api: str) ->
     shutil.copytree(root / "artifacts/clients", reference / "clients")
     script = (
         "from pathlib import Path; from dsfed.config import load_params; "
-        "from dsfed.federated.experiment import run_method; from dsfed.federated.report import write_method_outputs; "
+        "from dsfed.stages.federated_run import run_method; from dsfed.stages.federated_outputs import write_method_outputs; "
         f"run = run_method(load_params('params.yaml'), 'm', Path({str(reference)!r}), Path({str(reference)!r}) / 'federated/m', progress=False); "
         "assert run.resumed_from is None; "
         f"write_method_outputs(run, Path({str(reference)!r}) / 'federated/m')"

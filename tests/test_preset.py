@@ -18,10 +18,11 @@ import yaml
 from segment_anything import sam_model_registry
 
 from dsfed.config import load_params
-from dsfed.data.store import ClientStore, build_client_store, store_path
-from dsfed.federated.experiment import _model_factory
+from dsfed.data.store import ClientStore, build_client_store
 from dsfed.generation.backbones import prepare_backbone
 from dsfed.models import build_model
+from dsfed.stages.federated_run import _model_factory
+from dsfed.stages.prepare import store_path
 from tests.data.test_importers import fundus_mask, rgb, save
 from tests.generation.test_stable_diffusion import build_sd_folder
 

@@ -60,7 +60,8 @@ def prepare(
 ) -> None:
     """Build one client's Zarr store without Prefect or DVC (the pipeline runs `dvc repro prepare`)."""
     from dsfed.config import load_params
-    from dsfed.data.store import build_client_store, store_path
+    from dsfed.data.store import build_client_store
+    from dsfed.stages.prepare import store_path
 
     cfg = load_params(params)
     out = build_client_store(cfg, client, store_path(artifacts, client), root=params.parent, overwrite=overwrite)
@@ -127,7 +128,8 @@ def pretrain_sam(
 
 
 def _open(target: str, artifacts: Path):  # noqa: ANN202 - returns ClientStore (imported lazily)
-    from dsfed.data.store import ClientStore, store_path
+    from dsfed.data.store import ClientStore
+    from dsfed.stages.prepare import store_path
 
     path = Path(target)
     return ClientStore(path if path.suffix == ".zarr" else store_path(artifacts, target))
@@ -222,7 +224,7 @@ def ablate(
     """Rerun the distillation per variant from the same starting models and gather one table
     (artifacts/ablation/table.md); `dvc repro report` then adds it to the report."""
     from dsfed.config import load_params
-    from dsfed.distill.ablation import ablation_variants, run_ablation
+    from dsfed.stages.ablation import ablation_variants, run_ablation
 
     unknown = sorted(set(sweep) - {"table4", "lam", "rate", "batch_topk"})
     if unknown:
@@ -327,7 +329,7 @@ def report(
 ) -> None:
     """Print where the report is and a short summary: test Dice per model and whether knowledge flowed."""
     from dsfed.config import load_params
-    from dsfed.report.build import build_report, flow_findings, read_eval
+    from dsfed.stages.report import build_report, flow_findings, read_eval
 
     cfg = load_params(params) if params.is_file() else None
     if rebuild:

@@ -24,15 +24,10 @@ from dsfed.data.splits import SPLITS, assign_splits, stable_seed
 from dsfed.errors import HeldOutError, SourceError, StoreError
 from dsfed.io import atomic_path, sha256_file
 
-__all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "store_path", "write_store"]
+__all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "write_store"]
 
 STORE_SCHEMA = 1
 log = logging.getLogger(__name__)
-
-
-def store_path(artifacts: str | Path, client: str) -> Path:
-    """Where ``prepare@<client>`` writes: ``<artifacts>/clients/<client>/data.zarr``."""
-    return Path(artifacts) / "clients" / client / "data.zarr"
 
 
 # --------------------------------------------------------------------------------------------------

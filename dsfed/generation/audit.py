@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from dsfed.config import Params
 from dsfed.data.dataset import StoreDataset
 from dsfed.data.splits import stable_seed
-from dsfed.data.store import ClientStore, store_path
+from dsfed.data.store import ClientStore
 from dsfed.errors import DsfedError
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.ledger import Ledger
@@ -35,7 +35,7 @@ from dsfed.generation.client import dir_bytes, read_pairs
 from dsfed.generation.condition import render_condition
 from dsfed.generation.grid import outline, save_grid
 from dsfed.generation.quality import efficientnet_lite0, frechet_distance, image_features, memorisation, pixel_vectors
-from dsfed.generation.server import synthetic_path, upscale_images
+from dsfed.generation.server import upscale_images
 from dsfed.generation.settings import SegmenterConfig
 from dsfed.io import atomic_path, write_json
 from dsfed.models.registry import build_model
@@ -43,19 +43,13 @@ from dsfed.runtime import pick_device
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import build_loss
 
-__all__ = ["AUDIT_LEDGER", "GRID", "QUALITY", "audit_client", "quality_dir", "train_judge"]
+__all__ = ["AUDIT_LEDGER", "GRID", "QUALITY", "audit_client", "train_judge"]
 
 log = logging.getLogger(__name__)
 
 QUALITY = "quality.json"
 GRID = "grid.png"
 AUDIT_LEDGER = "audit_ledger.csv"
-
-
-def quality_dir(artifacts: str | Path, client: str) -> Path:
-    """Where ``quality@<client>`` writes: ``<artifacts>/quality/<client>`` (apart from the synthetic store,
-    which the server stages depend on as a whole folder)."""
-    return Path(artifacts) / "quality" / client
 
 
 def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device: torch.device, seed: int) -> torch.nn.Module:
@@ -120,9 +114,10 @@ def _realism(net: torch.nn.Module, train: np.ndarray, held: np.ndarray, syn: np.
     return report, (f_train, f_held, f_syn)
 
 
-def audit_client(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Score ``client``'s synthetic set against its real data; write ``quality.json``, ``grid.png`` and the
-    audit ledger (all atomically).
+def audit_client(params: Params, client: str, store_dir: str | Path, synthetic_dir: str | Path, out: str | Path,
+                 progress: bool = True) -> dict[str, Any]:
+    """Score ``client``'s synthetic set (``synthetic_dir``) against its real data (its store ``store_dir``); write
+    ``quality.json``, ``grid.png`` and the audit ledger into ``out`` (all atomically).
 
     Returns:
         the quality summary.
@@ -130,10 +125,10 @@ def audit_client(params: Params, client: str, artifacts: str | Path, progress: b
     if client not in params.clients:
         raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
     cfg = params.quality
-    real = ClientStore(store_path(artifacts, client))
-    synth_path = synthetic_path(artifacts, client)
+    real = ClientStore(store_dir)
+    synth_path = Path(synthetic_dir)
     synth = ClientStore(synth_path)
-    out = quality_dir(artifacts, client)
+    out = Path(out)
     classes = list(params.data.classes)
     n_grid = cfg.grid_n
     if synth.attrs.get("held_out"):

@@ -1,6 +1,6 @@
-"""The ``backbone`` stage: resolve the configured backbone (embedded, retrained, or SD 1.5) into a manifest.
+"""Resolve the configured backbone (embedded, retrained, or SD 1.5) into a manifest (the ``backbone`` stage).
 
-The stage writes ``<artifacts>/backbone/manifest.json``; every later stage loads the backbone and the
+The stage writes ``artifacts/backbone/manifest.json``; every later stage loads the backbone and the
 generic ControlNet through :func:`load_backbone` / :func:`generic_controlnet`, so they never look at
 ``params.yaml``'s backbone section themselves and DVC reruns them exactly when the manifest changes.
 """
@@ -30,7 +30,6 @@ __all__ = [
     "EMBEDDED_CLASSES",
     "MANIFEST",
     "BackboneManifest",
-    "backbone_dir",
     "check_classes",
     "generic_controlnet",
     "load_backbone",
@@ -43,11 +42,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # The embedded generic ControlNet was pre-trained on (optic_disc, optic_cup) masks of the public corpus.
 EMBEDDED_CLASSES: list[str] = ["optic_disc", "optic_cup"]
-
-
-def backbone_dir(artifacts: str | Path) -> Path:
-    """Where the ``backbone`` stage writes: ``<artifacts>/backbone``."""
-    return Path(artifacts) / "backbone"
 
 
 @dataclass(frozen=True)
@@ -113,9 +107,9 @@ BACKBONE_KINDS: dict[str, Callable[[BackboneManifest, str | torch.device], Backb
 }
 
 
-def read_manifest(artifacts: str | Path) -> BackboneManifest:
-    """The ``backbone`` stage's manifest; a clear error when the stage has not run."""
-    path = backbone_dir(artifacts) / MANIFEST
+def read_manifest(folder: str | Path) -> BackboneManifest:
+    """The manifest in the ``backbone`` stage's ``folder``; a clear error when the stage has not run."""
+    path = Path(folder) / MANIFEST
     if not path.is_file():
         raise DsfedError(f"{path}: no backbone manifest (run `dvc repro backbone` first)")
     try:
@@ -125,11 +119,11 @@ def read_manifest(artifacts: str | Path) -> BackboneManifest:
         raise DsfedError(f"{path}: unreadable backbone manifest ({exc}); rerun `dvc repro backbone`") from exc
 
 
-def load_backbone(artifacts: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, BackboneManifest]:
-    """The frozen backbone the ``backbone`` stage resolved, in eval mode on ``device``."""
-    manifest = read_manifest(artifacts)
+def load_backbone(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Backbone, BackboneManifest]:
+    """The frozen backbone the ``backbone`` stage resolved into ``folder``, in eval mode on ``device``."""
+    manifest = read_manifest(folder)
     if manifest.kind not in BACKBONE_KINDS:
-        raise DsfedError(f"{backbone_dir(artifacts) / MANIFEST}: unknown backbone kind {manifest.kind!r}")
+        raise DsfedError(f"{Path(folder) / MANIFEST}: unknown backbone kind {manifest.kind!r}")
     backbone = BACKBONE_KINDS[manifest.kind](manifest, device)
     module = backbone if isinstance(backbone, torch.nn.Module) else backbone.unet
     module.eval().requires_grad_(False)
@@ -158,18 +152,18 @@ def check_classes(manifest: BackboneManifest, classes: list[str], where: str) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare_backbone(params: Params, artifacts: str | Path, root: str | Path = ".", progress: bool = True) -> dict[str, Any]:
-    """Resolve ``params.backbone`` into ``<artifacts>/backbone/manifest.json`` (atomically).
+def prepare_backbone(params: Params, out: str | Path, root: str | Path = ".", progress: bool = True) -> dict[str, Any]:
+    """Resolve ``params.backbone`` into ``out/manifest.json`` (atomically; the stage's folder is ``artifacts/backbone``).
 
     Loads the backbone and the generic ControlNet once, so a broken path or a ControlNet that does not fit
     fails here, naming the file, before any client trains. ``kind: pretrain`` trains both into
-    ``<artifacts>/backbone/pretrained`` first.
+    ``out/pretrained`` first.
 
     Returns:
         the manifest as written (with parameter counts and the backbone's sizes).
     """
     cfg: BackboneConfig = params.backbone
-    root, out = Path(root), backbone_dir(artifacts)
+    root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = _resolve(cfg.path, root)
     controlnet = _resolve(cfg.controlnet, root)

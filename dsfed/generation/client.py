@@ -1,6 +1,6 @@
-"""The ``controlnet@<client>`` stage, run at the client: fine-tune the generic ControlNet on private pairs.
+"""Run at the client (the ``controlnet@<client>`` stage): fine-tune the generic ControlNet on private pairs.
 
-What leaves the client (``<artifacts>/generators/<client>/``, each upload in the ledger with its size):
+What leaves the client (its upload folder, ``artifacts/generators/<client>/``; each upload in the ledger):
 ``controlnet.safetensors`` (fp16 weights) and ``masks.zarr`` (the training masks, no images). The loss
 curve (dvclive) and ``generator.json`` (before/after loss, timings) stay as the client's own records.
 """
@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from zarr.codecs import BloscCodec
 
 from dsfed.config import Params
-from dsfed.data.store import ClientStore, store_path
+from dsfed.data.store import ClientStore
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.backbone import Backbone
@@ -38,7 +38,6 @@ __all__ = [
     "GENERATOR_SUMMARY",
     "MASKS_FILE",
     "fixed_noise_loss",
-    "generator_dir",
     "read_pairs",
     "read_uploaded_masks",
     "train_client_generator",
@@ -50,11 +49,6 @@ log = logging.getLogger(__name__)
 CONTROLNET_FILE = "controlnet.safetensors"
 MASKS_FILE = "masks.zarr"
 GENERATOR_SUMMARY = "generator.json"
-
-
-def generator_dir(artifacts: str | Path, client: str) -> Path:
-    """What ``controlnet@<client>`` uploads: ``<artifacts>/generators/<client>``."""
-    return Path(artifacts) / "generators" / client
 
 
 def dir_bytes(path: Path) -> int:
@@ -134,9 +128,10 @@ def _write_curve(out: Path, losses: list[float]) -> None:
 
 
 def train_client_generator(
-    params: Params, client: str, artifacts: str | Path, progress: bool = True
+    params: Params, client: str, store_dir: str | Path, backbone_dir: str | Path, out: str | Path, progress: bool = True
 ) -> dict[str, Any]:
-    """Fine-tune the generic ControlNet on ``client``'s training pairs; write its upload folder atomically.
+    """Fine-tune the generic ControlNet on ``client``'s training pairs (its store ``store_dir``, the backbone
+    resolved in ``backbone_dir``); write its upload folder ``out`` atomically.
 
     The held-out client trains no generator: its folder then holds only ``generator.json`` saying so.
 
@@ -146,8 +141,8 @@ def train_client_generator(
     """
     if client not in params.clients:
         raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
-    out = generator_dir(artifacts, client)
-    store = ClientStore(store_path(artifacts, client))
+    out = Path(out)
+    store = ClientStore(store_dir)
     if store.is_holdout:
         summary = {"client": client, "held_out": True, "uploads": {}}
         with atomic_path(out, overwrite=True) as tmp:
@@ -159,7 +154,7 @@ def train_client_generator(
 
     cfg = params.controlnet
     device = pick_device(cfg.device)
-    backbone, manifest = load_backbone(artifacts, device)
+    backbone, manifest = load_backbone(backbone_dir, device)
     check_classes(manifest, store.classes, f"clients.{client} (store {store.path})")
     train_images, train_masks = read_pairs(store, store.split("train"))
     val_images, val_masks = read_pairs(store, store.split("val"))

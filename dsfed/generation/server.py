@@ -1,7 +1,7 @@
-"""The ``synthesize@<client>`` stage, run at the server: images from one client's uploaded ControlNet + masks.
+"""Run at the server (the ``synthesize@<client>`` stage): images from one client's uploaded ControlNet + masks.
 
-The server reads only what the client uploaded (``<artifacts>/generators/<client>/``) and the backbone
-manifest; it never opens the client's store. Output: ``<artifacts>/synthetic/<client>/data.zarr`` in the
+The server reads only what the client uploaded (``artifacts/generators/<client>/``) and the backbone
+manifest; it never opens the client's store. Output: ``artifacts/synthetic/<client>/data.zarr`` in the
 client-store schema (role ``synthetic``), with the sampling settings in its attrs.
 """
 
@@ -24,7 +24,7 @@ from dsfed.data.splits import stable_seed
 from dsfed.data.store import write_store
 from dsfed.errors import DsfedError
 from dsfed.generation.backbones import check_classes, load_backbone
-from dsfed.generation.client import CONTROLNET_FILE, GENERATOR_SUMMARY, generator_dir, read_uploaded_masks
+from dsfed.generation.client import CONTROLNET_FILE, GENERATOR_SUMMARY, read_uploaded_masks
 from dsfed.generation.controlnet import load_controlnet
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import MaskAugmentConfig
@@ -32,14 +32,9 @@ from dsfed.io import atomic_path, sha256_file
 from dsfed.provenance import code_hash
 from dsfed.runtime import pick_device
 
-__all__ = ["augment_masks", "synthesize_client", "synthetic_path", "upscale_images"]
+__all__ = ["augment_masks", "synthesize_client", "upscale_images"]
 
 log = logging.getLogger(__name__)
-
-
-def synthetic_path(artifacts: str | Path, client: str) -> Path:
-    """Where ``synthesize@<client>`` writes: ``<artifacts>/synthetic/<client>/data.zarr``."""
-    return Path(artifacts) / "synthetic" / client / "data.zarr"
 
 
 def _mask_transform(cfg: MaskAugmentConfig, seed: int) -> Compose:
@@ -93,8 +88,10 @@ def _resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
     return (y > 0.5).to(torch.uint8).numpy()
 
 
-def synthesize_client(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Sample ``params.synthesize.n`` image/mask pairs for ``client`` from its uploads; write its synthetic store.
+def synthesize_client(params: Params, client: str, uploads: str | Path, backbone_dir: str | Path, out: str | Path,
+                      progress: bool = True) -> dict[str, Any]:
+    """Sample ``params.synthesize.n`` image/mask pairs for ``client`` from its upload folder ``uploads`` (the
+    backbone resolved in ``backbone_dir``); write its synthetic store ``out``.
 
     A held-out client uploaded no generator: its synthetic store is written empty (N = 0), so the stage's
     output exists and downstream stages see "no synthetic data from this client".
@@ -105,12 +102,11 @@ def synthesize_client(params: Params, client: str, artifacts: str | Path, progre
     if client not in params.clients:
         raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
     cfg, data = params.synthesize, params.data
-    uploads = generator_dir(artifacts, client)
+    uploads, out = Path(uploads), Path(out)
     summary_path = uploads / GENERATOR_SUMMARY
     if not summary_path.is_file():
         raise DsfedError(f"{summary_path}: client {client} has uploaded no generator (run `dvc repro controlnet@{client}`)")
     generator = json.loads(summary_path.read_text())
-    out = synthetic_path(artifacts, client)
     k, s, sm = len(data.classes), data.image_size, data.mask_size
     attrs: dict[str, Any] = {
         "dsfed_version": dsfed.__version__, "client": client, "role": "synthetic",
@@ -130,7 +126,7 @@ def synthesize_client(params: Params, client: str, artifacts: str | Path, progre
             f"{uploads / 'masks.zarr'}: uploaded mask classes {mask_attrs.get('classes')} differ from data.classes {list(data.classes)}"
         )
     device = pick_device(cfg.device)
-    backbone, manifest = load_backbone(artifacts, device)
+    backbone, manifest = load_backbone(backbone_dir, device)
     check_classes(manifest, list(data.classes), f"{uploads / 'masks.zarr'}")
     controlnet = load_controlnet(backbone, uploads / CONTROLNET_FILE)
 

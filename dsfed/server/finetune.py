@@ -1,8 +1,8 @@
-"""``server_sam``: the server fine-tunes its foundation SAM on the union of the clients' synthetic sets.
+"""The server fine-tunes its foundation SAM on the union of the clients' synthetic sets (the ``server_sam``
+stage, :mod:`dsfed.stages.server_sam`, gives it the stores).
 
-Runs on the server with server artifacts only: the synthetic stores of the source (training) clients,
-never ``artifacts/clients`` and never the held-out client's store. The epoch kept is the one with the
-best mean Dice over the source clients' synthetic val splits (epoch 0 is the foundation model itself).
+The epoch kept is the one with the best mean Dice over the source clients' synthetic val splits (epoch 0
+is the foundation model itself).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,16 +25,9 @@ from dsfed.runtime import pick_device
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import build_loss
 
-__all__ = ["ServerSamRun", "finetune_server_sam", "freeze_image_encoder", "run_server_sam_stage", "source_synthetic_stores"]
+__all__ = ["ServerSamRun", "finetune_server_sam", "freeze_image_encoder", "synthetic_val_dice"]
 
 log = logging.getLogger(__name__)
-
-
-def source_synthetic_stores(params: Params, artifacts: str | Path) -> dict[str, ClientStore]:
-    """The synthetic store of every training client (the held-out client's is never opened)."""
-    from dsfed.generation.server import synthetic_path
-
-    return {name: ClientStore(synthetic_path(artifacts, name)) for name in params.training_clients}
 
 
 def freeze_image_encoder(model: Segmenter) -> int:
@@ -67,11 +59,11 @@ class ServerSamRun:
     wall_s: float = 0.0
 
 
-def finetune_server_sam(params: Params, artifacts: str | Path, progress: bool = True) -> ServerSamRun:
-    """Fine-tune ``params.server_sam.model`` from its checkpoint on every source client's synthetic train split."""
+def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress: bool = True) -> ServerSamRun:
+    """Fine-tune ``params.server_sam.model`` from its checkpoint on ``stores``' synthetic train splits (the source
+    clients' synthetic sets), selecting the epoch by their val splits."""
     cfg = params.server_sam
     classes = list(params.data.classes)
-    stores = source_synthetic_stores(params, artifacts)
     device = pick_device(cfg.device)
     torch.manual_seed(params.seed)
     model = build_model(cfg.model, num_classes=len(classes), output_size=params.data.mask_size,
@@ -98,31 +90,3 @@ def finetune_server_sam(params: Params, artifacts: str | Path, progress: bool = 
     model.load_state_dict(best[2])
     return ServerSamRun(model=model.eval(), selected_epoch=best[1], history=history, train_samples=len(train),
                         wall_s=time.perf_counter() - t0)
-
-
-def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune, then write ``artifacts/server_sam``: ``model.safetensors`` + ``model.json`` (the selected
-    epoch), ``metrics.json`` (a DVC metric) and ``dvclive/`` (per-epoch loss and synthetic val Dice)."""
-    from dsfed.io import sha256_file, write_json
-    from dsfed.server.outputs import save_model, write_curve
-
-    cfg = params.server_sam
-    out = Path(artifacts) / "server_sam"
-    run = finetune_server_sam(params, artifacts, progress)
-    save_model(out, run.model, cfg.model, cfg.input_size, selected_epoch=run.selected_epoch)
-    write_curve(out / "dvclive", run.history, step="epoch")
-    metrics = {
-        "model": cfg.model,
-        "parameters": run.model.num_parameters(),
-        "start": {"checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
-                  "sha256": sha256_file(cfg.checkpoint) if cfg.checkpoint else None},
-        "encoder_frozen": cfg.freeze_encoder,
-        "train_samples": run.train_samples,
-        "selected_epoch": run.selected_epoch,
-        "synthetic_val_dice": {"foundation": run.history[0]["val_dice_mean"],
-                               "selected": run.history[run.selected_epoch]["val_dice_mean"]},
-        "history": run.history,
-        "wall_s": round(run.wall_s, 2),
-    }
-    write_json(out / "metrics.json", metrics)
-    return metrics

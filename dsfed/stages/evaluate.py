@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from dsfed.config import Params
-from dsfed.data.store import store_path
 from dsfed.evaluation.suite import clean_floats, inference_ms, load_test_sets, score_on_tests, source_mean
 from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_csv, write_json
 from dsfed.runtime import pick_device
+from dsfed.stages.prepare import store_path
 from dsfed.stages.producers import produced_models
 
 __all__ = ["run_evaluate_stage", "test_stores"]

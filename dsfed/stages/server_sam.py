@@ -1,17 +1,28 @@
-"""The ``server_sam`` stage's outputs (``artifacts/server_sam/``) and the models it declares: the foundation
-SAM it starts from (zero-shot, when it is a dsfed segmenter file) and the fine-tuned server SAM."""
+"""The ``server_sam`` stage, at the server: fine-tune the foundation SAM on the source clients' synthetic sets
+(``artifacts/synthetic/<client>``; never ``artifacts/clients``, never the held-out client's store) into
+``artifacts/server_sam/``; and the models it declares: the foundation SAM it starts from (zero-shot, when it
+is a dsfed segmenter file) and the fine-tuned server SAM."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dsfed.stages.producers import ModelEntry
 
 if TYPE_CHECKING:
     from dsfed.config import Params
+    from dsfed.data.store import ClientStore
 
-__all__ = ["generation_ledgers", "produced_models"]
+__all__ = ["generation_ledgers", "produced_models", "run_server_sam_stage", "source_synthetic_stores"]
+
+
+def source_synthetic_stores(params: Params, artifacts: str | Path) -> dict[str, ClientStore]:
+    """The synthetic store of every training client (the held-out client's is never opened)."""
+    from dsfed.data.store import ClientStore
+    from dsfed.stages.synthesize import synthetic_path
+
+    return {name: ClientStore(synthetic_path(artifacts, name)) for name in params.training_clients}
 
 
 def generation_ledgers(params: Params, artifacts: Path) -> list[Path]:
@@ -39,3 +50,32 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     entries.append(ModelEntry("server_sam", "SAM before distillation (synthetic fine-tune)", artifacts / "server_sam", "dsfedmed",
                               generation_ledgers(params, artifacts), "server only"))
     return entries
+
+
+def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune, then write ``artifacts/server_sam``: ``model.safetensors`` + ``model.json`` (the selected
+    epoch), ``metrics.json`` (a DVC metric) and ``dvclive/`` (per-epoch loss and synthetic val Dice)."""
+    from dsfed.io import sha256_file, write_json
+    from dsfed.server.finetune import finetune_server_sam
+    from dsfed.server.outputs import save_model, write_curve
+
+    cfg = params.server_sam
+    out = Path(artifacts) / "server_sam"
+    run = finetune_server_sam(params, source_synthetic_stores(params, artifacts), progress)
+    save_model(out, run.model, cfg.model, cfg.input_size, selected_epoch=run.selected_epoch)
+    write_curve(out / "dvclive", run.history, step="epoch")
+    metrics = {
+        "model": cfg.model,
+        "parameters": run.model.num_parameters(),
+        "start": {"checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
+                  "sha256": sha256_file(cfg.checkpoint) if cfg.checkpoint else None},
+        "encoder_frozen": cfg.freeze_encoder,
+        "train_samples": run.train_samples,
+        "selected_epoch": run.selected_epoch,
+        "synthetic_val_dice": {"foundation": run.history[0]["val_dice_mean"],
+                               "selected": run.history[run.selected_epoch]["val_dice_mean"]},
+        "history": run.history,
+        "wall_s": round(run.wall_s, 2),
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from dsfed.data.store import store_path
+from dsfed.stages.prepare import store_path
 from dsfed_pipeline.flows._cli import run_flow
 from dsfed_pipeline.tasks.prepare import build_store, publish_summary
 

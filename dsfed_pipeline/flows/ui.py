@@ -19,8 +19,8 @@ from typing import Any
 import typer
 
 from dsfed.config import load_params
-from dsfed_pipeline.flows.events import CLIENT_JOINED
 from dsfed.orchestration.prefect_server import DEFAULT_URL, healthy, start_server, stop_server
+from dsfed_pipeline.flows.events import CLIENT_JOINED
 
 __all__ = ["build_deployments", "redistill_trigger"]
 

@@ -20,6 +20,6 @@ def evaluate_models(params_path: str, artifacts: str) -> dict[str, Any]:
 @task(name="build-report")
 def build(params_path: str, artifacts: str) -> dict[str, Any]:
     """The self-contained HTML report and its Markdown summary."""
-    from dsfed.report.build import build_report
+    from dsfed.stages.report import build_report
 
     return build_report(load_params(params_path), artifacts)

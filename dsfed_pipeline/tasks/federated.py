@@ -15,8 +15,8 @@ from dsfed_pipeline.tasks import transient_io
 @task(name="federated-rounds")
 def train_method(method: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """Run the rounds (resuming from the method's checkpoints) and write its outputs; returns the metrics."""
-    from dsfed.federated.experiment import run_method  # torch: imported by the training task only
-    from dsfed.federated.report import write_method_outputs
+    from dsfed.stages.federated_outputs import write_method_outputs
+    from dsfed.stages.federated_run import run_method  # torch: imported by the training task only
 
     params = load_params(params_path)
     if method not in params.federated.methods:
@@ -48,7 +48,7 @@ def write_federation_roster(params_path: str, artifacts: str) -> str:
 
     Retried on I/O errors only (a store still being copied in); a missing store fails at once.
     """
-    from dsfed.roster import write_roster
+    from dsfed.stages.federation import write_roster
 
     return str(write_roster(load_params(params_path), artifacts))
 

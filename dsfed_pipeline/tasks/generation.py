@@ -23,34 +23,34 @@ def _key(*parts: str) -> str:
 @task(name="resolve-backbone")
 def resolve_backbone(params_path: str, artifacts: str) -> dict[str, Any]:
     """Check the configured backbone and generic ControlNet load; write the manifest later stages read."""
-    from dsfed.generation.backbones import prepare_backbone
+    from dsfed.stages.backbone import run_backbone_stage
 
     params = load_params(params_path)
-    return prepare_backbone(params, artifacts, root=Path(params_path).parent)
+    return run_backbone_stage(params, artifacts, root=Path(params_path).parent)
 
 
 @task(name="train-client-controlnet")
 def train_generator(client: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """At the client: fine-tune the generic ControlNet on its pairs; upload weights and masks (ledger)."""
-    from dsfed.generation.client import train_client_generator
+    from dsfed.stages.controlnet import run_controlnet_stage
 
-    return train_client_generator(load_params(params_path), client, artifacts)
+    return run_controlnet_stage(load_params(params_path), client, artifacts)
 
 
 @task(name="synthesize-client")
 def synthesize(client: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """At the server: sample the client's synthetic set from its uploads only."""
-    from dsfed.generation.server import synthesize_client
+    from dsfed.stages.synthesize import run_synthesize_stage
 
-    return synthesize_client(load_params(params_path), client, artifacts)
+    return run_synthesize_stage(load_params(params_path), client, artifacts)
 
 
 @task(name="audit-synthetic-set")
 def audit(client: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """At the client: controllability, realism and memorisation of its synthetic set."""
-    from dsfed.generation.audit import audit_client
+    from dsfed.stages.quality import run_quality_stage
 
-    return audit_client(load_params(params_path), client, artifacts)
+    return run_quality_stage(load_params(params_path), client, artifacts)
 
 
 @task(name="publish-table")

@@ -16,7 +16,7 @@ from dsfed.config import load_params
 @task(name="finetune-server-sam")
 def finetune(params_path: str, artifacts: str) -> dict[str, Any]:
     """Fine-tune the foundation SAM on the union of the source clients' synthetic sets."""
-    from dsfed.server.finetune import run_server_sam_stage
+    from dsfed.stages.server_sam import run_server_sam_stage
 
     return run_server_sam_stage(load_params(params_path), artifacts)
 
@@ -24,6 +24,6 @@ def finetune(params_path: str, artifacts: str) -> dict[str, Any]:
 @task(name="mutual-distillation")
 def distill(params_path: str, artifacts: str) -> dict[str, Any]:
     """Learnability-guided mutual distillation between the server SAM and the federated student."""
-    from dsfed.distill.stage import run_distill_stage
+    from dsfed.stages.distill import run_distill_stage
 
     return run_distill_stage(load_params(params_path), artifacts)

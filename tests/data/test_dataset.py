@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from dsfed.data.dataset import StoreDataset
-from dsfed.data.store import build_client_store, store_path
+from dsfed.data.store import build_client_store
 from dsfed.data.transforms import AugmentConfig
 from dsfed.errors import HeldOutError
+from dsfed.stages.prepare import store_path
 from tests.conftest import small_params
 
 

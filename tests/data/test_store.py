@@ -11,8 +11,9 @@ import zarr
 
 from dsfed.data.sources import build_source
 from dsfed.data.sources.base import Sample
-from dsfed.data.store import ClientStore, build_client_store, resize_sample, store_path
+from dsfed.data.store import ClientStore, build_client_store, resize_sample
 from dsfed.errors import HeldOutError, SourceError, StoreError
+from dsfed.stages.prepare import store_path
 from tests.conftest import phantom_client, small_params
 
 

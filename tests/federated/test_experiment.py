@@ -10,11 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from dsfed.config import Params, parse_params
-from dsfed.data.store import build_client_store, store_path
-from dsfed.federated.experiment import run_method
+from dsfed.data.store import build_client_store
 from dsfed.federated.ledger import read_ledger
-from dsfed.federated.report import write_method_outputs
 from dsfed.federated.serialize import payload_size
+from dsfed.stages.federated_outputs import write_method_outputs
+from dsfed.stages.federated_run import run_method
+from dsfed.stages.prepare import store_path
 from tests.conftest import phantom_client
 
 
@@ -110,7 +111,7 @@ def test_changed_config_starts_afresh(project: Path, stores: Path) -> None:
 
 
 def test_code_changes_change_the_hash(project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dsfed.federated.experiment as experiment
+    import dsfed.stages.federated_run as experiment
     from dsfed.data.store import ClientStore
 
     params = _params(project, {"m": {"model": "unet"}})
@@ -125,7 +126,7 @@ def test_fedbn_with_real_batchnorm_exports_a_loadable_model_and_tests_with_the_s
 ) -> None:
     """TinySAM's BatchNorm layers kept local (FedBN): the exported model loads strictly, and each client tests the
     selected weights with its local keys of the selected round, not of the last one."""
-    import dsfed.federated.experiment as experiment
+    import dsfed.stages.federated_run as experiment
     from dsfed.data.dataset import StoreDataset
     from dsfed.data.store import ClientStore
     from dsfed.evaluation.metrics import evaluate, summarise

@@ -11,16 +11,20 @@ import pytest
 import torch
 
 from dsfed.config import Params, parse_params
-from dsfed.data.store import ClientStore, build_client_store, store_path
+from dsfed.data.store import ClientStore, build_client_store
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import read_ledger
-from dsfed.generation.audit import audit_client
 from dsfed.generation.backbone import EmbeddedBackbone
 from dsfed.generation.backbones import prepare_backbone, read_manifest
-from dsfed.generation.client import CONTROLNET_FILE, generator_dir, train_client_generator
+from dsfed.generation.client import CONTROLNET_FILE
 from dsfed.generation.controlnet import build_controlnet, save_controlnet
-from dsfed.generation.server import augment_masks, synthesize_client, synthetic_path
+from dsfed.generation.server import augment_masks
 from dsfed.generation.settings import MaskAugmentConfig
+from dsfed.stages.backbone import backbone_dir, run_backbone_stage
+from dsfed.stages.controlnet import generator_dir, run_controlnet_stage
+from dsfed.stages.prepare import store_path
+from dsfed.stages.quality import run_quality_stage
+from dsfed.stages.synthesize import run_synthesize_stage, synthetic_path
 from tests.conftest import phantom_client
 from tests.generation.test_generation import TINY
 
@@ -60,17 +64,17 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Params]:
     art = root / "artifacts"
     for client in params.clients:
         build_client_store(params, client, store_path(art, client), root=root, progress=False)
-    prepare_backbone(params, art, root=root, progress=False)
+    run_backbone_stage(params, art, root=root, progress=False)
     for client in params.clients:
-        train_client_generator(params, client, art, progress=False)
-        synthesize_client(params, client, art, progress=False)
-        audit_client(params, client, art, progress=False)
+        run_controlnet_stage(params, client, art, progress=False)
+        run_synthesize_stage(params, client, art, progress=False)
+        run_quality_stage(params, client, art, progress=False)
     return root, params
 
 
 def test_manifest_records_the_backbone_and_generic_controlnet(chain: tuple[Path, Params]) -> None:
     root, params = chain
-    manifest = read_manifest(root / "artifacts")
+    manifest = read_manifest(backbone_dir(root / "artifacts"))
     assert manifest.kind == "embedded" and manifest.classes == ["optic_disc", "optic_cup"]
     assert Path(manifest.weights) == params.backbone.path and manifest.parameters["controlnet"] > 0
     assert len(manifest.sha256) == 3  # backbone.json, backbone.safetensors, controlnet.safetensors
@@ -79,7 +83,7 @@ def test_manifest_records_the_backbone_and_generic_controlnet(chain: tuple[Path,
 def test_manifest_bytes_change_only_with_the_backbone(chain: tuple[Path, Params], tmp_path: Path) -> None:
     """No timings or code hash in it: rerunning the stage must not rerun every client's ControlNet."""
     root, params = chain
-    prepare_backbone(params, tmp_path, root=root, progress=False)
+    run_backbone_stage(params, tmp_path, root=root, progress=False)
     assert (tmp_path / "backbone/manifest.json").read_bytes() == (root / "artifacts/backbone/manifest.json").read_bytes()
 
 
@@ -149,7 +153,7 @@ def test_synthesis_reads_only_the_uploads_and_is_deterministic(chain: tuple[Path
     server = tmp_path / "server"
     shutil.copytree(root / "artifacts/backbone", server / "backbone")
     shutil.copytree(root / "artifacts/generators/a", server / "generators/a")
-    synthesize_client(params, "a", server, progress=False)
+    run_synthesize_stage(params, "a", server, progress=False)
     assert not (server / "clients").exists()
     ours, theirs = ClientStore(synthetic_path(server, "a")), ClientStore(synthetic_path(root / "artifacts", "a"))
     assert np.array_equal(ours.images[:], theirs.images[:]) and np.array_equal(ours.masks[:], theirs.masks[:])
@@ -160,8 +164,8 @@ def test_fine_tuning_lowers_the_fixed_noise_loss(tmp_path: Path) -> None:
     params = stage_params(tmp_path, controlnet={"steps": 40, "batch_size": 8, "lr": 2e-3, "warmup_steps": 0})
     art = tmp_path / "artifacts"
     build_client_store(params, "a", store_path(art, "a"), root=tmp_path, progress=False)
-    prepare_backbone(params, art, root=tmp_path, progress=False)
-    loss = train_client_generator(params, "a", art, progress=False)["fixed_noise_loss"]["train"]
+    run_backbone_stage(params, art, root=tmp_path, progress=False)
+    loss = run_controlnet_stage(params, "a", art, progress=False)["fixed_noise_loss"]["train"]
     assert loss["fine_tuned"] < 0.9 * loss["generic"]
 
 
@@ -188,16 +192,16 @@ def test_bad_inputs_name_the_file(chain: tuple[Path, Params], tmp_path: Path) ->
     other = EmbeddedBackbone(TINY.model_copy(update={"block_out_channels": (8, 16), "norm_num_groups": 8}))
     save_controlnet(build_controlnet(other.unet), server / "generators/a" / CONTROLNET_FILE)
     with pytest.raises(DsfedError, match=r"generators/a/controlnet\.safetensors"):
-        synthesize_client(params, "a", server, progress=False)
+        run_synthesize_stage(params, "a", server, progress=False)
     # uploaded masks of other classes than data.classes
     single = params.model_copy(update={"data": params.data.model_copy(update={"classes": ["optic_disc"]})})
     with pytest.raises(DsfedError, match=r"masks\.zarr.*classes"):
-        synthesize_client(single, "a", root / "artifacts", progress=False)
+        run_synthesize_stage(single, "a", root / "artifacts", progress=False)
     # no backbone stage yet
     empty = tmp_path / "empty"
     shutil.copytree(root / "artifacts/clients", empty / "clients")
     with pytest.raises(DsfedError, match=r"backbone/manifest\.json"):
-        train_client_generator(params, "a", empty, progress=False)
+        run_controlnet_stage(params, "a", empty, progress=False)
     # a backbone folder missing its weights
     broken = tmp_path / "broken"
     shutil.copytree(params.backbone.path, broken)

@@ -18,16 +18,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dsfed.config import Params, parse_params
-from dsfed.distill.stage import run_distill_stage
 from dsfed.evaluation.suite import bootstrap_ci
 from dsfed.federated.ledger import ledger_totals, read_ledger
-from dsfed.generation.server import synthetic_path
 from dsfed.models import build_model
 from dsfed.models.card import load_carded_model
-from dsfed.report.build import build_report, flow_findings
-from dsfed.server.finetune import run_server_sam_stage
 from dsfed.server.outputs import save_model
+from dsfed.stages.distill import run_distill_stage
 from dsfed.stages.evaluate import run_evaluate_stage
+from dsfed.stages.report import build_report, flow_findings
+from dsfed.stages.server_sam import run_server_sam_stage
+from dsfed.stages.synthesize import synthetic_path
 from tests.generation.test_stages import chain  # noqa: F401 - the module-scoped fixture
 
 SERVER = {"model": "sam_demo", "input_size": 64, "epochs": 2, "batch_size": 4, "lr": 1e-3, "augment": {"enabled": False}}
@@ -224,7 +224,7 @@ def test_flow_findings_compare_before_and_after() -> None:
 
 
 def test_ablation_gathers_one_row_per_variant(server: tuple[Path, Params]) -> None:
-    from dsfed.distill.ablation import TABLE4, ablation_variants, run_ablation
+    from dsfed.stages.ablation import TABLE4, ablation_variants, run_ablation
 
     root, params = server
     every = ablation_variants(params)

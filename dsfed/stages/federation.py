@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dsfed.config import Params
-from dsfed.data.store import store_path
 from dsfed.errors import DsfedError
 from dsfed.io import write_json
+from dsfed.stages.prepare import store_path
 
 __all__ = ["roster", "tree_sha256", "write_roster"]
 

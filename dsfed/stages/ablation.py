@@ -62,14 +62,14 @@ def _slug(name: str) -> str:
 def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Distil and score each variant; write ``artifacts/ablation/table.{json,md}``; returns the table."""
     from dsfed.config import parse_params
-    from dsfed.distill.stage import run_distill_stage
     from dsfed.evaluation.suite import load_test_sets, score_on_tests, source_mean
     from dsfed.models.card import load_carded_model
     from dsfed.runtime import pick_device
+    from dsfed.stages.distill import run_distill_stage
 
     artifacts = Path(artifacts)
     out = artifacts / "ablation"
-    from dsfed.data.store import store_path
+    from dsfed.stages.prepare import store_path
 
     tests = load_test_sets({name: store_path(artifacts, name) for name in params.clients})
     device = pick_device(params.distill.device)

@@ -9,9 +9,9 @@ from typing import Any
 from dvclive import Live
 from safetensors.torch import save_file
 
-from dsfed.federated.experiment import MethodRun
 from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_json
+from dsfed.stages.federated_run import MethodRun
 
 __all__ = ["method_metrics", "write_method_outputs"]
 

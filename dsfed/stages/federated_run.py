@@ -16,7 +16,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dsfed.config import Params
-from dsfed.data.store import store_path
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.engines import InProcessEngine
 from dsfed.federated.errors import FederatedError
@@ -32,6 +31,7 @@ from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
+from dsfed.stages.prepare import store_path
 
 __all__ = ["MethodRun", "method_config_hash", "pick_device", "run_method"]
 
