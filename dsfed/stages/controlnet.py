@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsfed.stages.backbone import backbone_dir
-from dsfed.stages.prepare import store_path
+from dsfed.stages.prepare import client_store
 
 if TYPE_CHECKING:
     from dsfed.config import Params
@@ -22,10 +22,7 @@ def generator_dir(artifacts: str | Path, client: str) -> Path:
 
 def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the generic ControlNet on ``client``'s training pairs and write its upload folder."""
-    from dsfed.errors import DsfedError
     from dsfed.generation.client import train_client_generator
 
-    if client not in params.clients:
-        raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
-    return train_client_generator(params, client, store_path(artifacts, client), backbone_dir(artifacts),
+    return train_client_generator(params, client, client_store(params, client, artifacts), backbone_dir(artifacts),
                                   generator_dir(artifacts, client), progress)

@@ -8,12 +8,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dsfed.config import Params
 
-__all__ = ["run_prepare_stage", "store_path"]
+__all__ = ["client_store", "run_prepare_stage", "store_path"]
 
 
 def store_path(artifacts: str | Path, client: str) -> Path:
     """Where ``prepare@<client>`` writes (and every client-side stage reads): ``artifacts/clients/<client>/data.zarr``."""
     return Path(artifacts) / "clients" / client / "data.zarr"
+
+
+def client_store(params: Params, client: str, artifacts: str | Path) -> Path:
+    """``client``'s store path, after checking that params declares the client (one line naming it otherwise)."""
+    if client not in params.clients:
+        from dsfed.errors import DsfedError
+
+        raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
+    return store_path(artifacts, client)
 
 
 def run_prepare_stage(params: Params, client: str, artifacts: str | Path, root: str | Path = ".", overwrite: bool = False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsfed.stages.prepare import store_path
+from dsfed.stages.prepare import client_store
 from dsfed.stages.synthesize import synthetic_path
 
 if TYPE_CHECKING:
@@ -22,10 +22,7 @@ def quality_dir(artifacts: str | Path, client: str) -> Path:
 
 def run_quality_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
     """Audit ``client``'s synthetic set against its real data."""
-    from dsfed.errors import DsfedError
     from dsfed.generation.audit import audit_client
 
-    if client not in params.clients:
-        raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
-    return audit_client(params, client, store_path(artifacts, client), synthetic_path(artifacts, client),
+    return audit_client(params, client, client_store(params, client, artifacts), synthetic_path(artifacts, client),
                         quality_dir(artifacts, client), progress)
