@@ -232,7 +232,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             msg = "required key is missing"
         path = ".".join(loc)
         for part in msg.split("\n"):
-            lines.append(f"{path}: {part}" if path and not part.startswith(("clients.", "data.")) else part)
+            lines.append(f"{path}: {part}" if path and not part.startswith(("clients.", "data.", f"{path}.")) else part)
     return lines
 
 

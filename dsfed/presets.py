@@ -9,6 +9,8 @@ FedDG fundus domains with one held out.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ def paper_fundus(paths: PresetPaths) -> dict[str, Any]:
         "prepare": {"split": {"val": 0.15, "test": 0.2}, "compression": {"codec": "zstd", "level": 5}},
         "federated": {
             "rounds": 100, "device": "cuda", "fraction": 1.0, "min_clients": 2,
+            "pretrained_dir": os.path.commonpath([str(paths.sam.parent), str(paths.tinysam.parent)]),
             "local": {"epochs": 1, "batch_size": 4, "lr": 1.0e-4, "amp": True},
             "loss": {"name": "bce_dice", "pos_weight": 2.0, "dice": 0.0},
             "augment": {"enabled": True},

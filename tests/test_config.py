@@ -109,3 +109,17 @@ def test_loading_params_imports_no_torch() -> None:
             "print(sorted(m for m in ('torch', 'monai', 'segment_anything', 'diffusers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_method_checkpoint_outside_the_pretrained_dir_is_refused(tmp_path: Path) -> None:
+    """The federated stages depend on federated.pretrained_dir as a whole: a checkpoint elsewhere would be
+    invisible to DVC (replacing it would retrain nothing), so it is refused with one line naming the method."""
+    raw = _default()
+    raw["federated"]["methods"]["fedsam"]["checkpoint"] = str(tmp_path / "sam_vit_b.pth")
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw, root=REPO)
+    (problem,) = info.value.problems
+    assert problem.startswith("federated.methods.fedsam.checkpoint:") and "outside federated.pretrained_dir" in problem
+    raw["federated"]["pretrained_dir"] = str(tmp_path)
+    raw["federated"]["methods"]["centralized"]["checkpoint"] = str(tmp_path / "sam_vit_b.pth")
+    assert parse_params(raw, root=REPO).federated.pretrained_dir == tmp_path

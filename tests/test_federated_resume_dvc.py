@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from dsfed.config import Params, parse_params
-from tests.conftest import dvc_project, phantom_client
+from tests.conftest import dvc_project, phantom_client, run_ok
 
 pytestmark = pytest.mark.slow
 ROUNDS = 6
@@ -90,3 +90,9 @@ def test_killed_stage_resumes_on_next_repro(tmp_path: Path, prefect_api: str) ->
     assert json.loads((root / "artifacts/federated/m/metrics.json").read_text()) == metrics
     ledger = (reference / "federated/m/ledger.csv").read_text()
     assert ledger == (root / "artifacts/federated/m/ledger.csv").read_text()  # replayed rounds not logged twice
+
+    # a checkpoint replaced in place (anything in federated.pretrained_dir) makes the federated stage stale
+    assert "up to date" in run_ok([sys.executable, "-m", "dvc", "status", "federated"], root, env)
+    weights = root / "data/pretrained/embedded/sam_demo.safetensors"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert "federated@m" in run_ok([sys.executable, "-m", "dvc", "status", "federated"], root, env)

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from dsfed.data.settings import AugmentConfig
-from dsfed.settings import Device, Strict, known_model
+from dsfed.settings import Device, Strict, known_model, resolve_path
 from dsfed.training.settings import LossConfig
 
 __all__ = ["FederatedConfig", "LocalSection", "MethodConfig"]
@@ -88,6 +88,10 @@ class FederatedConfig(Strict):
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
     methods: dict[str, MethodConfig] = {}
+    # The folder every method's `checkpoint` lies in (or is linked into): the federated stages depend on it
+    # as a whole (DVC cannot depend on an optional path from params), so a checkpoint replaced in place
+    # retrains the methods. A checkpoint outside it is refused.
+    pretrained_dir: Path = Path("data/pretrained")
     # The federation: the clients whose stores the federated stages read (training: all but data.holdout;
     # testing: all of them). null: every client. A list pins it, so a client that joins later reaches the
     # student through DSFedMed's synthetic data and distillation without retraining these stages.
@@ -99,3 +103,14 @@ class FederatedConfig(Strict):
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"a client is listed twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _checkpoints_in_pretrained_dir(self, info: ValidationInfo) -> FederatedConfig:
+        folder = resolve_path(self.pretrained_dir, info).resolve()
+        outside = [f"federated.methods.{name}.checkpoint: {spec.checkpoint} is outside federated.pretrained_dir ({self.pretrained_dir}), "
+                   "which the federated stages depend on; move or link it there, or point pretrained_dir at its folder"
+                   for name, spec in self.methods.items()
+                   if spec.checkpoint is not None and not resolve_path(spec.checkpoint, info).resolve().is_relative_to(folder)]
+        if outside:
+            raise ValueError("\n".join(outside))
+        return self
