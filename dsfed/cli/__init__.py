@@ -301,9 +301,6 @@ def _emit_joined(name: str, spec: dict, params: Path) -> None:
     import subprocess
 
     root = params.resolve().parent
-    if not (root / "flows" / "events.py").is_file():
-        typer.echo("no dsfed_pipeline/flows/ beside params.yaml: no event sent; run `dvc repro` to bring the pipeline up to date")
-        return
     done = subprocess.run([sys.executable, "-m", "dsfed_pipeline.flows.events", "joined", name, "--source", json.dumps(spec)],
                           cwd=root, capture_output=True, text=True, env={**os.environ})
     typer.echo(done.stdout.strip() or done.stderr.strip().splitlines()[-1] if (done.stdout or done.stderr) else "")
@@ -367,8 +364,8 @@ def ui(
     (on demand) and `redistill` (on `dsfed.client.joined` and on `redistill.cron`). Ctrl-C stops them."""
     import os
 
-    if not (root / "flows" / "ui.py").is_file():
-        raise DsfedError(f"{root.resolve()}: no dsfed_pipeline/flows/ui.py here (run from the project root, or give --root)")
+    if not (root / "dvc.yaml").is_file():
+        raise DsfedError(f"{root.resolve()}: no dvc.yaml here (run from the project root, or give --root)")
     os.chdir(root)
     os.execv(sys.executable, [sys.executable, "-m", "dsfed_pipeline.flows.ui", "--port", str(port), "--root", ".",
                               "--serve" if serve else "--no-serve"])
