@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo ui test bench clean-artifacts
+.PHONY: help install demo ui lint test bench clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU, up to t
 
 ui: $(STAMP)  ## Prefect UI on 127.0.0.1:4200 serving the `pipeline` and `redistill` deployments (Ctrl-C stops)
 	python -m dsfed_pipeline.flows.ui
+
+lint: $(STAMP)  ## ruff (pyflakes, imports) on the code, mypy on dsfed/
+	ruff check dsfed dsfed_pipeline tests benchmarks scripts
+	mypy
 
 test: $(STAMP)  ## run the test suite
 	python -m pytest

@@ -10,7 +10,6 @@ FedDG fundus domains with one held out.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path

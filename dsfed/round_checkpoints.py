@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class RoundCheckpointer:
         keep: completed rounds kept on disk (the newest ones).
     """
 
-    def __init__(self, root: str | Path, run: str, schema: int, keep: int = 2) -> None:
+    def __init__(self, root: str | os.PathLike[str], run: str, schema: int, keep: int = 2) -> None:
         if keep < 1:
             raise DsfedError(f"keep must be >= 1, got {keep}")
         self.root, self.run, self.schema, self.keep = Path(root), run, schema, keep

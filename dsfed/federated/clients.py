@@ -16,6 +16,7 @@ from dsfed.data.splits import stable_seed
 from dsfed.data.store import ClientStore
 from dsfed.data.transforms import AugmentConfig
 from dsfed.evaluation.metrics import evaluate, summarise
+from dsfed.federated.errors import FederatedError
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.protocol import ClientInfo, ClientSetup, FitResult, Weights
 from dsfed.federated.strategies.fedprox import proximal_term
@@ -84,7 +85,7 @@ class SegmentationClient:
         augment = training.augment if training.augment is not None and training.augment.enabled else None
         self.held_out = any(store.is_holdout for store in self.stores)  # tested only: no train or val split to open
         self.train_sets = [] if self.held_out else [StoreDataset(store, "train", augment=augment) for store in self.stores]
-        self.train_set = ConcatDataset(self.train_sets) if self.train_sets else []
+        self.train_set: ConcatDataset[dict[str, torch.Tensor]] | None = ConcatDataset(self.train_sets) if self.train_sets else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
         self.loss = build_loss(training.loss).to(self.device)
 
@@ -116,6 +117,8 @@ class SegmentationClient:
         for i, part in enumerate(self.train_sets):
             if part.augment is not None:
                 part.augment.set_random_state(seed=stable_seed(self.seed, self.name, round, "augment", i))
+        if self.train_set is None:
+            raise FederatedError(f"client {self.name} is held out: it has no training data")
         loader = DataLoader(self.train_set, batch_size=self.training.batch_size, shuffle=True, generator=generator)
         mu = float(config.get("prox_mu", 0.0))
         extra = None
@@ -132,7 +135,7 @@ class SegmentationClient:
 
     def evaluate(self, weights: Weights, split: str) -> dict[str, float]:
         self._load(weights)
-        data = ConcatDataset([StoreDataset(store, split) for store in self.stores])
+        data: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset([StoreDataset(store, split) for store in self.stores])
         return summarise(evaluate(self.model, data, self.training.eval_batch_size), self.stores[0].classes)
 
     def state_dict(self) -> dict[str, Any]:

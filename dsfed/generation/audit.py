@@ -39,6 +39,7 @@ from dsfed.generation.server import upscale_images
 from dsfed.generation.settings import SegmenterConfig
 from dsfed.io import atomic_path, write_json
 from dsfed.models.registry import build_model
+from dsfed.models.segmenter import Segmenter
 from dsfed.runtime import pick_device
 from dsfed.training.loop import train_epochs
 from dsfed.training.losses import build_loss
@@ -52,7 +53,7 @@ GRID = "grid.png"
 AUDIT_LEDGER = "audit_ledger.csv"
 
 
-def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device: torch.device, seed: int) -> torch.nn.Module:
+def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device: torch.device, seed: int) -> Segmenter:
     """A segmenter trained on ``store``'s real training split only (the federated stages' loss and augmentation)."""
     torch.manual_seed(seed)
     model = build_model(cfg.model, num_classes=len(params.data.classes), output_size=params.data.mask_size,
@@ -65,7 +66,7 @@ def train_judge(params: Params, store: ClientStore, cfg: SegmenterConfig, device
     return model.eval()
 
 
-def _scores(model: torch.nn.Module, store: ClientStore, split: str, classes: list[str], subset: np.ndarray | None = None) -> dict[str, Any]:
+def _scores(model: Segmenter, store: ClientStore, split: str, classes: list[str], subset: np.ndarray | None = None) -> dict[str, Any]:
     dataset = StoreDataset(store, split)
     if subset is not None:
         dataset.indices = dataset.indices[subset]

@@ -144,13 +144,13 @@ def train_client_generator(
     out = Path(out)
     store = ClientStore(store_dir)
     if store.is_holdout:
-        summary = {"client": client, "held_out": True, "uploads": {}}
+        held: dict[str, Any] = {"client": client, "held_out": True, "uploads": {}}
         with atomic_path(out, overwrite=True) as tmp:
             tmp.mkdir(parents=True)
             Ledger(tmp / "ledger.csv").ensure()
-            write_json(tmp / GENERATOR_SUMMARY, summary)
+            write_json(tmp / GENERATOR_SUMMARY, held)
         log.info("client %s is held out (data.holdout): it trains no generator", client)
-        return summary
+        return held
 
     cfg = params.controlnet
     device = pick_device(cfg.device)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
     logits and pooled features at 224, 256 and 512 px (not at 240); photos get sensible ImageNet classes.
     """
     path = Path(weights) if weights is not None else default_weights()
-    model = EfficientNet(list(LITE0_BLOCKS), image_size=224, norm=("batch", {"eps": 1e-3, "momentum": 0.01}))
+    model: Any = EfficientNet(list(LITE0_BLOCKS), image_size=224, norm=("batch", {"eps": 1e-3, "momentum": 0.01}))
     model._blocks = nn.Sequential(*(block for stage in model._blocks for block in stage))
     model._swish = nn.ReLU6()
     for block in model._blocks:
@@ -106,7 +106,8 @@ def image_features(images: np.ndarray | Tensor, model: nn.Module, batch_size: in
     if size % 32:
         raise DsfedError(f"image_features: size {size} is not a multiple of 32 (the network's padding needs one)")
     captured: list[Tensor] = []
-    hook = model._fc.register_forward_pre_hook(lambda _module, args: captured.append(args[0].cpu()))
+    fc: Any = model._fc  # EfficientNet's classifier: its input is the pooled feature
+    hook = fc.register_forward_pre_hook(lambda _module, args: captured.append(args[0].cpu()))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -120,7 +121,7 @@ def image_features(images: np.ndarray | Tensor, model: nn.Module, batch_size: in
         hook.remove()
         model.train(was_training)
     if not captured:
-        return np.zeros((0, model._fc.in_features), np.float64)
+        return np.zeros((0, fc.in_features), np.float64)
     return torch.cat(captured).double().numpy()
 
 

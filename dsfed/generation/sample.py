@@ -95,7 +95,7 @@ def sample(
         x = start[lo : lo + batch_size].to(device)
         b = len(x)
         cond = render_condition(masks_t[lo : lo + batch_size].to(device), backbone.condition_size) if controlnet is not None else None
-        if guided:
+        if guided and cond is not None:
             cond = torch.cat([cond, torch.zeros_like(cond)])
         prompt = backbone.encode_prompt(2 * b if guided else b)
         scheduler = make_sampler(spec.sampler, backbone.scheduler_config, backbone.pixel_space)
@@ -109,6 +109,7 @@ def sample(
                 if controlnet is None:
                     pred = backbone.unet(inp, tt, encoder_hidden_states=prompt).sample
                 else:
+                    assert cond is not None  # rendered above whenever there is a ControlNet
                     pred = controlnet_forward(backbone, controlnet, inp, tt, cond, prompt)
             pred = pred.float()
             if guided:

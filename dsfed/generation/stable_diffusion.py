@@ -262,7 +262,8 @@ class StableDiffusionBackbone(nn.Module):
 
     def encode_prompt(self, batch: int) -> Tensor:
         """(B, 77, D): the fixed prompt's embedding, expanded (no copy) to the batch."""
-        return self.prompt_embeds.expand(batch, -1, -1)
+        embeds: Tensor = self.get_buffer("prompt_embeds")
+        return embeds.expand(batch, -1, -1)
 
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:

@@ -138,6 +138,7 @@ class SamSegmenter(Segmenter):
         self.head = nn.Conv2d(tokens, num_classes, kernel_size=1)
         with torch.no_grad():
             self.head.weight.zero_()
+            assert self.head.bias is not None  # Conv2d(bias=True)
             self.head.bias.zero_()
             for c in range(num_classes):
                 self.head.weight[c, c % tokens] = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ def as_jpeg(png: bytes, quality: int = 85) -> bytes:
     return buffer.getvalue()
 
 
-def curves_png(panels: Sequence[tuple[str, str, dict[str, tuple[Sequence[float], Sequence[float]]]]]) -> bytes:
+def curves_png(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]]) -> bytes:
     """One row of line plots. ``panels``: (title, x label, {series name: (xs, ys)}) each."""
     import matplotlib
 
@@ -74,9 +74,9 @@ def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n, m = len(rows), len(columns)
-    fig, axes = plt.subplots(n, m, figsize=(1.6 * m, 1.6 * n + 0.6), squeeze=False)
-    for r in range(n):
+    n_rows, n_cols = len(rows), len(columns)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows + 0.6), squeeze=False)
+    for r in range(n_rows):
         for c in range(m):
             ax = axes[r][c]
             ax.imshow(rows[r][c].transpose(1, 2, 0))

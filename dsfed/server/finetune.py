@@ -70,7 +70,7 @@ def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress
                         input_size=cfg.input_size, checkpoint=cfg.checkpoint).to(device)
     if cfg.freeze_encoder:
         log.info("server_sam: image encoder frozen (%d parameters)", freeze_image_encoder(model))
-    train = ConcatDataset([StoreDataset(store, "train", augment=cfg.augment if cfg.augment.enabled else None, seed=params.seed + i)
+    train: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset([StoreDataset(store, "train", augment=cfg.augment if cfg.augment.enabled else None, seed=params.seed + i)
                            for i, store in enumerate(stores.values())])
     loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(params.seed))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)

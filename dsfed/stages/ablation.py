@@ -102,7 +102,7 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
             row += [round(scores["tiny"]["holdout"], 4), round(scores["sam"]["holdout"], 4)]
         rows.append(row)
         records.append({"variant": name, "overrides": overrides, "scores": scores, "distill": metrics["synthetic_val_dice"]})
-    table = {"header": header, "rows": [[str(c) if not isinstance(c, float) else f"{c:.3f}" for c in r] for r in rows], "variants": records}
+    table: dict[str, Any] = {"header": header, "rows": [[str(c) if not isinstance(c, float) else f"{c:.3f}" for c in r] for r in rows], "variants": records}
     write_json(out / "table.json", table)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in table["rows"]]
     with atomic_path(out / "table.md", overwrite=True) as tmp:

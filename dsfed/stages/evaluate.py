@@ -82,5 +82,5 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
     write_csv(out / "per_image.csv", rows)
     with atomic_path(out / "predictions.npz", overwrite=True) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **overlay)
+            np.savez_compressed(fh, **overlay)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
     return metrics_out

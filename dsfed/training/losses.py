@@ -18,6 +18,7 @@ class BCEDiceLoss(nn.Module):
 
     def __init__(self, pos_weight: float, dice: float) -> None:
         super().__init__()
+        self.pos_weight: Tensor
         self.register_buffer("pos_weight", torch.tensor(pos_weight))
         self.dice_weight = dice
         self.dice = DiceLoss(sigmoid=True, include_background=True, smooth_nr=1e-5, smooth_dr=1e-5) if dice > 0 else None

@@ -178,8 +178,8 @@ class Engine(Protocol):
         """Every client this engine can reach, training and held-out, in a stable order."""
         ...
 
-    def query(self, clients: Sequence[str], run: str) -> dict[str, QueryReply]:
-        """Sample counts, data fingerprint and the state each client holds for ``run``."""
+    def query(self, clients: Sequence[str], run: str | None) -> dict[str, QueryReply]:
+        """Sample counts, data fingerprint and the state each client holds for ``run`` (None: no state asked)."""
         ...
 
     def fit(self, tasks: Mapping[str, FitTask]) -> dict[str, FitReply]:
