@@ -77,7 +77,7 @@ def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], 
     n_rows, n_cols = len(rows), len(columns)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows + 0.6), squeeze=False)
     for r in range(n_rows):
-        for c in range(m):
+        for c in range(n_cols):
             ax = axes[r][c]
             ax.imshow(rows[r][c].transpose(1, 2, 0))
             ax.set_xticks([])
