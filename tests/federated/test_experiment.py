@@ -171,3 +171,17 @@ def test_a_registered_client_algorithm_is_what_the_method_runs(project: Path, st
     params = _params(project, {"m": {"model": "unet", "input_size": 32, "client": "counting"}}, rounds=1)
     run = run_method(params, "m", stores, stores / "federated/m", progress=False)
     assert built == ["a", "b", "h"] and set(run.test) == {"a", "b", "h"}
+
+
+@pytest.mark.parametrize("mode", ["keep", "reset"])
+def test_local_optimizer_state_keep_or_reset(project: Path, stores: Path, mode: str) -> None:
+    """``local.optimizer_state``: Adam's step count in the client's saved state after round 2 is both rounds'
+    steps (keep) or one round's (reset)."""
+    raw = _params(project, {"m": {"model": "unet", "input_size": 32}}, rounds=2).model_dump(mode="json")
+    raw["federated"]["local"]["optimizer_state"] = mode
+    params = parse_params(raw, root=project)
+    run_method(params, "m", stores, stores / f"federated/m-{mode}", progress=False)
+    saved = torch.load(next((stores / f"federated/m-{mode}/client-state/a").glob("*/round-0002.pt")), weights_only=True)
+    steps = {int(s["step"]) for s in saved["optimizer"]["state"].values()}
+    per_round = -(-6 // 4)  # 6 training samples of client a (10 x 0.6), batches of 4
+    assert steps == ({2 * per_round} if mode == "keep" else {per_round})
