@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -75,3 +76,7 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(rows)
 
+
+def safe_name(name: str) -> str:
+    """``name`` as one path component: every character but letters, digits, ``_``, ``.`` and ``-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

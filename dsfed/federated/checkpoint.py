@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from dsfed.federated.errors import CheckpointError
 from dsfed.federated.protocol import Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
 from dsfed.federated.strategies.base import Strategy
+from dsfed.io import safe_name
 from dsfed.round_checkpoints import RoundCheckpointer
 
 __all__ = ["CHECKPOINT_SCHEMA", "Checkpoint", "capture_rng", "latest_checkpoint", "remove_stale_temps", "restore_rng", "save_checkpoint"]
@@ -78,10 +78,6 @@ def restore_rng(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def remove_stale_temps(root: Path) -> None:
     """Remove temporary siblings a killed writer left in ``root``."""
     RoundCheckpointer(root, "", CHECKPOINT_SCHEMA).remove_stale_temps()
@@ -107,7 +103,7 @@ def save_checkpoint(
     def write(tmp: Path) -> None:
         (tmp / "weights").mkdir()
         for group, weights in groups.items():
-            (tmp / "weights" / f"{_safe(group)}.safetensors").write_bytes(to_bytes(weights))
+            (tmp / "weights" / f"{safe_name(group)}.safetensors").write_bytes(to_bytes(weights))
         torch.save(strategy.state_dict(), tmp / "strategy.pt")
         torch.save(capture_rng(), tmp / "rng.pt")
 
@@ -129,7 +125,7 @@ class Checkpoint:
 
     def load_groups(self) -> dict[str, Weights]:
         """The named weight groups (shared keys) after this round."""
-        return {group: from_bytes((self.path / "weights" / f"{_safe(group)}.safetensors").read_bytes()) for group in self.groups}
+        return {group: from_bytes((self.path / "weights" / f"{safe_name(group)}.safetensors").read_bytes()) for group in self.groups}
 
     def load_states(self, strategy: Strategy) -> None:
         """Restore the strategy's state and this process's RNGs (clients restore their own)."""

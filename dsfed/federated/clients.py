@@ -83,6 +83,7 @@ class SegmentationClient:
         self.local_keys = local_keys or LocalKeys()
         self.seed = seed
         augment = training.augment if training.augment is not None and training.augment.enabled else None
+        self._info: ClientInfo | None = None
         self.held_out = any(store.is_holdout for store in self.stores)  # tested only: no train or val split to open
         self.train_sets = [] if self.held_out else [StoreDataset(store, "train", augment=augment) for store in self.stores]
         self.train_set: ConcatDataset[dict[str, torch.Tensor]] | None = ConcatDataset(self.train_sets) if self.train_sets else None
@@ -90,12 +91,17 @@ class SegmentationClient:
         self.loss = build_loss(training.loss).to(self.device)
 
     def describe(self) -> ClientInfo:
-        """Sample counts per split over its stores, and their fingerprint (one store's own, or a hash of several)."""
+        """Sample counts per split over its stores, and their fingerprint (one store's own, or a hash of several).
+
+        Read once: the stores do not change during a run, and every evaluation reply carries the counts."""
+        if self._info is not None:
+            return self._info
         readable = ("test",) if self.held_out else SPLITS
         samples = {split: sum(len(store.split(split)) for store in self.stores) if split in readable else 0 for split in SPLITS}
         prints = [str(store.attrs.get("fingerprint")) for store in self.stores]
         fingerprint = prints[0] if len(prints) == 1 else hashlib.sha256("|".join(prints).encode()).hexdigest()[:16]
-        return ClientInfo(samples, fingerprint)
+        self._info = ClientInfo(samples, fingerprint)
+        return self._info
 
     def _load(self, weights: Weights) -> None:
         """Load the shared ``weights``, keeping this client's local keys."""

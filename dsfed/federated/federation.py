@@ -66,7 +66,9 @@ class Federation:
         payloads: dict[int, bytes] = {}  # one serialisation per distinct weights object
         tasks: dict[str, FitTask] = {}
         for name, own in weights.items():
-            payload = payloads.setdefault(id(own), to_bytes(own))
+            if id(own) not in payloads:
+                payloads[id(own)] = to_bytes(own)
+            payload = payloads[id(own)]
             tasks[name] = FitTask(self.run, round, payload, dict(configs.get(name, {})), committed, tuple(sorted(set(keep))), tuple(local_keys))
             self._record(round, name, "down", "global_weights", len(payload))
         replies = self.engine.fit(tasks)

@@ -16,16 +16,12 @@ from typing import Any
 import torch
 
 from dsfed.federated.errors import CheckpointError
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, safe_name
 
 __all__ = ["ClientStateStore"]
 
 log = logging.getLogger(__name__)
 _FILE = re.compile(r"^round-(\d+)\.pt$")
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 class ClientStateStore:
@@ -40,7 +36,7 @@ class ClientStateStore:
 
     def _dir(self, run: str) -> Path:
         assert self.root is not None
-        return self.root / _safe(run)
+        return self.root / safe_name(run)
 
     def rounds(self, run: str) -> list[int]:
         """Rounds of ``run`` with a saved state, oldest first."""

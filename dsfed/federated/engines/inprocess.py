@@ -6,7 +6,6 @@ would carry them; each client keeps its state in its own folder under ``state_ro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -15,12 +14,9 @@ from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.engines.host import ClientHost
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import ClientAlgo
+from dsfed.io import safe_name
 
 __all__ = ["InProcessEngine"]
-
-
-def _folder(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 class InProcessEngine:
@@ -45,7 +41,7 @@ class InProcessEngine:
         held = set(holdout)
         root = Path(state_root) if state_root is not None else None
         self.hosts = {
-            c.name: ClientHost(c, ClientStateStore(root / _folder(c.name) if root is not None else None), trainable=c.name not in held)
+            c.name: ClientHost(c, ClientStateStore(root / safe_name(c.name) if root is not None else None), trainable=c.name not in held)
             for c in clients
         }
 
