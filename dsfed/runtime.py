@@ -1,4 +1,4 @@
-"""Small runtime helpers every stage uses: which device to run on."""
+"""Small runtime helpers every stage uses: which device to run on, with reproducible kernels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ __all__ = ["pick_device"]
 
 
 def pick_device(choice: str) -> torch.device:
-    """``auto``: CUDA when present, else the CPU; ``cuda`` / ``cpu`` as given."""
+    """``auto``: CUDA when present, else the CPU; ``cuda`` / ``cpu`` as given.
+
+    On the CPU it also switches PyTorch to its deterministic kernels: the backward of an indexed
+    gather (``attention_biases[:, idxs]`` in TinyViT, SAM's relative positions) accumulates with
+    threads in whatever order they finish, so on a loaded 2-core machine the same run gave
+    different weights (a FedTinySAM round differed 3 runs in 4 under a busy core; with this, 0 in 5
+    and the quiet run's result). The sorted deterministic kernel costs nothing measurable on the
+    CPU. CUDA keeps the fast kernels (its determinism needs cuBLAS workspace settings of its own).
+    """
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
+    torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device("cpu")
