@@ -60,11 +60,9 @@ def prepare(
 ) -> None:
     """Build one client's Zarr store without Prefect or DVC (the pipeline runs `dvc repro prepare`)."""
     from dsfed.config import load_params
-    from dsfed.data.store import build_client_store
-    from dsfed.stages.prepare import store_path
+    from dsfed.stages.prepare import run_prepare_stage
 
-    cfg = load_params(params)
-    out = build_client_store(cfg, client, store_path(artifacts, client), root=params.parent, overwrite=overwrite)
+    out = run_prepare_stage(load_params(params), client, artifacts, root=params.parent, overwrite=overwrite)
     typer.echo(str(out))
 
 

@@ -87,7 +87,10 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 def run_with_server(command: list[str]) -> int:
     """Run ``command`` with PREFECT_API_URL pointing at a running Prefect server (started here if none
-    answers, and stopped afterwards); returns its exit code."""
+    answers, and stopped afterwards); returns its exit code.
+
+    The folder of this interpreter goes first on PATH, so the stages' ``python -m ...`` commands run with
+    the environment dsfed is installed in even when it is not activated (``.venv/bin/dsfed repro``)."""
     url = os.environ.get("PREFECT_API_URL")
     proc = None
     if url and healthy(url):
@@ -101,7 +104,8 @@ def run_with_server(command: list[str]) -> int:
         print(f"prefect server: started a Prefect server at {url} in {time.perf_counter() - t0:.1f} s "
               "(stopped when the command ends)", file=sys.stderr)
     try:
-        return subprocess.call(command, env={**os.environ, "PREFECT_API_URL": url})
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        return subprocess.call(command, env={**os.environ, "PREFECT_API_URL": url, "PATH": path})
     finally:
         if proc is not None:
             stop_server(proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 from prefect import flow
 
-from dsfed.stages.prepare import store_path
 from dsfed_pipeline.flows._cli import run_flow
 from dsfed_pipeline.tasks.prepare import build_store, publish_summary
 
@@ -13,7 +12,7 @@ from dsfed_pipeline.tasks.prepare import build_store, publish_summary
 @flow(name="prepare", log_prints=True)
 def prepare(client: str, params: str = "params.yaml", artifacts: str = "artifacts", overwrite: bool = False) -> str:
     """Build the client's store (runs at the client: its images never leave it) and publish a summary."""
-    path = build_store(client, params, str(store_path(artifacts, client)), overwrite)
+    path = build_store(client, params, artifacts, overwrite)
     publish_summary(path)
     return path
 

@@ -8,16 +8,16 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 
 from dsfed.config import load_params
-from dsfed.data.store import ClientStore, build_client_store
+from dsfed.data.store import ClientStore
 from dsfed.data.summary import store_summary
+from dsfed.stages.prepare import run_prepare_stage
 
 
 @task(name="build-client-store")
-def build_store(client: str, params_path: str, out: str, overwrite: bool = False) -> str:
-    """Build ``out`` from ``clients.<client>.source``; returns the store path."""
+def build_store(client: str, params_path: str, artifacts: str, overwrite: bool = False) -> str:
+    """Build ``<artifacts>/clients/<client>/data.zarr`` from ``clients.<client>.source``; returns the store path."""
     params = load_params(params_path)
-    path = build_client_store(params, client, out, root=Path(params_path).parent, overwrite=overwrite)
-    return str(path)
+    return str(run_prepare_stage(params, client, artifacts, root=Path(params_path).parent, overwrite=overwrite))
 
 
 @task(name="publish-store-summary")
