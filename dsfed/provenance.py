@@ -16,7 +16,8 @@ __all__ = ["DISTILL_CODE", "FEDERATED_CODE", "code_hash", "provenance", "to_safe
 
 FEDERATED_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py", "round_checkpoints.py", "stages/federated_run.py")
 """The code a federated run's numbers depend on (its resume identity; edits elsewhere keep its checkpoints)."""
-DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "runtime.py", "round_checkpoints.py", "stages/distill.py")
+DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "federated", "runtime.py", "round_checkpoints.py",
+                "stages/distill.py", "stages/client_validation.py")
 """The code a distillation run's numbers depend on."""
 
 

@@ -45,6 +45,18 @@ def test_dump_fills_every_default(tmp_path: Path) -> None:
     assert run("config", "validate", str(tmp_path / "full.yaml"), "--no-check-paths").returncode == 0
 
 
+def test_validate_names_each_checkpoint_whose_class_head_will_be_reinitialised(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text().replace("classes: [optic_disc, optic_cup]", "classes: [optic_disc]")
+    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "data").symlink_to(REPO / "data")  # the shipped foundation SAM (2 classes), the phantom sites
+    result = run("config", "validate", str(tmp_path / "params.yaml"))
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.strip().splitlines()[1:]
+    assert [n.split(":")[1].strip() for n in notes] == ["federated.methods.fedsam.checkpoint", "federated.methods.centralized.checkpoint",
+                                                       "server_sam.checkpoint"]
+    assert all("has a 2-class head and data.classes has 1: its class head is re-initialised" in n for n in notes)
+
+
 def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
     text = (REPO / "params.yaml").read_text()
     text = text.replace("image_size: 128", "image_size: 128\n  colour: red").replace("n: 80", "n: -1", 1)

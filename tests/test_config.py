@@ -52,6 +52,7 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("federated.clients", ["site_a", "site_a"], "federated.clients: a client is listed twice"),
         ("federated.clients", ["site_d"], "federated.min_clients: 2 is more than the 0 training clients"),
         ("redistill.cron", "every night", "redistill.cron: 'every night' is not a 5-field cron"),
+        ("server_sam.checkpoint", None, "server_sam.checkpoint: required: the server SAM starts from a foundation checkpoint"),
     ],
 )
 def test_bad_values_name_the_field(dotted: str, value: Any, expected: str) -> None:

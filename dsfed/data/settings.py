@@ -45,7 +45,11 @@ class MaskMapping(Strict):
 
 
 class Pairing(Strict):
-    """How an image finds its mask: same stem plus ``mask_suffix``, or two regexes sharing ``(?P<id>...)``."""
+    """How an image finds its mask: same stem plus ``mask_suffix``, or two regexes sharing ``(?P<id>...)``.
+
+    ``mask_suffix: ""`` pairs equal file names (``images/case1.png`` with ``masks/case1.png``); it needs two
+    different folders.
+    """
 
     mask_suffix: str = ""
     image_regex: str | None = None
@@ -65,8 +69,6 @@ class Pairing(Strict):
                 raise ValueError(f"{name}: not a valid regex ({exc})") from exc
             if "id" not in compiled.groupindex:
                 raise ValueError(f"{name}: needs a named group (?P<id>...)")
-        if self.image_regex is None and self.mask_suffix == "":
-            raise ValueError("give 'mask_suffix' or 'image_regex'/'mask_regex' (images and masks would pair with themselves)")
         return self
 
 
@@ -144,6 +146,14 @@ class FoldersSource(_SourceBase):
     masks: str = "masks"
     pairing: Pairing = Pairing(mask_suffix="_mask")
     mask_mapping: MaskMapping
+
+    @model_validator(mode="after")
+    def _folders_apart(self) -> FoldersSource:
+        same = Path(self.images) == Path(self.masks)
+        if same and self.pairing.image_regex is None and self.pairing.mask_suffix == "":
+            raise ValueError(f"images and masks are both the folder {self.images!r}: with pairing.mask_suffix \"\" every "
+                             "image would pair with itself (give a mask_suffix, e.g. \"_mask\", or image_regex/mask_regex)")
+        return self
 
 
 class FedDGSource(_SourceBase):

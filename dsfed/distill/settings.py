@@ -20,6 +20,12 @@ class DistillConfig(Strict):
     ``batch_topk`` is the released code's per-batch rule (``quantile``, ``keep``); ``all`` trains on every
     sample. ``mutual: false`` lets SAM only teach. ``warm_start`` begins from the previous run's distilled
     models when they exist (a client joined), else from ``server_sam`` and the student.
+
+    Every round, both models are also scored on the source clients' real val splits (only metrics cross);
+    each ships only if a distilled round beats the model before distillation there (the guard,
+    :mod:`dsfed.distill.guard`). ``weak_teacher``: what to do when that validation finds SAM weaker than
+    its student before distillation: ``distill`` anyway (the guard still keeps the better model) or
+    ``skip`` the rounds and ship the student as it is.
     """
 
     student: str = "fedtinysam"
@@ -39,4 +45,5 @@ class DistillConfig(Strict):
     quantile: Annotated[float, Field(gt=0, le=1)] = 0.7
     keep: Annotated[float, Field(gt=0, le=1)] = 0.5
     warm_start: bool = True
+    weak_teacher: Literal["distill", "skip"] = "distill"
     device: Device = "auto"

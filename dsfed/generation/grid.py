@@ -9,13 +9,23 @@ from PIL import Image
 
 from dsfed.io import atomic_path
 
-__all__ = ["outline", "save_grid"]
+__all__ = ["OUTLINE_COLOURS", "outline", "outline_legend", "save_grid"]
+
+
+OUTLINE_COLOURS = (("green", (0, 255, 0)), ("blue", (0, 128, 255)), ("magenta", (255, 0, 255)))
+"""The outline colour of mask channels 0, 1, 2 (a caption names them with :func:`outline_legend`)."""
+
+
+def outline_legend(classes: list[str]) -> str:
+    """``"optic_disc outlined green, optic_cup blue."``: the caption for :func:`outline` with these classes."""
+    named = [f"{name} {OUTLINE_COLOURS[k][0]}" for k, name in enumerate(classes[: len(OUTLINE_COLOURS)])]
+    return (named[0].replace(" ", " outlined ", 1) + "".join(f", {n}" for n in named[1:]) + ".") if named else ""
 
 
 def outline(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(3, S, S) uint8 with the boundary of each mask channel drawn (disc green, cup blue)."""
+    """(3, S, S) uint8 with the boundary of each of the first three mask channels drawn in :data:`OUTLINE_COLOURS`."""
     out = image.copy()
-    colours = ((0, 255, 0), (0, 128, 255), (255, 0, 255))
+    colours = [rgb for _, rgb in OUTLINE_COLOURS]
     for k, channel in enumerate(masks[:3] > 0):
         inner = channel.copy()
         inner[1:-1, 1:-1] &= channel[:-2, 1:-1] & channel[2:, 1:-1] & channel[1:-1, :-2] & channel[1:-1, 2:]

@@ -17,7 +17,7 @@ from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.models.registry import build_model
 from dsfed.models.segmenter import Segmenter
 
-__all__ = ["load_carded_model", "model_card"]
+__all__ = ["build_carded_model", "load_carded_model", "model_card"]
 
 
 def model_card(model: str, input_size: int | None, prompt: str, parameters: int, **extra: Any) -> dict[str, Any]:
@@ -25,19 +25,24 @@ def model_card(model: str, input_size: int | None, prompt: str, parameters: int,
     return {"model": model, "options": {"input_size": input_size, "prompt": prompt}, "parameters": parameters, **extra}
 
 
-def load_carded_model(folder: str | Path, num_classes: int, output_size: int, weights: str = "model.safetensors",
-                      card: str = "model.json", device: torch.device | str = "cpu") -> Segmenter:
-    """Rebuild the segmenter described by ``folder/card`` and load ``folder/weights`` strictly (eval mode)."""
-    folder = Path(folder)
-    card_path = folder / card
+def build_carded_model(folder: str | Path, num_classes: int, output_size: int, card: str = "model.json") -> Segmenter:
+    """The segmenter described by ``folder/card``, freshly initialised (no weights loaded)."""
+    card_path = Path(folder) / card
     if not card_path.is_file():
         raise DsfedError(f"{card_path}: no model card (run the stage that writes it first)")
     info = json.loads(card_path.read_text())
     options = info.get("options", {})
     try:
-        model = build_model(info["model"], num_classes=num_classes, output_size=output_size,
-                            input_size=options.get("input_size"), prompt=options.get("prompt", "none"))
+        return build_model(info["model"], num_classes=num_classes, output_size=output_size,
+                           input_size=options.get("input_size"), prompt=options.get("prompt", "none"))
     except KeyError as exc:
         raise DsfedError(f"{card_path}: {exc}") from None
+
+
+def load_carded_model(folder: str | Path, num_classes: int, output_size: int, weights: str = "model.safetensors",
+                      card: str = "model.json", device: torch.device | str = "cpu") -> Segmenter:
+    """Rebuild the segmenter described by ``folder/card`` and load ``folder/weights`` strictly (eval mode)."""
+    folder = Path(folder)
+    model = build_carded_model(folder, num_classes, output_size, card)
     load_weights(model, read_state_dict(folder / weights), strict=True, source=str(folder / weights))
     return model.to(device).eval()

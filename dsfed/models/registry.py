@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+
+from torch import Tensor
 
 from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.models.dense import DenseSegmenter, build_dynunet, build_unet
@@ -13,6 +16,8 @@ from dsfed.models.sam import SamPreset, SamSegmenter, adapt_state_dict_to_size, 
 from dsfed.models.segmenter import PromptMode, Segmenter
 
 __all__ = ["MODELS", "ModelOptions", "build_model", "model_names"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,22 @@ class ModelOptions:
     strict: bool = True
 
 
+def _fit_class_head(model: Segmenter, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """``state`` with the model's own freshly initialised class head when the checkpoint's has another
+    number of classes (a foundation trained for other classes), with a warning naming what was reset."""
+    keys: tuple[str, ...] = getattr(model, "class_head_keys", ())
+    own = model.state_dict()
+    if not any(k in state and state[k].shape != own[k].shape for k in keys):
+        return state
+    log.warning("%s: its class head has %d classes and the task %d: %s re-initialised, everything else loads",
+                source, state[keys[0]].shape[0], model.num_classes, ", ".join(keys))
+    return {**state, **{k: own[k] for k in keys}}
+
+
 def _load_checkpoint(model: Segmenter, opts: ModelOptions) -> None:
     if opts.checkpoint is None:
         return
-    state = read_state_dict(opts.checkpoint)
+    state = _fit_class_head(model, read_state_dict(opts.checkpoint), str(opts.checkpoint))
     if isinstance(model, SamSegmenter) and not any(k.startswith(("sam.", "head.")) for k in state):
         state = adapt_state_dict_to_size(state, model.sam)
         load_weights(model.sam, state, strict=opts.strict, source=str(opts.checkpoint))

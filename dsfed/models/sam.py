@@ -131,6 +131,8 @@ class SamSegmenter(Segmenter):
         prompt: 'none' or 'box'.
     """
 
+    class_head_keys = ("head.weight", "head.bias")  # re-initialised when a checkpoint has other classes
+
     def __init__(self, sam: Sam, num_classes: int, output_size: int, prompt: PromptMode = "none") -> None:
         super().__init__(num_classes, sam.image_encoder.img_size, output_size, prompt)
         self.sam = sam

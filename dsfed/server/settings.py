@@ -19,11 +19,13 @@ class ServerSamConfig(Strict):
     synthetic train split; the epoch with the best Dice on their synthetic val splits is kept.
 
     ``checkpoint``: where the foundation weights come from: the embedded default's pre-trained
-    ``sam_demo`` (``dsfed pretrain-sam``), or an official SAM ``.pth`` for ``sam_vit_b|l|h``.
+    ``sam_demo`` (``dsfed pretrain-sam``), or an official SAM ``.pth`` for ``sam_vit_b|l|h``. Required: the
+    method starts from a foundation model, and ``dvc.yaml`` depends on the file. One trained for other
+    classes loads with its class head re-initialised.
     """
 
     model: str = "sam_demo"
-    checkpoint: Path | None = Path("data/pretrained/embedded/sam_demo.safetensors")
+    checkpoint: Path = Path("data/pretrained/embedded/sam_demo.safetensors")
     input_size: Annotated[int, Field(ge=16)] | None = None
     epochs: Annotated[int, Field(ge=0)] = 4
     batch_size: Annotated[int, Field(ge=1)] = 4
@@ -35,3 +37,11 @@ class ServerSamConfig(Strict):
     device: Device = "auto"
 
     _known_model = field_validator("model")(known_model)
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _required(cls, value: object) -> object:
+        if value is None or value == "":
+            raise ValueError("required: the server SAM starts from a foundation checkpoint and dvc.yaml depends on the "
+                             "file (a checkpoint with other classes loads with its class head re-initialised)")
+        return value

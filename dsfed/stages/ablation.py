@@ -2,7 +2,9 @@
 
 Every variant reruns the distillation from the same starting models (``artifacts/server_sam`` and the
 federated student; never warm-started) with ``params.distill`` overridden, then scores both distilled
-models on every client's test split. Results go to ``artifacts/ablation/``: ``runs/<variant>/`` (the
+models on every client's test split: the unguarded ones (selected on synthetic validation, as the paper
+does), since the guard would hide a variant that hurts behind the undistilled model; what the guard
+would ship is a column of its own. Results go to ``artifacts/ablation/``: ``runs/<variant>/`` (the
 distill outputs), ``table.json`` and ``table.md``; the report stage (which depends on the folder)
 includes the table on the next ``dvc repro``.
 """
@@ -74,7 +76,7 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
     tests = load_test_sets({name: store_path(artifacts, name) for name in params.clients})
     device = pick_device(params.distill.device)
     holdout = params.data.holdout
-    header = ["variant", "mutual", "selection", "lam", "rate", "student source Dice", "SAM source Dice"]
+    header = ["variant", "mutual", "selection", "lam", "rate", "guard ships", "student source Dice", "SAM source Dice"]
     if holdout:
         header += [f"student {holdout} Dice", f"SAM {holdout} Dice"]
     rows: list[list[Any]] = []
@@ -90,18 +92,21 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
         metrics = run_distill_stage(variant, artifacts, out=run_dir)
         scores: dict[str, Any] = {}
         for stem in ("tiny", "sam"):
-            model = load_carded_model(run_dir / stem, len(params.data.classes), params.data.mask_size, device=device)
+            model = load_carded_model(run_dir / "unguarded" / stem, len(params.data.classes), params.data.mask_size, device=device)
             per_client, _, _ = score_on_tests(model, tests, variant, device)
             scores[stem] = {"source": source_mean(per_client, variant.training_clients).get("dice"),
                             "holdout": per_client[holdout]["dice"] if holdout else None, "clients": per_client}
             del model
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # keep the models and curves, not the resume state
         d = variant.distill
-        row = [name, d.mutual, d.selection, d.lam, d.rate, round(scores["tiny"]["source"], 4), round(scores["sam"]["source"], 4)]
+        kept = metrics["guard"]["tiny"]
+        ships = "undistilled" if kept["round"] is None else f"round {kept['round']}"
+        row = [name, d.mutual, d.selection, d.lam, d.rate, ships, round(scores["tiny"]["source"], 4), round(scores["sam"]["source"], 4)]
         if holdout:
             row += [round(scores["tiny"]["holdout"], 4), round(scores["sam"]["holdout"], 4)]
         rows.append(row)
-        records.append({"variant": name, "overrides": overrides, "scores": scores, "distill": metrics["synthetic_val_dice"]})
+        records.append({"variant": name, "overrides": overrides, "scores": scores, "distill": metrics["synthetic_val_dice"],
+                        "guard": metrics["guard"]})
     table: dict[str, Any] = {"header": header, "rows": [[str(c) if not isinstance(c, float) else f"{c:.3f}" for c in r] for r in rows], "variants": records}
     write_json(out / "table.json", table)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in table["rows"]]

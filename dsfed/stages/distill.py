@@ -1,8 +1,11 @@
 """The ``distill`` stage: mutual distillation of the server SAM and the federated student on synthetic sets.
 
-Server side only: it reads ``artifacts/server_sam``, the student's federated weights and the source
-clients' synthetic stores (train split to learn from, val split to select rounds), never
-``artifacts/clients`` and never the held-out client's store.
+The server reads ``artifacts/server_sam``, the student's federated weights and the source clients'
+synthetic stores (train split to learn from, val split for the synthetic curve). It never opens
+``artifacts/clients``: every round both models go to the source clients, which score them on their own
+real val splits and send back numbers (:class:`~dsfed.stages.client_validation.ClientValidation`, every
+payload in the ledger). Those numbers select what ships (the guard, :mod:`dsfed.distill.guard`); the
+held-out client takes no part.
 
 Checkpoints live in ``artifacts/distill/checkpoints/<run hash>/`` (a DVC ``persist`` output), so a
 killed run resumes. The run hash covers the settings and the inputs. Warm start: when ``warm_start`` is
@@ -27,16 +30,19 @@ from safetensors.torch import load_file
 
 from dsfed.config import Params
 from dsfed.data.store import ClientStore
+from dsfed.distill.guard import GuardChoice, TeacherCheck, choose, teacher_check
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
+from dsfed.errors import DsfedError
 from dsfed.federated.ledger import Ledger
 from dsfed.generation.client import read_pairs
 from dsfed.io import atomic_path, sha256_file, write_csv, write_json
-from dsfed.models.card import load_carded_model
+from dsfed.models.card import build_carded_model, load_carded_model
 from dsfed.provenance import DISTILL_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.server.finetune import freeze_image_encoder, synthetic_val_dice
 from dsfed.server.outputs import save_model, write_curve
+from dsfed.stages.client_validation import ClientValidation
 from dsfed.stages.federated import LABELS, method_folder
 from dsfed.stages.producers import ModelEntry
 from dsfed.stages.server_sam import generation_ledgers, source_synthetic_stores
@@ -95,20 +101,35 @@ def _warm_source(root: Path, run_hash: str, settings_hash: str, student_sha: str
     return None
 
 
-def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Distil, select each model's best round on the synthetic val splits, write ``artifacts/distill``.
+def _validation_factories(params: Params, folders: dict[str, Path], device: torch.device) -> dict[str, Any]:
+    """Per model, a builder of its empty architecture (what a client builds to score weights it receives)."""
+    classes, size = len(params.data.classes), params.data.mask_size
+    return {stem: (lambda folder=folder: build_carded_model(folder, classes, size).to(device)) for stem, folder in folders.items()}
 
-    Writes ``sam/model.*`` and ``tiny/model.*`` (selected weights + cards), ``metrics.json`` (a DVC
-    metric), ``rounds.csv`` (per round and sample: score and pool membership), ``dvclive/``, and
-    ``ledger.csv`` (the distilled student sent down to every client).
+
+def _load_snapshot(model: torch.nn.Module, path: Path) -> None:
+    model.load_state_dict(torch.load(path, weights_only=True))
+
+
+def _snapshot(model: torch.nn.Module, path: Path) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+
+
+def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Distil, select each model on the clients' real validation (the guard), write ``artifacts/distill``.
+
+    Writes ``sam/model.*`` and ``tiny/model.*`` (the guarded models: a distilled round only if it beats the
+    model before distillation on the source clients' real val splits), ``unguarded/{sam,tiny}/model.*``
+    (selected on synthetic validation alone, as DSFedMed's code does),
+    ``metrics.json`` (a DVC metric), ``rounds.csv`` (per round and sample: score and pool membership),
+    ``dvclive/``, and ``ledger.csv`` (the validation payloads and the student sent down to every client).
 
     Returns:
         the metrics JSON.
     """
     cfg = params.distill
     if cfg.student not in params.federated.methods:
-        from dsfed.errors import DsfedError
-
         raise DsfedError(f"distill.student: no federated method named {cfg.student!r} (have: {', '.join(params.federated.methods)})")
     artifacts = Path(artifacts)
     out = Path(out) if out is not None else artifacts / "distill"
@@ -117,73 +138,120 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     stores = source_synthetic_stores(params, artifacts)
     images, masks, origin = _train_pairs(stores)
     settings = distill_settings(params)
-    sam_dir, tiny_dir = artifacts / "server_sam", method_folder(artifacts, cfg.student)
-    sam = load_carded_model(sam_dir, len(classes), params.data.mask_size, device=device)
-    tiny = load_carded_model(tiny_dir, len(classes), params.data.mask_size, device=device)
+    folders = {"sam": artifacts / "server_sam", "tiny": method_folder(artifacts, cfg.student)}
+    models = {stem: load_carded_model(folder, len(classes), params.data.mask_size, device=device) for stem, folder in folders.items()}
+    sam, tiny = models["sam"], models["tiny"]
 
     settings_hash = _hash({"distill": cfg.model_dump(mode="json", exclude={"device", "warm_start"}), "seed": params.seed,
                            "pos_weight": settings.pos_weight, "code": code_hash(*DISTILL_CODE)})  # a code edit: afresh, no warm start
-    inputs = {"sam": sha256_file(sam_dir / "model.safetensors"), "tiny": sha256_file(tiny_dir / "model.safetensors"),
-              "data": hashlib.sha256(images.numpy().tobytes() + masks.numpy().tobytes()).hexdigest()}
+    inputs = {stem: sha256_file(folder / "model.safetensors") for stem, folder in folders.items()}
+    inputs["data"] = hashlib.sha256(images.numpy().tobytes() + masks.numpy().tobytes()).hexdigest()
     run_hash = _hash({"settings": settings_hash, "inputs": inputs})
     root = out / "checkpoints"
     work = root / run_hash
+    done = latest_round(work)
+    work.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(work / "ledger.csv")
+    ledger.truncate_after(done)  # a round redone after a crash is recorded once
+    validation = ClientValidation(params, artifacts, params.training_clients, ledger, run_hash, device)
+    factories = _validation_factories(params, folders, device)
+    real_path = work / "real_val.json"
+    real: dict[str, Any] = json.loads(real_path.read_text()) if real_path.exists() else {"rounds": {}}
+    if "undistilled" not in real:  # the models as distillation receives them, scored at the clients
+        real["undistilled"] = {stem: validation.score(0, model, stem, factories[stem]) for stem, model in models.items()}
+        write_json(real_path, real)
+    check = teacher_check(real["undistilled"]["sam"]["val_dice"], real["undistilled"]["tiny"]["val_dice"])
+    if check.weaker:
+        log.warning("distill: the teacher is weaker than its student on the source clients' real validation "
+                    "(SAM %.4f < %s %.4f): DSFedMed's premise fails; %s", check.teacher_val_dice, cfg.student,
+                    check.student_val_dice, "skipping distillation (weak_teacher: skip)" if cfg.weak_teacher == "skip"
+                    else "distilling anyway, the guard keeps the better model (weak_teacher: distill)")
+    rounds = 0 if check.weaker and cfg.weak_teacher == "skip" else cfg.rounds
+
     warm_from = None
-    if latest_round(work) == 0:
+    if done == 0 and rounds:
         source = _warm_source(root, run_hash, settings_hash, inputs["tiny"], cfg.rounds) if cfg.warm_start else None
         if source is not None:
             sam.load_state_dict(load_file(str(source / "sam.safetensors")))
             tiny.load_state_dict(load_file(str(source / "tiny.safetensors")))
             warm_from = str(source.relative_to(out))
             log.info("distill: warm start from %s", warm_from)
-    work.mkdir(parents=True, exist_ok=True)
+            real["rounds"]["0"] = {stem: validation.score(0, model, stem, factories[stem])["val_dice"] for stem, model in models.items()}
+            for stem, model in models.items():
+                _snapshot(model, work / f"{stem}-real-best.pt")
+            write_json(real_path, real)
     write_json(work / "run.json", {"settings_hash": settings_hash, "inputs": inputs, "warm_from": warm_from})
 
     frozen = freeze_image_encoder(sam) if cfg.freeze_sam_encoder else 0
     sam_opt = torch.optim.Adam([p for p in sam.parameters() if p.requires_grad], lr=cfg.lr_sam)
     tiny_opt = torch.optim.Adam(tiny.parameters(), lr=cfg.lr_tiny)
     start = {"sam": synthetic_val_dice(sam, stores, classes)["mean"], "tiny": synthetic_val_dice(tiny, stores, classes)["mean"]}
-    log.info("distill: before, synthetic val Dice SAM %.4f, %s %.4f", start["sam"], cfg.student, start["tiny"])
+    log.info("distill: before, synthetic val Dice SAM %.4f, %s %.4f; real val Dice SAM %.4f, %s %.4f", start["sam"], cfg.student,
+             start["tiny"], check.teacher_val_dice, cfg.student, check.student_val_dice)
     val_path = work / "val.json"
     val_curve: dict[str, dict[str, float]] = json.loads(val_path.read_text()) if val_path.exists() else {}
 
     def on_round(round: int, result: RoundResult) -> None:
         val_curve[str(round)] = {"sam": synthetic_val_dice(sam, stores, classes)["mean"], "tiny": synthetic_val_dice(tiny, stores, classes)["mean"]}
         write_json(val_path, val_curve)
-        for stem, model in (("sam", sam), ("tiny", tiny)):
-            if _best_round(val_curve, stem) == round:  # keep one snapshot per model: its best round so far
-                with atomic_path(work / f"{stem}-best.pt", overwrite=True) as tmp:
-                    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+        real["rounds"][str(round)] = {stem: validation.score(round, model, stem, factories[stem])["val_dice"] for stem, model in models.items()}
+        write_json(real_path, real)
+        real_curve = {int(r): v for r, v in real["rounds"].items()}
+        for stem, model in models.items():
+            if _best_round(val_curve, stem) == round:  # one snapshot per model and criterion: its best round so far
+                _snapshot(model, work / f"{stem}-best.pt")
+            if choose(float("-inf"), {r: v[stem] for r, v in real_curve.items()}).round == round:
+                _snapshot(model, work / f"{stem}-real-best.pt")
         in_pool = set(result.pool.tolist())
         rows = [{"round": round, "client": c, "row": r, "score": float(result.scores[i]), "in_pool": int(i in in_pool)}
                 for i, (c, r) in enumerate(origin)]
         write_csv(work / f"rounds-{round:04d}.csv", rows)  # kept with the checkpoints: a resumed run still has them
-        log.info("distill: round %d, pool %d, synthetic val Dice SAM %.4f, %s %.4f", round, len(result.pool),
-                 val_curve[str(round)]["sam"], cfg.student, val_curve[str(round)]["tiny"])
+        log.info("distill: round %d, pool %d, val Dice synthetic / real: SAM %.4f / %.4f, %s %.4f / %.4f", round, len(result.pool),
+                 val_curve[str(round)]["sam"], real["rounds"][str(round)]["sam"], cfg.student, val_curve[str(round)]["tiny"],
+                 real["rounds"][str(round)]["tiny"])
 
     t0 = time.perf_counter()
-    history = run_distillation(sam, tiny, sam_opt, tiny_opt, images, masks, settings, cfg.rounds, seed=params.seed,
-                               work=work, run=run_hash, keep=2, on_round=on_round, device=device)
+    history = run_distillation(sam, tiny, sam_opt, tiny_opt, images, masks, settings, rounds, seed=params.seed,
+                               work=work, run=run_hash, keep=2, on_round=on_round, device=device) if rounds else []
     wall = time.perf_counter() - t0
-    selected = {}
-    for stem, model, src in (("sam", sam, sam_dir), ("tiny", tiny, tiny_dir)):
-        best = _best_round(val_curve, stem)
-        model.load_state_dict(torch.load(work / f"{stem}-best.pt", weights_only=True))
-        selected[stem] = best
-        card = json.loads((src / "model.json").read_text())
-        save_model(out / stem, model, card["model"], card.get("options", {}).get("input_size"), selected_round=best)
+    validation.close()
+    guard = {stem: choose(real["undistilled"][stem]["val_dice"], {int(r): v[stem] for r, v in real["rounds"].items()}) for stem in models}
+    synthetic_round = {stem: _best_round(val_curve, stem) if val_curve else None for stem in models}
+    for stem, model in models.items():
+        choice = guard[stem]
+        card = json.loads((folders[stem] / "model.json").read_text())
+        input_size = card.get("options", {}).get("input_size")
+        if choice.kept_undistilled:
+            model.load_state_dict(load_file(str(folders[stem] / "model.safetensors")))
+        else:
+            _load_snapshot(model, work / f"{stem}-real-best.pt")
+        save_model(out / stem, model, card["model"], input_size, selected_round=choice.round, selected_by="client validation",
+                   kept=choice.source)
+        # the paper's code selects on synthetic validation alone: kept as the unguarded models
+        if synthetic_round[stem] is None:
+            model.load_state_dict(load_file(str(folders[stem] / "model.safetensors")))
+        else:
+            _load_snapshot(model, work / f"{stem}-best.pt")
+        save_model(out / "unguarded" / stem, model, card["model"], input_size, selected_round=synthetic_round[stem],
+                   selected_by="synthetic validation")
+    verdict = _verdict(guard["tiny"], check, cfg.student, rounds)
+    (log.warning if guard["tiny"].kept_undistilled else log.info)("distill: %s", verdict)
     for stale in root.glob("*"):
         if stale != work:
             shutil.rmtree(stale, ignore_errors=True)
 
-    with atomic_path(out / "ledger.csv", overwrite=True) as tmp:  # the distilled student goes down to every client
-        ledger = Ledger(tmp)
-        ledger.ensure()
+    with atomic_path(out / "ledger.csv", overwrite=True) as tmp:  # validation traffic, then the student sent to every client
+        shutil.copyfile(ledger.path, tmp)
+        final = Ledger(tmp)
         for client in params.clients:
-            ledger.record(0, client, "down", "distilled_model", (out / "tiny" / "model.safetensors").stat().st_size)
-    rows = [{"round": 0, "val_dice_sam": start["sam"], "val_dice_tiny": start["tiny"]}]
+            final.record(0, client, "down", "distilled_model", (out / "tiny" / "model.safetensors").stat().st_size)
+    rows = [{"round": 0, "val_dice_sam": start["sam"], "val_dice_tiny": start["tiny"],
+             "real_val_dice_sam": real["rounds"].get("0", {}).get("sam", check.teacher_val_dice),
+             "real_val_dice_tiny": real["rounds"].get("0", {}).get("tiny", check.student_val_dice)}]
     for record in history:
-        rows.append({**record, "val_dice_sam": val_curve[str(record["round"])]["sam"], "val_dice_tiny": val_curve[str(record["round"])]["tiny"]})
+        r = str(record["round"])
+        rows.append({**record, "val_dice_sam": val_curve[r]["sam"], "val_dice_tiny": val_curve[r]["tiny"],
+                     "real_val_dice_sam": real["rounds"][r]["sam"], "real_val_dice_tiny": real["rounds"][r]["tiny"]})
     write_curve(out / "dvclive", rows, step="round")
     per_sample: list[dict[str, Any]] = []
     for part in sorted(work.glob("rounds-*.csv")):
@@ -197,10 +265,14 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         "pool_size": history[-1]["pool_size"] if history else 0,
         "sam_encoder_frozen_parameters": frozen,
         "warm_start_from": warm_from,
-        "selected_round": selected,
+        "teacher": {**check.as_dict(), "action": ("skipped" if not rounds else "distilled") if check.weaker else "distilled"},
+        "guard": {stem: choice.as_dict() for stem, choice in guard.items()},
+        "verdict": verdict,
+        "real_val_dice": {"clients": params.training_clients, "undistilled": real["undistilled"]},
         "synthetic_val_dice": {
             "before": start,
-            "selected": {stem: val_curve[str(selected[stem])][stem] for stem in ("sam", "tiny")},
+            "selected_round": synthetic_round,
+            "selected": {stem: val_curve[str(r)][stem] if r is not None else start[stem] for stem, r in synthetic_round.items()},
         },
         "rounds": rows,
         "wall_s": round(wall, 2),
@@ -209,12 +281,31 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     return metrics
 
 
+def _verdict(choice: GuardChoice, check: TeacherCheck, student: str, rounds: int) -> str:
+    """One sentence for the log and the report: what shipped and why, with the figures."""
+    teacher = (f"the teacher (SAM, real val Dice {check.teacher_val_dice:.3f}) was weaker than the student "
+               f"({check.student_val_dice:.3f}) before distillation" if check.weaker else
+               f"the teacher (SAM, real val Dice {check.teacher_val_dice:.3f}) was stronger than the student "
+               f"({check.student_val_dice:.3f}) before distillation")
+    if not rounds:
+        return f"{teacher}; distillation was skipped (weak_teacher: skip) and {student} ships as it is"
+    if choice.kept_undistilled:
+        return (f"{teacher}; no distilled round beat the undistilled {student} on the source clients' real validation "
+                f"(best round {choice.best_round}: {choice.best_val_dice:.3f} vs {choice.undistilled_val_dice:.3f}), "
+                f"so {student} ships undistilled")
+    return (f"{teacher}; distilled round {choice.round} beat the undistilled {student} on the source clients' real "
+            f"validation ({choice.val_dice:.3f} vs {choice.undistilled_val_dice:.3f}) and ships")
+
+
 def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     student = params.distill.student
     generation = generation_ledgers(params, artifacts)
     folder = artifacts / "distill"
+    label = f"DSFedMed {LABELS.get(student, student).removeprefix('Fed')}"
+    ledgers = [method_folder(artifacts, student) / "ledger.csv", *generation, folder / "ledger.csv"]
     return [
-        ModelEntry("dsfedmed_tiny", f"DSFedMed {LABELS.get(student, student).removeprefix('Fed')}", folder / "tiny", "dsfedmed",
-                   [method_folder(artifacts, student) / "ledger.csv", *generation, folder / "ledger.csv"]),
+        ModelEntry("dsfedmed_tiny", label, folder / "tiny", "dsfedmed", ledgers, "selected on the clients' real validation"),
+        ModelEntry("dsfedmed_tiny_unguarded", f"{label} (unguarded)", folder / "unguarded" / "tiny", "dsfedmed", ledgers,
+                   "selected on synthetic validation (the paper's code)"),
         ModelEntry("dsfedmed_sam", "DSFedMed SAM", folder / "sam", "dsfedmed", generation, "server only"),
     ]

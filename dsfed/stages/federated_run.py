@@ -31,6 +31,7 @@ from dsfed.io import atomic_path, write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
+from dsfed.stages.client_validation import validation_scorer
 from dsfed.stages.prepare import store_path
 
 __all__ = ["MethodRun", "method_config_hash", "pick_device", "run_method"]
@@ -114,25 +115,6 @@ def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, fac
     return InProcessEngine(clients, state_root=work / "client-state", holdout=held)
 
 
-def _validation(federation: Federation, clients: list[str], samples: dict[str, int]) -> Callable[[int, Weights], dict[str, float]]:
-    """Federated evaluation: each source client scores the weights on its own val split and replies numbers only."""
-    scored = [name for name in clients if samples.get(name, 0) > 0]
-
-    def score(round: int, weights: Weights) -> dict[str, float]:
-        out: dict[str, float] = {}
-        total, count = 0.0, 0
-        for name, reply in federation.evaluate(round, weights, "val", scored).items():
-            if not reply.ok or not reply.num_samples:
-                continue
-            out[f"val_dice_{name}"] = reply.metrics["dice"]
-            total += reply.metrics["dice"] * reply.num_samples
-            count += reply.num_samples
-        out["val_dice"] = total / count if count else float("nan")
-        return out
-
-    return score
-
-
 def run_method(params: Params, method: str, artifacts: str | Path, work: str | Path, progress: bool = True) -> MethodRun:
     """Train ``federated.methods[method]`` over the training clients' stores.
 
@@ -170,7 +152,7 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     server_model = factory()
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
-    validate = _validation(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
+    validate = validation_scorer(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
     best = _BestWeights(checkpoints / "best.safetensors")
     round0_path = checkpoints / "round0.json"
     if not checkpoints.exists() or latest_checkpoint(checkpoints) is None:

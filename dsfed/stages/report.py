@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dsfed.config import Params
+from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
 from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
 from dsfed.timings import latest_stage_times
@@ -81,7 +82,8 @@ def flow_findings(ev: dict[str, Any], student: str) -> list[dict[str, Any]]:
     Returns one record per direction: ``{"direction", "before", "after", "clients": {c: (before, after)}}``.
     """
     models = ev["models"]
-    pairs = [("SAM -> student", student, "dsfedmed_tiny"), ("student -> SAM", "server_sam", "dsfedmed_sam")]
+    pairs = [("SAM -> student", student, "dsfedmed_tiny"), ("SAM -> student, unguarded", student, "dsfedmed_tiny_unguarded"),
+             ("student -> SAM", "server_sam", "dsfedmed_sam")]
     out = []
     for direction, before, after in pairs:
         if before not in models or after not in models:
@@ -149,6 +151,11 @@ def _curves(params: Params, artifacts: Path) -> bytes | None:
         r = [x["round"] for x in rounds]
         panels.append(("distillation: synthetic val Dice", "round",
                        {"SAM": (r, [x["val_dice_sam"] for x in rounds]), "student": (r, [x["val_dice_tiny"] for x in rounds])}))
+        real = [x for x in rounds if "real_val_dice_tiny" in x]
+        if real:
+            rr = [x["round"] for x in real]
+            panels.append(("distillation: real val Dice (source clients; selects what ships)", "round",
+                           {"SAM": (rr, [x["real_val_dice_sam"] for x in real]), "student": (rr, [x["real_val_dice_tiny"] for x in real])}))
         trained = [x for x in rounds if "total" in x]
         panels.append(("distillation: losses on the pool", "round",
                        {k: ([x["round"] for x in trained], [x[k] for x in trained]) for k in ("gt_sam", "gt_tiny", "kl_sam_tiny", "kl_tiny_sam")}))
@@ -206,6 +213,19 @@ def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[
     return lines
 
 
+def guard_lines(artifacts: Path) -> list[str]:
+    """What the distillation guard decided and why, from ``distill/metrics.json`` (none before it ran)."""
+    path = artifacts / "distill" / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    if "verdict" not in metrics:
+        return []
+    lines = [f"Distillation guard (selection on the source clients' real validation, only metrics crossed): {metrics['verdict']}."]
+    if metrics["teacher"]["weaker"]:
+        lines.append("DSFedMed's premise, a teacher that knows more than its student, does not hold on this task: the "
+                     "distilled student can only learn the teacher's mistakes (`distill.weak_teacher: skip` skips the rounds).")
+    return lines
+
+
 def _outside_note(params: Params) -> str:
     """Clients outside a pinned federation: they joined after the federated models were trained and reach
     the student only through their synthetic sets and distillation."""
@@ -227,7 +247,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     acc_header, acc_rows, groups = _accuracy_rows(ev)
     eff_header, eff_rows = _efficiency_rows(ev, times)
     stage_header, stage_rows = _stage_rows(times)
-    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout"))
+    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + guard_lines(artifacts)
     q_header, q_rows = _quality_rows(params, artifacts)
     ablation = _ablation(artifacts)
     curves = _curves(params, artifacts)
@@ -262,7 +282,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
             if grid.is_file():
                 parts.append(f"<h3>{html.escape(c)}</h3><img src='{data_uri(as_jpeg(grid.read_bytes()), 'image/jpeg')}' alt='{html.escape(c)} grid'>")
     if overlays:
-        parts.append("<h2>Predictions on test images</h2><p class='small'>Disc outlined green, cup blue.</p>")
+        parts.append(f"<h2>Predictions on test images</h2><p class='small'>{html.escape(outline_legend(list(params.data.classes)))}</p>")
         for c, png in overlays.items():
             parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png, 'image/jpeg')}' alt='{html.escape(c)} overlays'>")
     parts.append("</body></html>")

@@ -210,6 +210,23 @@ def test_folders_pair_by_regex_ids(tmp_path: Path) -> None:
     np.testing.assert_array_equal(source.load(items[0]).mask[0], blob(top=7) > 0)
 
 
+def test_folders_pair_equal_file_names_in_two_folders(tmp_path: Path) -> None:
+    """The most common layout of real datasets: ``images/case1.png`` and ``masks/case1.png``."""
+    base = tmp_path / "lesions"
+    save(base / "images/case1.png", rgb(1))
+    save(base / "images/case2.jpg", rgb(2))
+    save(base / "masks/case1.png", blob(top=3))
+    save(base / "masks/case2.png", blob(top=8))
+    spec = FoldersSource(kind="folders", path=base, pairing=Pairing(mask_suffix=""), mask_mapping=MaskMapping(threshold=128))
+    source = build(spec, LESION, tmp_path)
+    items = source.items()
+    assert [(i.name, i.files[1].name) for i in items] == [("case1", "case1.png"), ("case2", "case2.png")]
+    np.testing.assert_array_equal(source.load(items[1]).mask[0], blob(top=8) > 0)
+    with pytest.raises(ValueError, match="every image would pair with itself"):
+        FoldersSource(kind="folders", path=base, images="all", masks="all", pairing=Pairing(mask_suffix=""),
+                      mask_mapping=LESION_VALUES)
+
+
 def test_folders_jpeg_masks_need_the_threshold(tmp_path: Path) -> None:
     base = tmp_path / "jpg"
     save(base / "images/a.jpg", smooth_rgb(1), quality=90)

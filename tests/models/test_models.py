@@ -204,3 +204,25 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     torch.save({"model": logging.getLogger("x")}, path)
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         read_state_dict(path)
+
+
+def test_a_foundation_with_other_classes_loads_all_but_its_class_head(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A 2-class foundation (disc, cup) for a 1-class task: the head is re-initialised, with a warning naming
+    it; everything else is the checkpoint's. ``dsfed config validate`` says so beforehand, without torch."""
+    from dsfed.heads import safetensors_shapes
+
+    torch.manual_seed(0)
+    foundation = build_model("tinysam_demo", num_classes=2, output_size=32, input_size=64)
+    state = {k: v.contiguous() for k, v in foundation.state_dict().items()}
+    path = tmp_path / "foundation.safetensors"
+    save_file(state, str(path))
+    assert safetensors_shapes(path)["head.weight"][0] == 2
+    fresh = build_model("tinysam_demo", num_classes=1, output_size=32, input_size=64)
+    with caplog.at_level(logging.WARNING):
+        model = build_model("tinysam_demo", num_classes=1, output_size=32, input_size=64, checkpoint=path)
+    assert "class head has 2 classes and the task 1: head.weight, head.bias re-initialised" in caplog.text
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], fresh.state_dict()[k]) for k in ("head.weight", "head.bias"))
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("head."))
+    same = build_model("tinysam_demo", num_classes=2, output_size=32, input_size=64, checkpoint=path)  # same classes: all of it
+    assert torch.equal(same.state_dict()["head.weight"], state["head.weight"])

@@ -93,7 +93,12 @@ def test_distill_outputs_rounds_pools_and_ledger(server: tuple[Path, Params]) ->
     assert metrics["pool_size"] == round(0.5 * n)
     for stem in ("sam", "tiny"):
         curve = {r["round"]: r[f"val_dice_{stem}"] for r in rounds if r["round"] > 0}
-        assert metrics["selected_round"][stem] == max(curve, key=lambda r: (curve[r], -r))
+        assert metrics["synthetic_val_dice"]["selected_round"][stem] == max(curve, key=lambda r: (curve[r], -r))
+        real = {r["round"]: r[f"real_val_dice_{stem}"] for r in rounds if r["round"] > 0}
+        guard = metrics["guard"][stem]
+        assert guard["undistilled_val_dice"] == rounds[0][f"real_val_dice_{stem}"]
+        best = max(real, key=lambda r: (real[r], -r))
+        assert guard["round"] == (best if real[best] > guard["undistilled_val_dice"] else None)
     with open(out / "rounds.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * n and {r["client"] for r in rows} == {"a"}  # never the held-out client
@@ -101,30 +106,79 @@ def test_distill_outputs_rounds_pools_and_ledger(server: tuple[Path, Params]) ->
         assert sum(int(x["in_pool"]) for x in rows if int(x["round"]) == r) == metrics["pool_size"]
     ledger = read_ledger(out / "ledger.csv")
     size = (out / "tiny/model.safetensors").stat().st_size
-    assert [(x["client"], x["direction"], x["what"], x["bytes"]) for x in ledger] == [(c, "down", "distilled_model", size) for c in params.clients]
+    sent = [(x["client"], x["direction"], x["what"], x["bytes"]) for x in ledger if x["what"] == "distilled_model"]
+    assert sent == [(c, "down", "distilled_model", size) for c in params.clients]
+    # validation at the clients: both models before distillation and after each round, at the source client only
+    validation = [x for x in ledger if x["what"] != "distilled_model"]
+    assert {x["client"] for x in validation} == {"a"} and len(validation) == 3 * 2 * 2
+    assert {x["what"] for x in validation if x["direction"] == "down"} == {"val_weights"}
+    assert {x["what"] for x in validation if x["direction"] == "up"} == {"val_metrics"}
+    assert all(x["bytes"] < 1000 for x in validation if x["direction"] == "up")  # numbers only
     assert (out / "dvclive/plots/metrics/val_dice_tiny.tsv").is_file()
 
 
-def test_distillation_changes_both_models(server: tuple[Path, Params]) -> None:
+def test_distillation_changes_both_models_and_the_guard_ships_what_it_says(server: tuple[Path, Params]) -> None:
     root, _ = server
     art = root / "artifacts"
-    before_sam, after_sam = _weights(art / "server_sam"), _weights(art / "distill/sam")
-    before_tiny, after_tiny = _weights(art / "federated/fedtinysam"), _weights(art / "distill/tiny")
-    assert any(not torch.equal(before_sam[k], after_sam[k]) for k in before_sam)
-    assert any(not torch.equal(before_tiny[k], after_tiny[k]) for k in before_tiny)
+    metrics = json.loads((art / "distill/metrics.json").read_text())
+    for stem, before in (("sam", art / "server_sam"), ("tiny", art / "federated/fedtinysam")):
+        start, unguarded, shipped = _weights(before), _weights(art / "distill/unguarded" / stem), _weights(art / "distill" / stem)
+        assert any(not torch.equal(start[k], unguarded[k]) for k in start), stem
+        if metrics["guard"][stem]["source"] == "undistilled":
+            assert all(torch.equal(start[k], shipped[k]) for k in start), stem
+        else:
+            assert any(not torch.equal(start[k], shipped[k]) for k in start), stem
 
 
-def test_server_stages_never_read_client_or_held_out_data(server: tuple[Path, Params], tmp_path: Path) -> None:
-    """With ``artifacts/clients`` gone and the held-out client's synthetic store gone too, server_sam and
-    distill give bit-identical models."""
+def test_the_guard_keeps_the_student_when_distillation_hurts(server: tuple[Path, Params], tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The fixture's teacher is a random foundation SAM after two epochs on a few synthetic pairs: weaker than
+    its student, and distilling from it hurts the student on the client's real data. The guard keeps the
+    undistilled student and the log, the metrics and the report say why, with both figures."""
+    root, params = server
+    art = tmp_path / "artifacts"
+    shutil.copytree(root / "artifacts", art)
+    caplog.set_level("INFO")
+    metrics = run_distill_stage(params, art)  # resumes the completed run: the same decision, logged again
+    teacher, tiny = metrics["teacher"], metrics["guard"]["tiny"]
+    real = [r["real_val_dice_tiny"] for r in metrics["rounds"] if r["round"] > 0]
+    assert teacher["weaker"] and max(real) < tiny["undistilled_val_dice"]  # the premise: distillation hurt
+    assert tiny["source"] == "undistilled" and tiny["round"] is None
+    student, shipped = _weights(art / "federated/fedtinysam"), _weights(art / "distill/tiny")
+    assert all(torch.equal(student[k], shipped[k]) for k in student)
+    figures = (f"{teacher['teacher_val_dice']:.3f}", f"{tiny['undistilled_val_dice']:.3f}", f"{tiny['best_val_dice']:.3f}")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "dsfed.stages.distill"]
+    assert any("teacher is weaker" in m for m in warned) and any("ships undistilled" in m and all(f in m for f in figures) for m in warned)
+    report = build_report(params, art)
+    assert any("ships undistilled" in line and all(f in line for f in figures) for line in report["findings"])
+    assert "premise" in Path(report["markdown"]).read_text()
+
+
+def test_weak_teacher_skip_ships_the_student_without_distilling(server: tuple[Path, Params], tmp_path: Path) -> None:
+    root, params = server
+    art = tmp_path / "artifacts"
+    for sub in ("clients", "synthetic", "federated", "server_sam"):
+        shutil.copytree(root / "artifacts" / sub, art / sub)
+    metrics = run_distill_stage(server_params(root, params, distill={"weak_teacher": "skip"}), art)
+    assert metrics["teacher"]["weaker"] and metrics["teacher"]["action"] == "skipped"
+    assert [r["round"] for r in metrics["rounds"]] == [0] and "skipped" in metrics["verdict"]
+    student = _weights(art / "federated/fedtinysam")
+    for folder in ("distill/tiny", "distill/unguarded/tiny"):
+        assert all(torch.equal(student[k], v) for k, v in _weights(art / folder).items()), folder
+
+
+def test_server_stages_never_read_held_out_data(server: tuple[Path, Params], tmp_path: Path) -> None:
+    """With the held-out client's store and synthetic store gone, server_sam and distill give bit-identical
+    models (distill's clients validate on their own stores; the held-out one never takes part)."""
     root, params = server
     art = tmp_path / "artifacts"
     shutil.copytree(root / "artifacts/synthetic", art / "synthetic")
     shutil.rmtree(art / "synthetic" / "h")
+    shutil.copytree(root / "artifacts/clients/a", art / "clients/a")
     shutil.copytree(root / "artifacts/federated", art / "federated")
     run_server_sam_stage(params, art, progress=False)
     run_distill_stage(params, art)
-    for folder in ("server_sam", "distill/sam", "distill/tiny"):
+    for folder in ("server_sam", "distill/sam", "distill/tiny", "distill/unguarded/tiny"):
         a, b = _weights(root / "artifacts" / folder), _weights(art / folder)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
 
@@ -132,7 +186,7 @@ def test_server_stages_never_read_client_or_held_out_data(server: tuple[Path, Pa
 def test_distill_resumes_and_warm_starts_only_for_new_inputs(server: tuple[Path, Params], tmp_path: Path) -> None:
     root, params = server
     art = tmp_path / "artifacts"
-    for sub in ("synthetic", "federated", "server_sam", "distill"):
+    for sub in ("clients", "synthetic", "federated", "server_sam", "distill"):
         shutil.copytree(root / "artifacts" / sub, art / sub)
     # same settings and inputs: the completed checkpoint is reused, the same models come out
     (art / "distill/rounds.csv").unlink()  # as DVC does before it reruns the stage
@@ -165,7 +219,7 @@ def test_evaluate_scores_every_model_on_every_client(server: tuple[Path, Params]
     root, params = server
     art = root / "artifacts"
     ev = json.loads((art / "eval/metrics.json").read_text())
-    assert ev["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_sam"] and set(ev["models"]) == set(ev["order"])
+    assert ev["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_tiny_unguarded", "dsfedmed_sam"] and set(ev["models"]) == set(ev["order"])
     assert ev["holdout"] == "h" and ev["source_clients"] == ["a"]
     for key, m in ev["models"].items():
         assert set(m["clients"]) == {"a", "h"}
@@ -183,7 +237,7 @@ def test_evaluate_scores_every_model_on_every_client(server: tuple[Path, Params]
     assert eff["server_sam"]["parameters"] == eff["dsfedmed_sam"]["parameters"] > eff["fedtinysam"]["parameters"]
     with open(art / "eval/per_image.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 5 * (ev["models"]["fedtinysam"]["clients"]["a"]["n"] + ev["models"]["fedtinysam"]["clients"]["h"]["n"])
+    assert len(rows) == 6 * (ev["models"]["fedtinysam"]["clients"]["a"]["n"] + ev["models"]["fedtinysam"]["clients"]["h"]["n"])
     per = [float(r["dice_optic_disc"]) for r in rows if r["model"] == "fedtinysam" and r["client"] == "a"]
     assert abs(np.mean(per) - ev["models"]["fedtinysam"]["clients"]["a"]["dice_optic_disc"]) < 1e-4
 
@@ -195,6 +249,7 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     assert "<table>" in page and "DSFedMed SAM" in page and "FedTinySAM" in page
     assert page.count("data:image/png;base64,") >= 1 and page.count("data:image/jpeg;base64,") >= 2  # curves; grid, overlays
     assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from the network
+    assert "optic_disc outlined green, optic_cup blue." in page  # the overlay legend names the task's classes
     md = Path(result["markdown"]).read_text()
     assert "| model |" in md and "Did knowledge flow?" in md
     assert any(line.startswith("SAM -> student") for line in result["findings"])
@@ -234,13 +289,14 @@ def test_ablation_gathers_one_row_per_variant(server: tuple[Path, Params]) -> No
     table = run_ablation(params, root / "artifacts", variants)
     assert [r[0] for r in table["rows"]] == list(variants)
     assert [r[1:3] for r in table["rows"]] == [["False", "all"], ["True", "pool"]]
+    assert all(r[5] == "undistilled" or r[5].startswith("round ") for r in table["rows"])  # what the guard would ship
     assert table["header"][-2:] == ["student h Dice", "SAM h Dice"]
     runs = root / "artifacts/ablation/runs"
     assert {p.name for p in runs.iterdir()} == {"one-way-all-samples", "mutual-learnability-pool-dsfedmed"}
-    assert all((p / "tiny/model.json").is_file() and not (p / "checkpoints").exists() for p in runs.iterdir())
+    assert all((p / "unguarded/tiny/model.json").is_file() and not (p / "checkpoints").exists() for p in runs.iterdir())
     assert "| variant |" in (root / "artifacts/ablation/table.md").read_text()
     # one-way distillation keeps SAM out of the KL terms (and "all" trains on every sample): different SAMs
-    a, b = (load_file(str(p / "sam/model.safetensors")) for p in sorted(runs.iterdir()))
+    a, b = (load_file(str(p / "unguarded/sam/model.safetensors")) for p in sorted(runs.iterdir()))
     assert any(not torch.equal(a[k], b[k]) for k in a)
     page = Path(build_report(params, root / "artifacts")["html"]).read_text()
     assert "Ablation" in page and "one-way, all samples" in page

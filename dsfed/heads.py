@@ -1,0 +1,50 @@
+"""Class heads of checkpoints, read without torch: what ``dsfed config validate`` says will be re-initialised.
+
+A foundation checkpoint trained for other classes (the embedded ``sam_demo`` knows optic disc and cup) keeps
+everything but its class head when a task has other classes: the head is re-initialised at load with a
+warning (:func:`dsfed.models.registry.build_model`), as the paper's code does for its head.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dsfed.config import Params
+
+__all__ = ["CLASS_HEAD", "class_head_notes", "safetensors_shapes"]
+
+CLASS_HEAD = "head.weight"
+"""The class head's weight in a saved segmenter (``(C, tokens, 1, 1)`` for the SAM family): its first dim is C."""
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors file's header (reads only the header)."""
+    with open(path, "rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(length))
+    return {name: list(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+
+
+def _checkpoints(params: Params, root: Path) -> list[tuple[str, Path]]:
+    found = [(f"federated.methods.{name}.checkpoint", spec.checkpoint) for name, spec in params.federated.methods.items()]
+    found.append(("server_sam.checkpoint", params.server_sam.checkpoint))
+    return [(field, root / path) for field, path in found if path is not None]
+
+
+def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
+    """One line per checkpoint whose class head does not match ``data.classes`` (it will be re-initialised);
+    relative paths are taken from ``root`` (the params file's folder)."""
+    notes = []
+    classes = len(params.data.classes)
+    for field, path in _checkpoints(params, Path(root)):
+        if path.suffix != ".safetensors" or not path.is_file():
+            continue
+        shape = safetensors_shapes(path).get(CLASS_HEAD)
+        if shape and shape[0] != classes:
+            notes.append(f"{field}: {path} has a {shape[0]}-class head and data.classes has {classes}: "
+                         "its class head is re-initialised at load (everything else loads)")
+    return notes
