@@ -73,7 +73,7 @@ def test_every_stage_runs_once_in_order(repo: tuple[Path, dict[str, str], str]) 
     report = root / "artifacts/report/index.html"
     assert report.stat().st_size > 10_000 and "DSFedMed" in report.read_text()
     metrics = json.loads((root / "artifacts/eval/metrics.json").read_text())
-    assert metrics["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_sam"]
+    assert metrics["order"] == ["fedtinysam", "foundation", "server_sam", "dsfedmed_tiny", "dsfedmed_tiny_unguarded", "dsfedmed_sam"]
     timings = [json.loads(line)["stage"] for line in (root / "artifacts/timings.jsonl").read_text().splitlines()]
     assert set(ran) <= set(timings)  # every stage recorded its wall time
 

@@ -15,9 +15,9 @@ def distill_flow(params: str = "params.yaml", artifacts: str = "artifacts") -> d
     """Learnability-guided mutual distillation (``params.distill``) into ``<artifacts>/distill``."""
     metrics = distill(params, artifacts)
     rows = [{k: r.get(k) for k in ("round", "pool_size", "total", "gt_sam", "gt_tiny", "kl_sam_tiny", "kl_tiny_sam",
-                                   "val_dice_sam", "val_dice_tiny")} for r in metrics["rounds"]]
+                                   "val_dice_sam", "val_dice_tiny", "real_val_dice_sam", "real_val_dice_tiny")} for r in metrics["rounds"]]
     publish_table(["distill"], rows, f"distillation ({metrics['settings']['selection']}, lam {metrics['settings']['lam']}): "
-                  f"rounds selected SAM {metrics['selected_round']['sam']}, student {metrics['selected_round']['tiny']}")
+                  f"{metrics['verdict']}")
     return metrics
 
 
