@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dsfed.config import Params
 
-__all__ = ["CLASS_HEAD", "class_head_notes", "safetensors_shapes"]
+__all__ = ["CLASS_HEAD", "class_head_notes", "head_classes", "safetensors_shapes"]
 
 CLASS_HEAD = "head.weight"
 """The class head's weight in a saved segmenter (``(C, tokens, 1, 1)`` for the SAM family): its first dim is C."""
@@ -27,6 +27,16 @@ def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
         (length,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(length))
     return {name: list(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+
+
+def head_classes(path: str | Path) -> int | None:
+    """How many classes a dsfed segmenter file's head has; None for anything else (an official SAM ``.pth``
+    or ``.safetensors`` without a ``head``, a missing file)."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    shape = safetensors_shapes(path).get(CLASS_HEAD)
+    return shape[0] if shape else None
 
 
 def _checkpoints(params: Params, root: Path) -> list[tuple[str, Path]]:
@@ -41,10 +51,8 @@ def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
     notes = []
     classes = len(params.data.classes)
     for field, path in _checkpoints(params, Path(root)):
-        if path.suffix != ".safetensors" or not path.is_file():
-            continue
-        shape = safetensors_shapes(path).get(CLASS_HEAD)
-        if shape and shape[0] != classes:
-            notes.append(f"{field}: {path} has a {shape[0]}-class head and data.classes has {classes}: "
+        found = head_classes(path)
+        if found is not None and found != classes:
+            notes.append(f"{field}: {path} has a {found}-class head and data.classes has {classes}: "
                          "its class head is re-initialised at load (everything else loads)")
     return notes

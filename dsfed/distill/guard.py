@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["GuardChoice", "TeacherCheck", "choose", "teacher_check"]
+__all__ = ["GuardChoice", "TeacherCheck", "best_round", "choose", "teacher_check"]
 
 
 def _finite(value: float) -> float:
@@ -49,6 +49,11 @@ class GuardChoice:
         return asdict(self)
 
 
+def best_round(curve: Mapping[int, float]) -> int | None:
+    """The round with the highest score (the earliest on ties; NaN counts as the lowest); None when empty."""
+    return max(curve, key=lambda r: (_finite(curve[r]), -r)) if curve else None
+
+
 def choose(undistilled: float, distilled: Mapping[int, float]) -> GuardChoice:
     """The guard's rule: the best distilled round (the earliest on ties) if it beats ``undistilled``
     strictly, else the undistilled model (a tie keeps it: distillation must earn its place).
@@ -57,7 +62,7 @@ def choose(undistilled: float, distilled: Mapping[int, float]) -> GuardChoice:
         undistilled: real val Dice of the model before distillation.
         distilled: round -> real val Dice of the distilled candidates (NaN: no client answered).
     """
-    best = max(distilled, key=lambda r: (_finite(distilled[r]), -r)) if distilled else None
+    best = best_round(distilled)
     best_dice = distilled[best] if best is not None else float("nan")
     if best is not None and _finite(best_dice) > _finite(undistilled):
         return GuardChoice("distilled", best, best_dice, undistilled, best, best_dice)

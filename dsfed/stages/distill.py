@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from dsfed.config import Params
 from dsfed.data.store import ClientStore
-from dsfed.distill.guard import GuardChoice, TeacherCheck, choose, teacher_check
+from dsfed.distill.guard import GuardChoice, TeacherCheck, best_round, choose, teacher_check
 from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
 from dsfed.errors import DsfedError
@@ -79,9 +79,9 @@ def _train_pairs(stores: dict[str, ClientStore]) -> tuple[torch.Tensor, torch.Te
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(masks)), origin
 
 
-def _best_round(val_curve: dict[str, dict[str, float]], stem: str) -> int:
-    """The round with the best synthetic val Dice for ``stem`` (the earliest on ties)."""
-    return max((int(r) for r in val_curve), key=lambda r: (val_curve[str(r)][stem], -r))
+def _curve(scores: dict[str, dict[str, float]], stem: str) -> dict[int, float]:
+    """``{round: score}`` of one model from ``{"<round>": {"sam": ..., "tiny": ...}}``."""
+    return {int(r): v[stem] for r, v in scores.items()}
 
 
 def _warm_source(root: Path, run_hash: str, settings_hash: str, student_sha: str, rounds: int) -> Path | None:
@@ -157,8 +157,13 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     factories = _validation_factories(params, folders, device)
     real_path = work / "real_val.json"
     real: dict[str, Any] = json.loads(real_path.read_text()) if real_path.exists() else {"rounds": {}}
-    if "undistilled" not in real:  # the models as distillation receives them, scored at the clients
-        real["undistilled"] = {stem: validation.score(0, model, stem, factories[stem]) for stem, model in models.items()}
+
+    def score(round: int) -> dict[str, dict[str, float]]:
+        """Both models as they are now, scored at the clients (mean and per-client real val Dice)."""
+        return {stem: validation.score(round, model, stem, factories[stem]) for stem, model in models.items()}
+
+    if "undistilled" not in real:  # the models as distillation receives them
+        real["undistilled"] = score(0)
         write_json(real_path, real)
     check = teacher_check(real["undistilled"]["sam"]["val_dice"], real["undistilled"]["tiny"]["val_dice"])
     if check.weaker:
@@ -176,7 +181,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
             tiny.load_state_dict(load_file(str(source / "tiny.safetensors")))
             warm_from = str(source.relative_to(out))
             log.info("distill: warm start from %s", warm_from)
-            real["rounds"]["0"] = {stem: validation.score(0, model, stem, factories[stem])["val_dice"] for stem, model in models.items()}
+            real["rounds"]["0"] = {stem: m["val_dice"] for stem, m in score(0).items()}
             for stem, model in models.items():
                 _snapshot(model, work / f"{stem}-real-best.pt")
             write_json(real_path, real)
@@ -194,13 +199,12 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     def on_round(round: int, result: RoundResult) -> None:
         val_curve[str(round)] = {"sam": synthetic_val_dice(sam, stores, classes)["mean"], "tiny": synthetic_val_dice(tiny, stores, classes)["mean"]}
         write_json(val_path, val_curve)
-        real["rounds"][str(round)] = {stem: validation.score(round, model, stem, factories[stem])["val_dice"] for stem, model in models.items()}
+        real["rounds"][str(round)] = {stem: m["val_dice"] for stem, m in score(round).items()}
         write_json(real_path, real)
-        real_curve = {int(r): v for r, v in real["rounds"].items()}
-        for stem, model in models.items():
-            if _best_round(val_curve, stem) == round:  # one snapshot per model and criterion: its best round so far
+        for stem, model in models.items():  # one snapshot per model and criterion: its best round so far
+            if best_round(_curve(val_curve, stem)) == round:
                 _snapshot(model, work / f"{stem}-best.pt")
-            if choose(float("-inf"), {r: v[stem] for r, v in real_curve.items()}).round == round:
+            if best_round(_curve(real["rounds"], stem)) == round:
                 _snapshot(model, work / f"{stem}-real-best.pt")
         in_pool = set(result.pool.tolist())
         rows = [{"round": round, "client": c, "row": r, "score": float(result.scores[i]), "in_pool": int(i in in_pool)}
@@ -215,8 +219,8 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
                                work=work, run=run_hash, keep=2, on_round=on_round, device=device) if rounds else []
     wall = time.perf_counter() - t0
     validation.close()
-    guard = {stem: choose(real["undistilled"][stem]["val_dice"], {int(r): v[stem] for r, v in real["rounds"].items()}) for stem in models}
-    synthetic_round = {stem: _best_round(val_curve, stem) if val_curve else None for stem in models}
+    guard = {stem: choose(real["undistilled"][stem]["val_dice"], _curve(real["rounds"], stem)) for stem in models}
+    synthetic_round = {stem: best_round(_curve(val_curve, stem)) for stem in models}
     for stem, model in models.items():
         choice = guard[stem]
         card = json.loads((folders[stem] / "model.json").read_text())
@@ -265,7 +269,7 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         "pool_size": history[-1]["pool_size"] if history else 0,
         "sam_encoder_frozen_parameters": frozen,
         "warm_start_from": warm_from,
-        "teacher": {**check.as_dict(), "action": ("skipped" if not rounds else "distilled") if check.weaker else "distilled"},
+        "teacher": {**check.as_dict(), "action": "distilled" if rounds else "skipped"},
         "guard": {stem: choice.as_dict() for stem, choice in guard.items()},
         "verdict": verdict,
         "real_val_dice": {"clients": params.training_clients, "undistilled": real["undistilled"]},

@@ -137,7 +137,12 @@ def _tsv(path: Path) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def _curves(params: Params, artifacts: Path) -> bytes | None:
+def _distill_metrics(artifacts: Path) -> dict[str, Any]:
+    path = artifacts / "distill" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _curves(params: Params, artifacts: Path, distill: dict[str, Any]) -> bytes | None:
     panels = []
     fed = {m: _tsv(artifacts / "federated" / m / "dvclive" / "plots" / "metrics" / "val_dice.tsv") for m in params.federated.methods}
     panels.append(("federated: val Dice (real, source clients)", "round", {m: v for m, v in fed.items() if v[0]}))
@@ -145,9 +150,8 @@ def _curves(params: Params, artifacts: Path) -> bytes | None:
     if server.is_file():
         hist = json.loads(server.read_text())["history"]
         panels.append(("server SAM: synthetic val Dice", "epoch", {"server SAM": ([h["epoch"] for h in hist], [h["val_dice_mean"] for h in hist])}))
-    distill = artifacts / "distill" / "metrics.json"
-    if distill.is_file():
-        rounds = json.loads(distill.read_text())["rounds"]
+    if distill:
+        rounds = distill["rounds"]
         r = [x["round"] for x in rounds]
         panels.append(("distillation: synthetic val Dice", "round",
                        {"SAM": (r, [x["val_dice_sam"] for x in rounds]), "student": (r, [x["val_dice_tiny"] for x in rounds])}))
@@ -213,10 +217,8 @@ def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[
     return lines
 
 
-def guard_lines(artifacts: Path) -> list[str]:
-    """What the distillation guard decided and why, from ``distill/metrics.json`` (none before it ran)."""
-    path = artifacts / "distill" / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+def guard_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the distillation guard decided and why, from distill's metrics (none before it ran)."""
     if "verdict" not in metrics:
         return []
     lines = [f"Distillation guard (selection on the source clients' real validation, only metrics crossed): {metrics['verdict']}."]
@@ -247,10 +249,11 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     acc_header, acc_rows, groups = _accuracy_rows(ev)
     eff_header, eff_rows = _efficiency_rows(ev, times)
     stage_header, stage_rows = _stage_rows(times)
-    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + guard_lines(artifacts)
+    distill = _distill_metrics(artifacts)
+    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + guard_lines(distill)
     q_header, q_rows = _quality_rows(params, artifacts)
     ablation = _ablation(artifacts)
-    curves = _curves(params, artifacts)
+    curves = _curves(params, artifacts, distill)
     overlays = _overlays(ev, artifacts)
 
     holdout = ev.get("holdout")

@@ -31,30 +31,19 @@ def generation_ledgers(params: Params, artifacts: Path) -> list[Path]:
     return [artifacts / "generators" / c / "ledger.csv" for c in names] + [artifacts / "quality" / c / "audit_ledger.csv" for c in names]
 
 
-def _is_segmenter_file(path: Path | None) -> bool:
-    """A dsfed segmenter's own weights (keys ``sam.*``/``head.*``), not an official SAM checkpoint."""
-    if path is None or not path.is_file() or path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
+def _zero_shot_ready(params: Params, checkpoint: Path) -> bool:
+    """A dsfed segmenter's own weights (with a class head, unlike an official SAM checkpoint) whose head has the
+    task's classes: a head re-initialised at load has never been trained, so its row would measure nothing."""
+    from dsfed.heads import head_classes
 
-    with safe_open(str(path), framework="pt") as fh:
-        return any(k.startswith("head.") for k in fh.keys())
-
-
-def _head_fits(params: Params, checkpoint: Path) -> bool:
-    """Whether a segmenter file's class head has the task's classes (else it loads re-initialised: no zero-shot)."""
-    from dsfed.heads import CLASS_HEAD, safetensors_shapes
-
-    shape = safetensors_shapes(checkpoint).get(CLASS_HEAD) if checkpoint.suffix == ".safetensors" else None
-    return shape is None or shape[0] == len(params.data.classes)
+    return head_classes(checkpoint) == len(params.data.classes)
 
 
 def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
-    """The foundation's zero-shot row (only when its class head is the task's: a re-initialised head has
-    never been trained, so its row would measure nothing) and the server SAM."""
+    """The foundation's zero-shot row (when :func:`_zero_shot_ready`) and the server SAM."""
     entries = []
     cfg = params.server_sam
-    if _is_segmenter_file(cfg.checkpoint) and _head_fits(params, cfg.checkpoint):
+    if _zero_shot_ready(params, cfg.checkpoint):
         entries.append(ModelEntry("foundation", "Foundation SAM (pre-trained, zero-shot)", artifacts, "dsfedmed", [],
                                   "released weights, no client data", checkpoint=cfg.checkpoint, build=(cfg.model, cfg.input_size)))
     entries.append(ModelEntry("server_sam", "SAM before distillation (synthetic fine-tune)", artifacts / "server_sam", "dsfedmed",
