@@ -48,7 +48,9 @@ def paper_fundus(paths: PresetPaths) -> dict[str, Any]:
             "methods": {
                 "fedtinysam": {"model": "tinysam", "checkpoint": str(paths.tinysam), "strategy": "fedavg"},
                 "fedsam": sam,
+                "fedmsa": {**sam, "adapter": "msa"},
                 "fedunet": {"model": "unet", "input_size": 256},
+                "fedunet_lite0": {"model": "unet_lite0", "input_size": 256},
                 "fednnunet": {"model": "nnunet", "input_size": 256},
                 "centralized": {**sam, "strategy": "centralized"},
             },

@@ -80,15 +80,21 @@ class SegmentationClient:
         self.device = device or torch.device("cpu")
         self.model = model_factory().to(self.device)
         self.training = training
-        self.local_keys = local_keys or LocalKeys()
+        # frozen weights (the model's frozen_keys) stay like local keys, but are not even checkpointed:
+        # every client holds them from the same foundation checkpoint
+        self.frozen = LocalKeys(self.model.frozen_keys)
+        self.local_keys = LocalKeys([*(local_keys.patterns if local_keys else ()), *self.frozen.patterns])
         self.seed = seed
         augment = training.augment if training.augment is not None and training.augment.enabled else None
         self._info: ClientInfo | None = None
         self.held_out = any(store.is_holdout for store in self.stores)  # tested only: no train or val split to open
         self.train_sets = [] if self.held_out else [StoreDataset(store, "train", augment=augment) for store in self.stores]
         self.train_set: ConcatDataset[dict[str, torch.Tensor]] | None = ConcatDataset(self.train_sets) if self.train_sets else None
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=training.lr)
+        self.optimizer = self._optimizer()
         self.loss = build_loss(training.loss).to(self.device)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.training.lr)
 
     def describe(self) -> ClientInfo:
         """Sample counts per split over its stores, and their fingerprint (one store's own, or a hash of several).
@@ -118,7 +124,7 @@ class SegmentationClient:
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
         self._load(weights)
         if self.training.optimizer_state == "reset":
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.training.lr)
+            self.optimizer = self._optimizer()
         generator = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "shuffle"))
         for i, part in enumerate(self.train_sets):
             if part.augment is not None:
@@ -146,7 +152,8 @@ class SegmentationClient:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "local": {k: v.detach().clone() for k, v in self.local_keys.split(self.model.state_dict())[1].items()},
+            "local": {k: v.detach().clone() for k, v in self.local_keys.split(self.model.state_dict())[1].items()
+                      if not self.frozen.is_local(k)},
             "optimizer": self.optimizer.state_dict(),
         }
 

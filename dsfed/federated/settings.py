@@ -41,6 +41,8 @@ class MethodConfig(Strict):
     client: str = "segmentation"  # the client algorithm: a name in dsfed.federated.registry.CLIENT_ALGORITHMS
     input_size: Annotated[int, Field(ge=16)] | None = None
     prompt: Literal["none", "box"] = "none"
+    # msa: Medical-SAM-Adapter blocks in a SAM ViT encoder, the rest of it frozen and never sent (FedMSA)
+    adapter: Literal["none", "msa"] = "none"
     checkpoint: Path | None = None
     local_keys: list[str] = []
     rounds: Annotated[int, Field(ge=1)] | None = None

@@ -21,8 +21,10 @@ from diffusers import ControlNetModel
 from dsfed.config import Params
 from dsfed.errors import DsfedError
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
+from dsfed.generation.condition import CONDITION_CHANNELS
 from dsfed.generation.controlnet import build_controlnet, load_controlnet
 from dsfed.generation.settings import BackboneConfig
+from dsfed.heads import EMBEDDED_CONTROLNET_CLASSES, controlnet_class_note
 from dsfed.io import atomic_path, sha256_file
 
 __all__ = [
@@ -40,8 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-# The embedded generic ControlNet was pre-trained on (optic_disc, optic_cup) masks of the public corpus.
-EMBEDDED_CLASSES: list[str] = ["optic_disc", "optic_cup"]
+EMBEDDED_CLASSES = EMBEDDED_CONTROLNET_CLASSES
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,14 @@ def generic_controlnet(backbone: Backbone, manifest: BackboneManifest) -> Contro
 
 
 def check_classes(manifest: BackboneManifest, classes: list[str], where: str) -> None:
-    """Masks of ``classes`` must be what the generic ControlNet learnt to condition on."""
-    if manifest.classes is not None and list(classes) != list(manifest.classes):
-        raise DsfedError(
-            f"{where}: mask classes {list(classes)} differ from the classes the generic ControlNet "
-            f"({manifest.controlnet}) conditions on {manifest.classes}; set backbone.controlnet: null to start from the UNet"
-        )
+    """Warn (naming ``where``) when the generic ControlNet learnt other classes than ``classes``; refuse
+    more classes than the condition image has channels."""
+    if not 1 <= len(classes) <= CONDITION_CHANNELS:
+        raise DsfedError(f"{where}: {len(classes)} mask classes; the ControlNet's condition image renders 1 to "
+                         f"{CONDITION_CHANNELS} (data.classes)")
+    note = controlnet_class_note(manifest.classes, classes, manifest.controlnet)
+    if note is not None:
+        log.warning("%s: %s", where, note)
 
 
 # --------------------------------------------------------------------------------------------------

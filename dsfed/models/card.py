@@ -1,6 +1,6 @@
 """Model cards: ``model.json`` beside ``model.safetensors`` says how to rebuild the segmenter that wrote them.
 
-A card is ``{"model": registry name, "options": {"input_size", "prompt", ...}, "parameters": int, ...}``
+A card is ``{"model": registry name, "options": {"input_size", "prompt", "adapter", ...}, "parameters": int, ...}``
 (the federated stages write the method's whole spec as ``options``; only the build fields are read).
 """
 
@@ -34,7 +34,8 @@ def build_carded_model(folder: str | Path, num_classes: int, output_size: int, c
     options = info.get("options", {})
     try:
         return build_model(info["model"], num_classes=num_classes, output_size=output_size,
-                           input_size=options.get("input_size"), prompt=options.get("prompt", "none"))
+                           input_size=options.get("input_size"), prompt=options.get("prompt", "none"),
+                           adapter=options.get("adapter", "none"))
     except KeyError as exc:
         raise DsfedError(f"{card_path}: {exc}") from None
 

@@ -16,15 +16,19 @@ class DenseSegmenter(Segmenter):
 
     Args:
         net: maps (B, 3, S, S) -> (B, C, S, S).
+        standardise: (mean, std) applied to [0, 1] pixels; a pretrained encoder needs its own
+            (EfficientNet-Lite: (127/255, 128/255)).
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, input_size: int, output_size: int) -> None:
+    def __init__(self, net: nn.Module, num_classes: int, input_size: int, output_size: int,
+                 standardise: tuple[float, float] = (0.5, 0.25)) -> None:
         super().__init__(num_classes, input_size, output_size, prompt="none")
         self.net = net
+        self.mean, self.std = standardise
         dedupe_state_dict(self)
 
     def predict(self, images: Tensor, boxes: Tensor | None) -> Tensor:
-        return self.net((images - 0.5) / 0.25)
+        return self.net((images - self.mean) / self.std)
 
 
 def build_unet(num_classes: int, channels: tuple[int, ...] = (16, 32, 64, 128, 256), num_res_units: int = 2) -> nn.Module:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from dsfed.models.adapters import ADAPTERS, FROZEN_BY_ADAPTERS, add_msa_adapters
 from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.models.dense import DenseSegmenter, build_dynunet, build_unet
 from dsfed.models.sam import SamPreset, SamSegmenter, adapt_state_dict_to_size, build_sam, sam_presets
@@ -32,6 +33,8 @@ class ModelOptions:
         checkpoint: a local ``.pth``/``.safetensors``: official SAM/TinySAM/MobileSAM weights (loaded into
             ``.sam``, resized to ``input_size`` where needed) or a dsfed segmenter's own weights.
         strict: refuse a checkpoint that does not fit exactly (every key listed); False loads what fits.
+        adapter: 'msa' puts Medical-SAM-Adapter blocks in a SAM ViT encoder and freezes the rest of it
+            (FedMSA, :mod:`dsfed.models.adapters`); a checkpoint without adapters loads around them.
     """
 
     num_classes: int
@@ -40,6 +43,7 @@ class ModelOptions:
     prompt: PromptMode = "none"
     checkpoint: Path | None = None
     strict: bool = True
+    adapter: str = "none"
 
 
 def _fit_class_head(model: Segmenter, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
@@ -54,19 +58,42 @@ def _fit_class_head(model: Segmenter, state: dict[str, Tensor], source: str) -> 
     return {**state, **{k: own[k] for k in keys}}
 
 
+def _fill_adapters(model: Segmenter, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """``state`` plus the model's own freshly initialised adapters when the checkpoint has none."""
+    own = model.state_dict()
+    missing = [k for k in own if ".adapter." in k and k not in state and k.removeprefix("sam.") not in state]
+    if not missing:
+        return state
+    log.info("%s: no adapter weights; %d adapter tensors start from their initialisation", source, len(missing))
+    official = not any(k.startswith(("sam.", "head.")) for k in state)
+    return {**state, **{(k.removeprefix("sam.") if official else k): own[k] for k in missing}}
+
+
 def _load_checkpoint(model: Segmenter, opts: ModelOptions) -> None:
     if opts.checkpoint is None:
         return
     state = _fit_class_head(model, read_state_dict(opts.checkpoint), str(opts.checkpoint))
+    state = _fill_adapters(model, state, str(opts.checkpoint))
     if isinstance(model, SamSegmenter) and not any(k.startswith(("sam.", "head.")) for k in state):
         state = adapt_state_dict_to_size(state, model.sam)
         load_weights(model.sam, state, strict=opts.strict, source=str(opts.checkpoint))
-    else:
-        load_weights(model, state, strict=opts.strict, source=str(opts.checkpoint))
+        return
+    if isinstance(model, SamSegmenter):  # a dsfed SAM segmenter saved at another input size (e.g. a foundation)
+        inner = adapt_state_dict_to_size({k[4:]: v for k, v in state.items() if k.startswith("sam.")}, model.sam)
+        resized = [k for k, v in inner.items() if v.shape != state["sam." + k].shape]
+        if resized:
+            log.info("%s: %s resized to the %d px input", opts.checkpoint, ", ".join(resized), model.sam.image_encoder.img_size)
+        state = {**state, **{"sam." + k: v for k, v in inner.items()}}
+    load_weights(model, state, strict=opts.strict, source=str(opts.checkpoint))
 
 
 def _sam_family(preset: SamPreset, opts: ModelOptions) -> Segmenter:
     model = SamSegmenter(build_sam(preset, opts.input_size), opts.num_classes, opts.output_size, opts.prompt)
+    if opts.adapter not in ADAPTERS:
+        raise ValueError(f"adapter {opts.adapter!r}: choose one of {', '.join(ADAPTERS)}")
+    if opts.adapter == "msa":
+        add_msa_adapters(model.sam.image_encoder)
+        model.frozen_keys = (FROZEN_BY_ADAPTERS,)
     _load_checkpoint(model, opts)
     return model
 
@@ -74,7 +101,25 @@ def _sam_family(preset: SamPreset, opts: ModelOptions) -> Segmenter:
 def _dense(net_builder: Callable[[int], object], opts: ModelOptions) -> Segmenter:
     if opts.prompt != "none":
         raise ValueError(f"prompt {opts.prompt!r}: U-Net models take no prompts")
+    if opts.adapter != "none":
+        raise ValueError(f"adapter {opts.adapter!r}: only SAM's ViT encoders take adapters")
     model = DenseSegmenter(net_builder(opts.num_classes), opts.num_classes, opts.input_size or 128, opts.output_size)  # type: ignore[arg-type]
+    _load_checkpoint(model, opts)
+    return model
+
+
+def _unet_lite0(opts: ModelOptions) -> Segmenter:
+    """U-Net on the ImageNet EfficientNet-Lite0 encoder; sides must be multiples of 32."""
+    from dsfed.models.lite import LITE_MEAN, LITE_STD, build_unet_lite0
+
+    size = opts.input_size or 128
+    if size % 32:
+        raise ValueError(f"unet_lite0: input_size {size} must be a multiple of 32 (EfficientNet's fixed padding)")
+    if opts.prompt != "none" or opts.adapter != "none":
+        raise ValueError("unet_lite0 takes no prompts and no adapters")
+    # ImageNet weights only when no checkpoint replaces them anyway (a saved model, the federated global)
+    net = build_unet_lite0(opts.num_classes, pretrained=opts.checkpoint is None)
+    model = DenseSegmenter(net, opts.num_classes, size, opts.output_size, standardise=(LITE_MEAN / 255, LITE_STD / 255))
     _load_checkpoint(model, opts)
     return model
 
@@ -83,6 +128,7 @@ MODELS: dict[str, Callable[[ModelOptions], Segmenter]] = {
     **{name: partial(_sam_family, preset) for name, preset in sam_presets().items()},
     "unet": partial(_dense, build_unet),
     "nnunet": partial(_dense, build_dynunet),
+    "unet_lite0": _unet_lite0,
 }
 
 
@@ -93,7 +139,8 @@ def model_names() -> list[str]:
 def build_model(name: str, num_classes: int, output_size: int, **options: object) -> Segmenter:
     """Build a registered model, e.g. ``build_model("tinysam_demo", num_classes=2, output_size=64)``.
 
-    Keyword options are :class:`ModelOptions` fields (``input_size``, ``prompt``, ``checkpoint``, ``strict``).
+    Keyword options are :class:`ModelOptions` fields (``input_size``, ``prompt``, ``checkpoint``, ``strict``,
+    ``adapter``).
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(model_names())})")

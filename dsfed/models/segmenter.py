@@ -36,7 +36,13 @@ class Segmenter(nn.Module):
         input_size: the side the model runs at (SAM: its encoder's image size).
         output_size: Sm, the side of the returned logits (the stores' mask size).
         prompt: 'none' (prompt-free, the DSFedMed setting) or 'box' (a box per image).
+
+    ``frozen_keys``: regexes over state-dict keys this model never trains (e.g. the image encoder under
+    FedMSA's adapters); the federated core neither sends nor checkpoints them at the clients, which hold
+    them from the same foundation checkpoint.
     """
+
+    frozen_keys: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, input_size: int, output_size: int, prompt: PromptMode = "none") -> None:
         super().__init__()

@@ -15,7 +15,7 @@ __all__ = ["LABELS", "method_folder", "produced_models"]
 
 LABELS = {
     "fedunet": "FedU-Net", "fednnunet": "FednnU-Net", "fedtinysam": "FedTinySAM", "fedsam": "FedSAM",
-    "centralized": "Centralized SAM",
+    "fedmsa": "FedMSA", "fedunet_lite0": "FedU-Net (ImageNet Lite0)", "centralized": "Centralized SAM",
 }
 """Display names of the embedded default's methods; any other method shows under its own name."""
 
@@ -31,6 +31,6 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     for method, spec in params.federated.methods.items():
         folder = method_folder(artifacts, method)
         pooled = spec.strategy == CENTRALIZED
-        entries.append(ModelEntry(method, LABELS.get(method, method), folder, "federated", [] if pooled else [folder / "ledger.csv"],
-                                  "pooled raw data (not federated)" if pooled else ""))
+        note = "pooled raw data (not federated)" if pooled else "adapters + decoder travel; encoder frozen" if spec.adapter == "msa" else ""
+        entries.append(ModelEntry(method, LABELS.get(method, method), folder, "federated", [] if pooled else [folder / "ledger.csv"], note))
     return entries

@@ -94,6 +94,7 @@ def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> 
             input_size=spec.input_size,
             prompt=spec.prompt,
             checkpoint=spec.checkpoint,
+            adapter=spec.adapter,
         ).to(device)
 
     return build
@@ -148,9 +149,9 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
     federation = Federation(engine, config_hash, None if centralized else ledger)
     trainers = [n for n, r in info.items() if r.trainable]
-    local_keys = LocalKeys(spec.local_keys)
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     server_model = factory()
+    local_keys = LocalKeys([*spec.local_keys, *server_model.frozen_keys])  # frozen weights never travel either
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
     validate = validation_scorer(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
     best = _BestWeights(checkpoints / "best.safetensors")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from dsfed.config import Params, parse_params
 from dsfed.data.store import build_client_store
 from dsfed.federated.ledger import read_ledger
 from dsfed.federated.serialize import payload_size
+from dsfed.models import build_model
 from dsfed.stages.federated_outputs import write_method_outputs
 from dsfed.stages.federated_run import run_method
 from dsfed.stages.prepare import store_path
@@ -185,3 +186,32 @@ def test_local_optimizer_state_keep_or_reset(project: Path, stores: Path, mode: 
     steps = {int(s["step"]) for s in saved["optimizer"]["state"].values()}
     per_round = -(-6 // 4)  # 6 training samples of client a (10 x 0.6), batches of 4
     assert steps == ({2 * per_round} if mode == "keep" else {per_round})
+
+
+def test_fedmsa_sends_only_adapters_and_decoder_and_keeps_the_encoder(project: Path, stores: Path) -> None:
+    """FedMSA: the frozen image encoder never travels and never changes; the exported model loads strictly."""
+    from dsfed.models.card import load_carded_model
+
+    torch.manual_seed(0)
+    foundation = build_model("sam_demo", num_classes=2, output_size=16, input_size=64)
+    (project / "data/pretrained").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in foundation.state_dict().items()}, str(project / "data/pretrained/f.safetensors"))
+    spec = {"model": "sam_demo", "input_size": 64, "adapter": "msa", "checkpoint": str(project / "data/pretrained/f.safetensors"), "lr": 1e-3}
+    params = _params(project, {"fedmsa": spec, "fedsam": {**spec, "adapter": "none"}}, rounds=1)
+    work = stores / "federated/fedmsa"
+    run = run_method(params, "fedmsa", stores, work, progress=False)
+    assert run.final and not any(k.startswith("sam.image_encoder.") and ".adapter." not in k for k in run.final)
+    assert any(".adapter." in k for k in run.final)
+    sent = {r["bytes"] for r in read_ledger(work / "ledger.csv") if r["what"] in ("global_weights", "update")}
+    assert sent == {payload_size(run.final)}
+    full = run_method(params, "fedsam", stores, stores / "federated/fedsam", progress=False)
+    assert payload_size(run.final) < 0.5 * payload_size(full.final)  # the encoder is most of SAM
+    for key, value in foundation.state_dict().items():
+        if key.startswith("sam.image_encoder.") and key in run.selected:
+            assert torch.equal(run.selected[key], value), key  # frozen: exported as the foundation's
+    assert run.curve[1]["loss"] > 0
+    write_method_outputs(run, work)
+    model = load_carded_model(work, num_classes=2, output_size=16)
+    assert any(".adapter." in k for k in model.state_dict())
+    state = torch.load(next((work / "client-state" / "a").glob("*/round-0001.pt")), weights_only=True)
+    assert not state["local"]  # frozen weights are not checkpointed at the clients

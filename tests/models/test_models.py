@@ -23,6 +23,7 @@ SHAPES = [
     ["tinysam_demo", {"num_classes": 3, "output_size": 64, "input_size": 128}, (2, 3, 256, 256), (2, 3, 64, 64)],
     ["unet", {"num_classes": 2, "output_size": 64}, (2, 3, 128, 128), (2, 2, 64, 64)],
     ["nnunet", {"num_classes": 2, "output_size": 64, "input_size": 64}, (3, 3, 128, 128), (3, 2, 64, 64)],
+    ["unet_lite0", {"num_classes": 2, "output_size": 64, "input_size": 64}, (2, 3, 128, 128), (2, 2, 64, 64)],
 ]
 
 
@@ -30,7 +31,8 @@ def test_registry_names() -> None:
     from dsfed.models.names import MODEL_NAMES  # torch-free copy used by config validation
 
     assert tuple(model_names()) == MODEL_NAMES
-    assert model_names() == ["nnunet", "sam_demo", "sam_vit_b", "sam_vit_h", "sam_vit_l", "tinysam", "tinysam_demo", "unet"]
+    assert model_names() == ["nnunet", "sam_demo", "sam_vit_b", "sam_vit_h", "sam_vit_l", "tinysam", "tinysam_demo", "unet",
+                             "unet_lite0"]
     with pytest.raises(KeyError, match="unknown model 'sam_vit_x'"):
         build_model("sam_vit_x", num_classes=1, output_size=64)
 

@@ -1,0 +1,96 @@
+"""A new user's one-class task, the README's way: folders of PNG images and masks with equal file names.
+
+The committed ``params.yaml`` (the embedded default, with its fundus-trained backbone, generic ControlNet and
+foundation SAM) is edited only where the README says to: ``data.classes``, the clients (``kind: folders``,
+``pairing: {mask_suffix: ""}``, a grey-value mapping), the held-out client, and sizes (tiny here, for the
+test's run time). No hand-made file besides the user's own images: every stage runs under a real
+``dvc repro``, the class heads that do not fit are re-initialised with a warning, and the report names the
+task's class.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from dsfed.data.phantom import load_site_style, render_skin, sample_rng
+from tests.conftest import REPO, dvc_project, run_ok, stages_run
+
+pytestmark = pytest.mark.slow
+
+
+def write_lesion_folders(base: Path, clinic: str, n: int, size: int = 72) -> None:
+    """``base/images/case_NNN.png`` (RGB) and ``base/masks/case_NNN.png`` (0 / 255): the user's own data."""
+    style = load_site_style(REPO / "data/phantom/sites.yaml", "skin", clinic)
+    (base / "images").mkdir(parents=True)
+    (base / "masks").mkdir()
+    for i in range(n):
+        image, masks, _ = render_skin(sample_rng(7, clinic, i), size, style)
+        Image.fromarray(image).save(base / "images" / f"case_{i:03d}.png")
+        Image.fromarray((masks["lesion"] * 255).astype(np.uint8)).save(base / "masks" / f"case_{i:03d}.png")
+
+
+def user_params(root: Path) -> dict[str, Any]:
+    """The committed params.yaml with the README's edits for a one-class folder task (and tiny sizes)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update({"classes": ["lesion"], "image_size": 32, "mask_size": 16, "holdout": "clinic_h"})
+    raw["prepare"]["split"].update({"val": 0.2, "test": 0.2})
+    source = {"kind": "folders", "images": "images", "masks": "masks", "pairing": {"mask_suffix": ""},
+              "mask_mapping": {"values": {0: [], 255: ["lesion"]}}}
+    raw["clients"] = {name: {"source": {**source, "path": f"hospitals/{name}"}} for name in ("clinic_a", "clinic_b", "clinic_h")}
+    raw["federated"].update({"rounds": 1, "clients": None})
+    raw["federated"]["augment"]["enabled"] = False
+    for method in raw["federated"]["methods"].values():
+        method.pop("rounds", None)
+        if method["model"].startswith("sam") or method["model"].startswith("tinysam"):
+            method["input_size"] = 64
+    raw["controlnet"].update({"steps": 2, "batch_size": 4, "warmup_steps": 0})
+    raw["synthesize"].update({"n": 8, "batch_size": 8})
+    raw["synthesize"]["sampler"]["steps"] = 2
+    raw["quality"].update({"feature_size": 64, "grid_n": 2})
+    raw["quality"]["segmenter"].update({"epochs": 1, "input_size": 32})
+    raw["server_sam"].update({"input_size": 64, "epochs": 1})
+    raw["distill"].update({"rounds": 1})
+    raw["evaluate"].update({"bootstrap": 100, "timing_images": 2, "overlays": 1})
+    return raw
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = tmp_path_factory.mktemp("one_class")
+    for name, clinic, n in (("clinic_a", "clinic_a", 14), ("clinic_b", "clinic_b", 14), ("clinic_h", "clinic_c", 6)):
+        write_lesion_folders(root / "hospitals" / name, clinic, n)
+    env = dvc_project(root, user_params(root), api_url=prefect_api)
+    # a fresh clone holds every embedded component the committed params.yaml names
+    shutil.copytree(REPO / "data/pretrained/embedded", root / "data/pretrained/embedded", dirs_exist_ok=True)
+    validated = run_ok([sys.executable, "-m", "dsfed", "config", "validate", "params.yaml"], root, env)
+    first = run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
+    return root, env, validated + first
+
+
+def test_the_whole_pipeline_runs_on_a_one_class_folder_task(repo: tuple[Path, dict[str, str], str]) -> None:
+    root, env, output = repo
+    ran = stages_run(output)
+    assert ran[-4:] == ["server_sam", "distill", "evaluate", "report"]
+    assert {"prepare@clinic_a", "controlnet@clinic_b", "federated@fedsam", "federated@fedunet"} <= set(ran)
+    # the foundation SAM's disc/cup head is named before any work, and re-initialised with a warning
+    assert "note:" in output and "optic_disc" in output
+    metrics = json.loads((root / "artifacts/eval/metrics.json").read_text())
+    assert metrics["classes"] == ["lesion"]
+    assert "foundation" not in metrics["order"]  # no zero-shot row for a head that does not fit
+    for model in ("fedtinysam", "fedunet", "dsfedmed_tiny"):
+        assert "clinic_h" in metrics["models"][model]["clients"]
+    report = (root / "artifacts/report/index.html").read_text()
+    assert "lesion outlined" in report and "optic_cup" not in report
+    assert stages_run(run_ok([sys.executable, "-m", "dvc", "repro"], root, env)) == []
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=root, env=env, capture_output=True, text=True)
+    assert status.returncode == 0 and "up to date" in status.stdout
