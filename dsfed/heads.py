@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dsfed.config import Params
 
-__all__ = ["CLASS_HEAD", "EMBEDDED_CONTROLNET_CLASSES", "class_head_notes", "controlnet_class_note", "head_classes",
-           "safetensors_shapes"]
+__all__ = ["CLASS_HEAD", "EMBEDDED_CONTROLNET_CLASSES", "checkpoint_classes", "class_head_notes", "controlnet_class_note",
+           "head_classes", "head_fits", "safetensors_header"]
 
 # The embedded generic ControlNet was pre-trained on (optic_disc, optic_cup) masks of the public corpus.
 EMBEDDED_CONTROLNET_CLASSES: list[str] = ["optic_disc", "optic_cup"]
@@ -25,22 +25,47 @@ CLASS_HEAD = "head.weight"
 """The class head's weight in a saved segmenter (``(C, tokens, 1, 1)`` for the SAM family): its first dim is C."""
 
 
-def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from a safetensors file's header (reads only the header)."""
+def safetensors_header(path: str | Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """(tensor name -> shape, metadata) from a safetensors file's header (reads only the header)."""
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         header = json.loads(fh.read(length))
-    return {name: list(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+    shapes = {name: list(info["shape"]) for name, info in header.items() if name != "__metadata__"}
+    return shapes, dict(header.get("__metadata__") or {})
+
+
+def _readable(path: str | Path) -> bool:
+    return Path(path).suffix == ".safetensors" and Path(path).is_file()
 
 
 def head_classes(path: str | Path) -> int | None:
     """How many classes a dsfed segmenter file's head has; None for anything else (an official SAM ``.pth``
     or ``.safetensors`` without a ``head``, a missing file)."""
-    path = Path(path)
-    if path.suffix != ".safetensors" or not path.is_file():
+    if not _readable(path):
         return None
-    shape = safetensors_shapes(path).get(CLASS_HEAD)
+    shape = safetensors_header(path)[0].get(CLASS_HEAD)
     return shape[0] if shape else None
+
+
+def checkpoint_classes(path: str | Path) -> list[str] | None:
+    """The class names a segmenter file's head was trained for (its ``classes`` metadata), None if unrecorded."""
+    if not _readable(path):
+        return None
+    raw = safetensors_header(path)[1].get("classes")
+    try:
+        names = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def head_fits(path: str | Path, classes: list[str]) -> bool:
+    """Whether the file's trained head serves ``classes``: by name when it records them (its channels for
+    those classes are picked at load), else by count. False for files without a head."""
+    known = checkpoint_classes(path)
+    if known is not None:
+        return all(name in known for name in classes)
+    return head_classes(path) == len(classes)
 
 
 def _checkpoints(params: Params, root: Path) -> list[tuple[str, Path]]:
@@ -80,10 +105,16 @@ def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
     controlnet = _controlnet_note(params, Path(root))
     if controlnet is not None:
         notes.append(controlnet)
-    classes = len(params.data.classes)
+    classes = list(params.data.classes)
     for field, path in _checkpoints(params, Path(root)):
-        found = head_classes(path)
-        if found is not None and found != classes:
-            notes.append(f"{field}: {path} has a {found}-class head and data.classes has {classes}: "
+        known, found = checkpoint_classes(path), head_classes(path)
+        if known is not None and known != classes:
+            if head_fits(path, classes):
+                notes.append(f"{field}: {path} knows {known}: its head channels for {classes} load by name")
+            else:
+                notes.append(f"{field}: {path} has a head for {known}, not {classes}: "
+                             "its class head is re-initialised at load (everything else loads)")
+        elif known is None and found is not None and found != len(classes):
+            notes.append(f"{field}: {path} has a {found}-class head and data.classes has {len(classes)}: "
                          "its class head is re-initialised at load (everything else loads)")
     return notes

@@ -1,11 +1,10 @@
 """A new user's one-class task, the README's way: folders of PNG images and masks with equal file names.
 
-The committed ``params.yaml`` (the embedded default, with its fundus-trained backbone, generic ControlNet and
-foundation SAM) is edited only where the README says to: ``data.classes``, the clients (``kind: folders``,
-``pairing: {mask_suffix: ""}``, a grey-value mapping), the held-out client, and sizes (tiny here, for the
-test's run time). No hand-made file besides the user's own images: every stage runs under a real
-``dvc repro``, the class heads that do not fit are re-initialised with a warning, and the report names the
-task's class.
+The committed ``params.yaml`` (the embedded default, with its shipped backbone, generic ControlNet, foundation
+SAM and TinySAM student) is edited with the README's own step-2 YAML (read from README.md: ``data``,
+``federated.clients``, ``clients``), with the data folder moved to the test's and sizes made tiny for the
+test's run time. No hand-made file besides the user's own images: every stage runs under a real ``dvc repro``,
+and the report names the task's class.
 """
 
 from __future__ import annotations
@@ -39,15 +38,24 @@ def write_lesion_folders(base: Path, clinic: str, n: int, size: int = 72) -> Non
         Image.fromarray((masks["lesion"] * 255).astype(np.uint8)).save(base / "masks" / f"case_{i:03d}.png")
 
 
+def readme_step_2() -> dict[str, Any]:
+    """The YAML block of the README's "2. Edit `params.yaml`" step."""
+    text = (REPO / "README.md").read_text().split("**2. Edit `params.yaml`**", 1)[1]
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)  # type: ignore[no-any-return]
+
+
 def user_params(root: Path) -> dict[str, Any]:
     """The committed params.yaml with the README's edits for a one-class folder task (and tiny sizes)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update({"classes": ["lesion"], "image_size": 32, "mask_size": 16, "holdout": "clinic_h"})
+    step = yaml.safe_load(yaml.safe_dump(readme_step_2()).replace("/data/lesions", str(root / "hospitals")))
+    raw["data"].update(step["data"])
+    raw["federated"]["clients"] = step["federated"]["clients"]
+    raw["clients"] = step["clients"]
+    assert raw["data"]["classes"] == ["lesion"] and raw["data"]["holdout"] == "hospital_c"
+    raw["data"].update({"image_size": 32, "mask_size": 16})  # tiny, for the test's run time
     raw["prepare"]["split"].update({"val": 0.2, "test": 0.2})
-    source = {"kind": "folders", "images": "images", "masks": "masks", "pairing": {"mask_suffix": ""},
-              "mask_mapping": {"values": {0: [], 255: ["lesion"]}}}
-    raw["clients"] = {name: {"source": {**source, "path": f"hospitals/{name}"}} for name in ("clinic_a", "clinic_b", "clinic_h")}
-    raw["federated"].update({"rounds": 1, "clients": None})
+    raw["federated"]["rounds"] = 1
     raw["federated"]["augment"]["enabled"] = False
     for method in raw["federated"]["methods"].values():
         method.pop("rounds", None)
@@ -67,7 +75,7 @@ def user_params(root: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
     root = tmp_path_factory.mktemp("one_class")
-    for name, clinic, n in (("clinic_a", "clinic_a", 14), ("clinic_b", "clinic_b", 14), ("clinic_h", "clinic_c", 6)):
+    for name, clinic, n in (("hospital_a", "clinic_a", 14), ("hospital_b", "clinic_b", 14), ("hospital_c", "clinic_c", 6)):
         write_lesion_folders(root / "hospitals" / name, clinic, n)
     env = dvc_project(root, user_params(root), api_url=prefect_api)
     # a fresh clone holds every embedded component the committed params.yaml names
@@ -81,14 +89,15 @@ def test_the_whole_pipeline_runs_on_a_one_class_folder_task(repo: tuple[Path, di
     root, env, output = repo
     ran = stages_run(output)
     assert ran[-4:] == ["server_sam", "distill", "evaluate", "report"]
-    assert {"prepare@clinic_a", "controlnet@clinic_b", "federated@fedsam", "federated@fedunet"} <= set(ran)
-    # the foundation SAM's disc/cup head is named before any work, and re-initialised with a warning
-    assert "note:" in output and "optic_disc" in output
+    assert {"prepare@hospital_a", "controlnet@hospital_b", "federated@fedsam", "federated@fedmsa", "federated@fedunet_lite0"} <= set(ran)
+    # before any work, validation says what the shipped components will do with a lesion task
+    assert "note: backbone.controlnet:" in output and "optic_disc" in output
     metrics = json.loads((root / "artifacts/eval/metrics.json").read_text())
     assert metrics["classes"] == ["lesion"]
-    assert "foundation" not in metrics["order"]  # no zero-shot row for a head that does not fit
-    for model in ("fedtinysam", "fedunet", "dsfedmed_tiny"):
-        assert "clinic_h" in metrics["models"][model]["clients"]
+    # the shipped foundation knows `lesion` (multi-task public corpus): its channel loads by name, so it has a row
+    assert "its head channels for ['lesion'] load by name" in output and "foundation" in metrics["order"]
+    for model in ("fedtinysam", "fedunet", "fedmsa", "dsfedmed_tiny"):
+        assert "hospital_c" in metrics["models"][model]["clients"]
     report = (root / "artifacts/report/index.html").read_text()
     assert "lesion outlined" in report and "optic_cup" not in report
     assert stages_run(run_ok([sys.executable, "-m", "dvc", "repro"], root, env)) == []

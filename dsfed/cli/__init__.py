@@ -69,65 +69,6 @@ def prepare(
     typer.echo(str(out))
 
 
-@app.command("pretrain")
-def pretrain(
-    out: Path = typer.Argument(Path("data/pretrained/embedded"), help="Folder to write: backbone/, controlnet.safetensors, pretrain.json, losses.json, grid.png."),
-    spec: Path | None = typer.Option(None, "--spec", help="YAML with any of: backbone, backbone_train, controlnet_train, sampler, grid_n, eval_n (fields of dsfed.generation.settings)."),
-    corpus_n: int = typer.Option(8000, min=1, help="Public phantom samples to train on (site 'public', no client's data)."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (CUDA when present)."),
-    workers: int | None = typer.Option(None, min=0, help="Processes rendering the corpus (default: all CPUs but one)."),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists (the shipped weights are data/pretrained/embedded)."),
-) -> None:
-    """Train the embedded diffusion backbone and generic mask ControlNet (the project's own "released weights")."""
-    import torch
-    from pydantic import ValidationError
-
-    from dsfed.config import ConfigError, format_validation_error, read_yaml
-    from dsfed.generation.pretrain import pretrain as run_pretrain
-    from dsfed.generation.settings import PretrainSpec
-
-    try:
-        settings = PretrainSpec.model_validate(read_yaml(spec) or {}) if spec else PretrainSpec()
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc), source=str(spec)) from exc
-    if out.exists() and not overwrite:
-        raise DsfedError(f"{out}: already exists (pass --overwrite to replace it)")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    summary = run_pretrain(
-        out, corpus_n=corpus_n, backbone_spec=settings.backbone, backbone_train=settings.backbone_train,
-        controlnet_train=settings.controlnet_train, sampler=settings.sampler, device=device, workers=workers,
-        grid_n=settings.grid_n, eval_n=settings.eval_n, overwrite=overwrite,
-    )
-    typer.echo(json.dumps({"out": str(out), "disc_offset": summary["disc_offset"], "final_loss": summary["final_loss"]}, indent=2))
-
-
-@app.command("pretrain-sam")
-def pretrain_sam(
-    out: Path = typer.Argument(Path("data/pretrained/embedded"), help="Folder to write <model>.safetensors (fp16) and <model>.json into."),
-    model: str = typer.Option("sam_demo", help="Server model preset to pre-train (a registered model name)."),
-    corpus_n: int = typer.Option(2400, min=1, help="Public phantom samples to train on (site 'public', no client's data); 2400 made the shipped weights."),
-    val_n: int = typer.Option(128, min=1, help="Further public samples for picking the best epoch."),
-    epochs: int = typer.Option(3, min=1, help="Passes over the corpus."),
-    batch_size: int = typer.Option(8, min=1, help="Training batch size."),
-    lr: float = typer.Option(3e-4, min=0, help="AdamW learning rate (cosine decay over the epochs)."),
-    device: str = typer.Option("auto", help="cpu, cuda, or auto (CUDA when present)."),
-    workers: int = typer.Option(1, min=0, help="Processes rendering the corpus."),
-    overwrite: bool = typer.Option(False, help="Replace existing weights (the shipped ones are data/pretrained/embedded)."),
-) -> None:
-    """Pre-train the embedded default's foundation SAM on the public phantom corpus (the project's "released" SAM)."""
-    import torch
-
-    from dsfed.server.foundation import FoundationSpec, pretrain_foundation
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    spec = FoundationSpec(model=model, corpus_n=corpus_n, val_n=val_n, epochs=epochs, batch_size=batch_size, lr=lr)
-    try:
-        summary = pretrain_foundation(out, spec, device=device, workers=workers, overwrite=overwrite)
-    except FileExistsError as exc:
-        raise DsfedError(str(exc)) from None
-    typer.echo(json.dumps({"out": str(out), "best_val_dice": summary["best_val_dice"], "timings": summary["timings"]}, indent=2))
-
-
 def _open(target: str, artifacts: Path):  # noqa: ANN202 - returns ClientStore (imported lazily)
     from dsfed.data.store import ClientStore
     from dsfed.stages.prepare import store_path
@@ -379,6 +320,11 @@ def repro(ctx: typer.Context) -> None:
     from dsfed.orchestration.prefect_server import run_with_server
 
     raise typer.Exit(run_with_server([sys.executable, "-m", "dvc", "repro", *ctx.args]))
+
+
+from dsfed.cli import pretrain as _pretrain  # noqa: E402 - registers `pretrain`, `pretrain-sam`, `pretrain-tinysam`
+
+_pretrain.register(app)
 
 
 def main() -> None:

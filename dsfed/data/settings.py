@@ -121,7 +121,7 @@ class PhantomSource(_SourceBase):
     """
 
     kind: Literal["phantom"]
-    task: Literal["fundus", "skin"] = "fundus"
+    task: Literal["fundus", "skin", "polyp"] = "fundus"
     path: Path
     site: str
     n: Annotated[int, Field(ge=1, le=100_000)] = 80

@@ -33,6 +33,8 @@ class ModelOptions:
         checkpoint: a local ``.pth``/``.safetensors``: official SAM/TinySAM/MobileSAM weights (loaded into
             ``.sam``, resized to ``input_size`` where needed) or a dsfed segmenter's own weights.
         strict: refuse a checkpoint that does not fit exactly (every key listed); False loads what fits.
+        classes: the task's class names; a checkpoint that records the classes its head was trained for
+            (``classes`` metadata) gives those channels by name, and is re-initialised when it lacks one.
         adapter: 'msa' puts Medical-SAM-Adapter blocks in a SAM ViT encoder and freezes the rest of it
             (FedMSA, :mod:`dsfed.models.adapters`); a checkpoint without adapters loads around them.
     """
@@ -43,15 +45,32 @@ class ModelOptions:
     prompt: PromptMode = "none"
     checkpoint: Path | None = None
     strict: bool = True
+    classes: tuple[str, ...] | None = None
     adapter: str = "none"
 
 
-def _fit_class_head(model: Segmenter, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    """``state`` with the model's own freshly initialised class head when the checkpoint's has another
-    number of classes (a foundation trained for other classes), with a warning naming what was reset."""
+def _fit_class_head(model: Segmenter, state: dict[str, Tensor], opts: ModelOptions) -> dict[str, Tensor]:
+    """``state`` with the class head the task needs: the checkpoint's channels of the task's classes when it
+    records the classes it knows and has them all (picked by name), else the model's own freshly initialised
+    head when the checkpoint's has other classes, with a warning naming what was reset."""
+    from dsfed.heads import checkpoint_classes
+
     keys: tuple[str, ...] = getattr(model, "class_head_keys", ())
-    own = model.state_dict()
-    if not any(k in state and state[k].shape != own[k].shape for k in keys):
+    if not keys or not all(k in state for k in keys):
+        return state
+    own, source = model.state_dict(), str(opts.checkpoint)
+    known = checkpoint_classes(opts.checkpoint) if opts.checkpoint is not None else None
+    if known is not None and opts.classes is not None:
+        if list(opts.classes) == known:
+            return state
+        if all(name in known for name in opts.classes):
+            rows = [known.index(name) for name in opts.classes]
+            log.info("%s: head channels of %s picked by name from %s", source, list(opts.classes), known)
+            return {**state, **{k: state[k][rows] for k in keys}}
+        log.warning("%s: its class head knows %s, not %s: %s re-initialised, everything else loads",
+                    source, known, list(opts.classes), ", ".join(keys))
+        return {**state, **{k: own[k] for k in keys}}
+    if not any(state[k].shape != own[k].shape for k in keys):
         return state
     log.warning("%s: its class head has %d classes and the task %d: %s re-initialised, everything else loads",
                 source, state[keys[0]].shape[0], model.num_classes, ", ".join(keys))
@@ -72,7 +91,7 @@ def _fill_adapters(model: Segmenter, state: dict[str, Tensor], source: str) -> d
 def _load_checkpoint(model: Segmenter, opts: ModelOptions) -> None:
     if opts.checkpoint is None:
         return
-    state = _fit_class_head(model, read_state_dict(opts.checkpoint), str(opts.checkpoint))
+    state = _fit_class_head(model, read_state_dict(opts.checkpoint), opts)
     state = _fill_adapters(model, state, str(opts.checkpoint))
     if isinstance(model, SamSegmenter) and not any(k.startswith(("sam.", "head.")) for k in state):
         state = adapt_state_dict_to_size(state, model.sam)
@@ -140,7 +159,7 @@ def build_model(name: str, num_classes: int, output_size: int, **options: object
     """Build a registered model, e.g. ``build_model("tinysam_demo", num_classes=2, output_size=64)``.
 
     Keyword options are :class:`ModelOptions` fields (``input_size``, ``prompt``, ``checkpoint``, ``strict``,
-    ``adapter``).
+    ``classes``, ``adapter``).
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r} (known: {', '.join(model_names())})")

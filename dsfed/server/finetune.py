@@ -67,7 +67,7 @@ def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress
     device = pick_device(cfg.device)
     torch.manual_seed(params.seed)
     model = build_model(cfg.model, num_classes=len(classes), output_size=params.data.mask_size,
-                        input_size=cfg.input_size, checkpoint=cfg.checkpoint).to(device)
+                        input_size=cfg.input_size, checkpoint=cfg.checkpoint, classes=tuple(classes)).to(device)
     if cfg.freeze_encoder:
         log.info("server_sam: image encoder frozen (%d parameters)", freeze_image_encoder(model))
     train: ConcatDataset[dict[str, torch.Tensor]] = ConcatDataset([StoreDataset(store, "train", augment=cfg.augment if cfg.augment.enabled else None, seed=params.seed + i)

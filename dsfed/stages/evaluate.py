@@ -55,7 +55,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
     timing_images = torch.cat([x for x, _ in tests.values()])[: cfg.timing_images]
     timing_masks = torch.cat([m for _, m in tests.values()])[: cfg.timing_images]
     for entry in entries:
-        model = entry.load(len(classes), params.data.mask_size, device)
+        model = entry.load(classes, params.data.mask_size, device)
         per_client, per_image, logits_by = score_on_tests(model, tests, params, device)
         for client, metrics in per_image.items():
             for i in range(len(metrics["dice"])):

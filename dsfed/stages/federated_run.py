@@ -94,6 +94,7 @@ def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> 
             input_size=spec.input_size,
             prompt=spec.prompt,
             checkpoint=spec.checkpoint,
+            classes=tuple(params.data.classes),
             adapter=spec.adapter,
         ).to(device)
 

@@ -47,17 +47,17 @@ class ModelEntry:
     checkpoint: Path | None = None
     build: tuple[str, int | None] | None = None
 
-    def load(self, num_classes: int, output_size: int, device: torch.device) -> Segmenter:
-        """The model in eval mode on ``device``, loaded strictly."""
+    def load(self, classes: list[str], output_size: int, device: torch.device) -> Segmenter:
+        """The model in eval mode on ``device``, loaded strictly (a released checkpoint's head by class name)."""
         if self.checkpoint is not None:
             from dsfed.models import build_model
 
             name, input_size = self.build or ("sam_demo", None)
-            return build_model(name, num_classes=num_classes, output_size=output_size, input_size=input_size,
-                               checkpoint=self.checkpoint).to(device).eval()
+            return build_model(name, num_classes=len(classes), output_size=output_size, input_size=input_size,
+                               checkpoint=self.checkpoint, classes=tuple(classes)).to(device).eval()
         from dsfed.models.card import load_carded_model
 
-        return load_carded_model(self.folder, num_classes, output_size, device=device)
+        return load_carded_model(self.folder, len(classes), output_size, device=device)
 
     @property
     def available(self) -> bool:

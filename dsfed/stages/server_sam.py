@@ -34,9 +34,9 @@ def generation_ledgers(params: Params, artifacts: Path) -> list[Path]:
 def _zero_shot_ready(params: Params, checkpoint: Path) -> bool:
     """A dsfed segmenter's own weights (with a class head, unlike an official SAM checkpoint) whose head has the
     task's classes: a head re-initialised at load has never been trained, so its row would measure nothing."""
-    from dsfed.heads import head_classes
+    from dsfed.heads import head_fits
 
-    return head_classes(checkpoint) == len(params.data.classes)
+    return head_fits(checkpoint, list(params.data.classes))
 
 
 def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:

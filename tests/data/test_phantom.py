@@ -240,6 +240,34 @@ def test_skin_tones_vary_and_sites_shift_them() -> None:
     assert skin_lum["clinic_a"] > skin_lum["clinic_b"] + 30
 
 
+# --------------------------------------------------------------------------------------------------
+# polyp (colonoscopy)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("site", ["center_a", "center_b", "public"])
+def test_polyp_mask_inside_the_scope_and_sites_differ_in_size(site: str) -> None:
+    areas = []
+    for i in range(20):
+        image, masks, meta = render("polyp", site, i, 64)
+        polyp = masks["polyp"]
+        x, y = grid(64)
+        assert polyp.any() and not polyp[np.sqrt(x * x + y * y) > 1.2].any()  # inside the circular field
+        assert meta["polyp_area"] == pytest.approx(polyp.mean())
+        corners = image[:4, :4].astype(np.float32).mean()
+        assert corners < 20  # black outside the endoscope's field
+        areas.append(polyp.mean())
+    assert 0.005 < np.median(areas) < 0.3
+
+
+def test_polyp_sites_differ_and_the_source_reads_them() -> None:
+    a = np.median([render("polyp", "center_a", i, 64)[1]["polyp"].mean() for i in range(30)])
+    b = np.median([render("polyp", "center_b", i, 64)[1]["polyp"].mean() for i in range(30)])
+    assert b > a * 1.3  # center_b sees larger polyps
+    sample = source("center_a", task="polyp", classes=["polyp"]).load(source("center_a", task="polyp", classes=["polyp"]).items()[0])
+    assert sample.mask.shape == (1, 48, 48) and sample.image.shape == (48, 48, 3)
+
+
 def test_roi_view_is_a_disc_centred_crop() -> None:
     """view: roi crops the photograph around the disc: the disc fills far more of the image, near the centre."""
     spec = dict(kind="phantom", task="fundus", path=Path("data/phantom/sites.yaml"), site="site_b", n=40)

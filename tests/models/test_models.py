@@ -211,14 +211,14 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_a_foundation_with_other_classes_loads_all_but_its_class_head(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A 2-class foundation (disc, cup) for a 1-class task: the head is re-initialised, with a warning naming
     it; everything else is the checkpoint's. ``dsfed config validate`` says so beforehand, without torch."""
-    from dsfed.heads import safetensors_shapes
+    from dsfed.heads import head_classes
 
     torch.manual_seed(0)
     foundation = build_model("tinysam_demo", num_classes=2, output_size=32, input_size=64)
     state = {k: v.contiguous() for k, v in foundation.state_dict().items()}
     path = tmp_path / "foundation.safetensors"
     save_file(state, str(path))
-    assert safetensors_shapes(path)["head.weight"][0] == 2
+    assert head_classes(path) == 2
     fresh = build_model("tinysam_demo", num_classes=1, output_size=32, input_size=64)
     with caplog.at_level(logging.WARNING):
         model = build_model("tinysam_demo", num_classes=1, output_size=32, input_size=64, checkpoint=path)
@@ -228,3 +228,28 @@ def test_a_foundation_with_other_classes_loads_all_but_its_class_head(tmp_path: 
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("head."))
     same = build_model("tinysam_demo", num_classes=2, output_size=32, input_size=64, checkpoint=path)  # same classes: all of it
     assert torch.equal(same.state_dict()["head.weight"], state["head.weight"])
+
+
+def test_a_foundation_that_names_its_classes_gives_the_tasks_channels_by_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The multi-task foundation records its union classes: a one-class skin task gets the trained ``lesion``
+    channel (no re-initialisation), a task with an unknown class re-initialises the head with a warning."""
+    import json
+
+    from dsfed.heads import checkpoint_classes, head_fits
+
+    torch.manual_seed(0)
+    union = ["optic_disc", "optic_cup", "lesion", "polyp"]
+    foundation = build_model("tinysam_demo", num_classes=4, output_size=32, input_size=64)
+    state = {k: v.contiguous() for k, v in foundation.state_dict().items()}
+    with torch.no_grad():
+        state["head.bias"] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    path = tmp_path / "foundation.safetensors"
+    save_file(state, str(path), metadata={"classes": json.dumps(union)})
+    assert checkpoint_classes(path) == union and head_fits(path, ["polyp", "lesion"]) and not head_fits(path, ["liver"])
+    picked = build_model("tinysam_demo", num_classes=2, output_size=32, input_size=64, checkpoint=path, classes=("polyp", "lesion"))
+    assert torch.equal(picked.state_dict()["head.bias"], torch.tensor([0.4, 0.3]))
+    assert torch.equal(picked.state_dict()["head.weight"], state["head.weight"][[3, 2]])
+    with caplog.at_level(logging.WARNING):
+        other = build_model("tinysam_demo", num_classes=1, output_size=32, input_size=64, checkpoint=path, classes=("liver",))
+    assert "knows ['optic_disc', 'optic_cup', 'lesion', 'polyp'], not ['liver']" in caplog.text
+    assert not torch.equal(other.state_dict()["head.bias"], torch.tensor([0.4]))

@@ -15,6 +15,7 @@ from dsfed.errors import DsfedError, SourceError
 __all__ = [
     "Acquisition",
     "FundusStyle",
+    "PolypStyle",
     "SkinStyle",
     "Task",
     "apply_acquisition",
@@ -23,7 +24,7 @@ __all__ = [
     "load_site_table",
 ]
 
-Task = Literal["fundus", "skin"]
+Task = Literal["fundus", "skin", "polyp"]
 Positive = Annotated[float, Field(gt=0)]
 
 
@@ -80,7 +81,19 @@ class SkinStyle(Acquisition):
     dermoscope_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
 
 
-STYLE_MODELS: dict[str, type[Acquisition]] = {"fundus": FundusStyle, "skin": SkinStyle}
+class PolypStyle(Acquisition):
+    """An endoscopy unit: acquisition plus polyp size, how often the lumen is in view, specular glints.
+
+    ``polyp_size``: mean polyp radius in half-image units; ``fov_scale``: the scope's circular field.
+    """
+
+    fov_scale: Annotated[float, Field(ge=0.5, le=2.0)] = 1.1
+    polyp_size: Annotated[float, Field(ge=0.05, le=0.5)] = 0.22
+    lumen_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    specular: Annotated[float, Field(ge=0.0, le=40.0)] = 6.0
+
+
+STYLE_MODELS: dict[str, type[Acquisition]] = {"fundus": FundusStyle, "skin": SkinStyle, "polyp": PolypStyle}
 
 _TABLE_CACHE: dict[tuple[str, int, int], dict[str, dict[str, Acquisition]]] = {}
 
