@@ -38,3 +38,26 @@ def test_unet_lite0_trains_and_refuses_sizes_its_padding_cannot_take() -> None:
     assert model.net.encoder._conv_stem.weight.grad is not None
     with pytest.raises(ValueError, match="multiple of 32"):
         build_model("unet_lite0", num_classes=1, output_size=32, input_size=80)
+
+
+def test_the_encoders_imagenet_statistics_survive_training() -> None:
+    """Frozen BN: training moves the encoder's BN scale and shift, never its running statistics; the decoder has
+    no running statistics to average across hospitals."""
+    model = build_model("unet_lite0", num_classes=1, output_size=32, input_size=64)
+    encoder = model.net.encoder
+    before = {k: v.clone() for k, v in encoder.state_dict().items() if "running" in k}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(2):
+        loss = model(torch.rand(4, 3, 64, 64) * 3).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = encoder.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert not torch.equal(encoder._bn0.weight.detach(), efficientnet_bn0_weight())
+    assert not any("running" in k for k in model.net.decoder.state_dict())
+
+
+def efficientnet_bn0_weight() -> torch.Tensor:
+    return Lite0Encoder()._bn0.weight.detach()
