@@ -109,9 +109,7 @@ def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
     for field, path in _checkpoints(params, Path(root)):
         known, found = checkpoint_classes(path), head_classes(path)
         if known is not None and known != classes:
-            if head_fits(path, classes):
-                notes.append(f"{field}: {path} knows {known}: its head channels for {classes} load by name")
-            else:
+            if not head_fits(path, classes):  # a subset loads by name, silently (the load logs it)
                 notes.append(f"{field}: {path} has a head for {known}, not {classes}: "
                              "its class head is re-initialised at load (everything else loads)")
         elif known is None and found is not None and found != len(classes):

@@ -122,6 +122,6 @@ def test_a_method_checkpoint_outside_the_pretrained_dir_is_refused(tmp_path: Pat
     (problem,) = info.value.problems
     assert problem.startswith("federated.methods.fedsam.checkpoint:") and "outside federated.pretrained_dir" in problem
     raw["federated"]["pretrained_dir"] = str(tmp_path)
-    for method in ("centralized", "fedmsa"):
+    for method in ("centralized", "fedmsa", "fedtinysam"):
         raw["federated"]["methods"][method]["checkpoint"] = str(tmp_path / "sam_vit_b.pth")
     assert parse_params(raw, root=REPO).federated.pretrained_dir == tmp_path

@@ -345,14 +345,18 @@ def test_a_registered_producer_shows_up_in_evaluate_and_the_report(server: tuple
 
 
 def test_no_zero_shot_row_for_a_foundation_whose_class_head_is_reinitialised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The shipped foundation knows disc and cup: on a one-class task its head starts untrained, and a
-    zero-shot row would only measure that (the new user's report showed 0.03)."""
+    """The shipped foundation knows optic_disc, optic_cup, lesion and polyp: a task with another class starts
+    with an untrained head, and a zero-shot row would only measure that (the new user's report showed 0.03);
+    a task whose classes it knows (by name) keeps the row."""
     from dsfed.config import load_params
     from dsfed.stages.server_sam import produced_models
 
     repo = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(repo)  # the params' relative paths (the shipped foundation checkpoint)
     two = load_params(repo / "params.yaml")
-    one = parse_params({**two.model_dump(mode="json"), "data": {**two.data.model_dump(mode="json"), "classes": ["optic_disc"]}}, root=repo)
+    def with_classes(classes: list[str]) -> Params:
+        return parse_params({**two.model_dump(mode="json"), "data": {**two.data.model_dump(mode="json"), "classes": classes}}, root=repo)
+
     assert [e.key for e in produced_models(two, tmp_path)] == ["foundation", "server_sam"]
-    assert [e.key for e in produced_models(one, tmp_path)] == ["server_sam"]
+    assert [e.key for e in produced_models(with_classes(["lesion"]), tmp_path)] == ["foundation", "server_sam"]
+    assert [e.key for e in produced_models(with_classes(["liver"]), tmp_path)] == ["server_sam"]
