@@ -57,6 +57,15 @@ def _render_star(args: tuple) -> tuple[np.ndarray, np.ndarray]:
     return render_one(*args)
 
 
+def _render_all(jobs: list[tuple], desc: str, workers: int, progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`render_one` over ``jobs``, in ``workers`` processes (0: here), with a progress bar."""
+    bar = dict(total=len(jobs), desc=desc, unit="sample", leave=False, disable=None if progress else True)
+    if workers > 0:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(tqdm(pool.map(_render_star, jobs, chunksize=16), **bar))
+    return [_render_star(job) for job in tqdm(jobs, **bar)]
+
+
 def public_corpus(
     n: int,
     size: int = 64,
@@ -83,12 +92,7 @@ def public_corpus(
         raise ValueError(f"view {view!r}: choose 'roi' or 'full'")
     style = load_site_style(Path(table), "fundus", site, field="corpus.site")
     jobs = [(i, size, seed, site, style, view, roi_zoom, roi_jitter, supersample, tuple(classes)) for i in range(n)]
-    bar = dict(total=n, desc=f"corpus ({site})", unit="sample", leave=False, disable=None if progress else True)
-    if workers > 0:
-        with ProcessPoolExecutor(workers) as pool:
-            pairs = list(tqdm(pool.map(_render_star, jobs, chunksize=16), **bar))
-    else:
-        pairs = [_render_star(job) for job in tqdm(jobs, **bar)]
+    pairs = _render_all(jobs, f"corpus ({site})", workers, progress)
     images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 3, size, size), np.uint8)
     masks = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, len(classes), size, size), np.uint8)
     return images, masks
@@ -123,12 +127,7 @@ def multitask_corpus(
         style = load_site_style(Path(table), task, "public", field="corpus.site")  # type: ignore[arg-type]
         classes = TASK_CLASSES[task]
         jobs = [(i, size, seed, "public", style, "roi", 3.0, 0.08, supersample, classes, task) for i in range(n_per_task)]
-        bar = dict(total=n_per_task, desc=f"corpus ({task})", unit="sample", leave=False, disable=None if progress else True)
-        if workers > 0:
-            with ProcessPoolExecutor(workers) as pool:
-                pairs = list(tqdm(pool.map(_render_star, jobs, chunksize=16), **bar))
-        else:
-            pairs = [_render_star(job) for job in tqdm(jobs, **bar)]
+        pairs = _render_all(jobs, f"corpus ({task})", workers, progress)
         images = np.stack([p[0] for p in pairs])
         masks = np.stack([p[1] for p in pairs])
         out.append(TaskCorpus(task, images, masks, tuple(union.index(c) for c in classes)))
