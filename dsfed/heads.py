@@ -1,8 +1,9 @@
 """Class heads of checkpoints, read without torch: what ``dsfed config validate`` says will be re-initialised.
 
-A foundation checkpoint trained for other classes (the embedded ``sam_demo`` knows optic disc and cup) keeps
-everything but its class head when a task has other classes: the head is re-initialised at load with a
-warning (:func:`dsfed.models.registry.build_model`), as the paper's code does for its head.
+A foundation checkpoint records the classes its head knows (the embedded ``sam_demo``: optic_disc, optic_cup,
+lesion, polyp). A task whose classes it knows gets those channels by name; for any other task everything but
+the class head loads and the head is re-initialised with a warning (:func:`dsfed.models.registry.build_model`),
+as the paper's code does for its head.
 """
 
 from __future__ import annotations
@@ -34,38 +35,38 @@ def safetensors_header(path: str | Path) -> tuple[dict[str, list[int]], dict[str
     return shapes, dict(header.get("__metadata__") or {})
 
 
-def _readable(path: str | Path) -> bool:
-    return Path(path).suffix == ".safetensors" and Path(path).is_file()
+def _head(path: str | Path) -> tuple[list[str] | None, int | None]:
+    """(the class names its ``classes`` metadata records, the head's class count) of a dsfed segmenter file;
+    None for what it lacks (an official SAM ``.pth`` or ``.safetensors`` has no head, a missing file neither)."""
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return None, None
+    shapes, metadata = safetensors_header(path)
+    shape = shapes.get(CLASS_HEAD)
+    try:
+        names = json.loads(metadata["classes"]) if metadata.get("classes") else None
+    except json.JSONDecodeError:
+        names = None
+    return ([str(n) for n in names] if isinstance(names, list) else None), (shape[0] if shape else None)
 
 
 def head_classes(path: str | Path) -> int | None:
-    """How many classes a dsfed segmenter file's head has; None for anything else (an official SAM ``.pth``
-    or ``.safetensors`` without a ``head``, a missing file)."""
-    if not _readable(path):
-        return None
-    shape = safetensors_header(path)[0].get(CLASS_HEAD)
-    return shape[0] if shape else None
+    """How many classes a dsfed segmenter file's head has; None for anything else."""
+    return _head(path)[1]
 
 
 def checkpoint_classes(path: str | Path) -> list[str] | None:
     """The class names a segmenter file's head was trained for (its ``classes`` metadata), None if unrecorded."""
-    if not _readable(path):
-        return None
-    raw = safetensors_header(path)[1].get("classes")
-    try:
-        names = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return None
-    return [str(n) for n in names] if isinstance(names, list) else None
+    return _head(path)[0]
+
+
+def _fits(known: list[str] | None, count: int | None, classes: list[str]) -> bool:
+    return all(name in known for name in classes) if known is not None else count == len(classes)
 
 
 def head_fits(path: str | Path, classes: list[str]) -> bool:
     """Whether the file's trained head serves ``classes``: by name when it records them (its channels for
     those classes are picked at load), else by count. False for files without a head."""
-    known = checkpoint_classes(path)
-    if known is not None:
-        return all(name in known for name in classes)
-    return head_classes(path) == len(classes)
+    return _fits(*_head(path), classes)
 
 
 def _checkpoints(params: Params, root: Path) -> list[tuple[str, Path]]:
@@ -107,12 +108,10 @@ def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
         notes.append(controlnet)
     classes = list(params.data.classes)
     for field, path in _checkpoints(params, Path(root)):
-        known, found = checkpoint_classes(path), head_classes(path)
-        if known is not None and known != classes:
-            if not head_fits(path, classes):  # a subset loads by name, silently (the load logs it)
-                notes.append(f"{field}: {path} has a head for {known}, not {classes}: "
-                             "its class head is re-initialised at load (everything else loads)")
-        elif known is None and found is not None and found != len(classes):
-            notes.append(f"{field}: {path} has a {found}-class head and data.classes has {len(classes)}: "
-                         "its class head is re-initialised at load (everything else loads)")
+        known, found = _head(path)
+        if (known is None and found is None) or _fits(known, found, classes):  # a subset loads by name, silently (the load logs it)
+            continue
+        held = f"a head for {known}, not {classes}" if known is not None else \
+            f"a {found}-class head and data.classes has {len(classes)}"
+        notes.append(f"{field}: {path} has {held}: its class head is re-initialised at load (everything else loads)")
     return notes

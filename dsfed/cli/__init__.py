@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from dsfed.cli.pretrain import register as register_pretrain
 from dsfed.errors import DsfedError
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ data_app = typer.Typer(help="Inspect client stores.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(clients_app, name="clients")
+register_pretrain(app)  # `pretrain`, `pretrain-sam`, `pretrain-tinysam`
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 ARTIFACTS = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root.")
@@ -320,11 +322,6 @@ def repro(ctx: typer.Context) -> None:
     from dsfed.orchestration.prefect_server import run_with_server
 
     raise typer.Exit(run_with_server([sys.executable, "-m", "dvc", "repro", *ctx.args]))
-
-
-from dsfed.cli import pretrain as _pretrain  # noqa: E402 - registers `pretrain`, `pretrain-sam`, `pretrain-tinysam`
-
-_pretrain.register(app)
 
 
 def main() -> None:

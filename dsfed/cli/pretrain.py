@@ -15,9 +15,9 @@ TASKS_HELP = "Comma-separated public phantom tasks of the corpus: fundus, skin, 
 
 
 def _device(device: str) -> str:
-    import torch
+    from dsfed.runtime import pick_device  # CUDA when present; deterministic kernels on the CPU
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    return str(pick_device(device))
 
 
 def _tasks(tasks: str) -> tuple[str, ...]:

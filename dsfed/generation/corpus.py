@@ -29,6 +29,7 @@ DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "data" / "phantom" / "site
 
 
 CORPUS_TASKS = ("fundus", "skin", "polyp")
+ROI_ZOOM, ROI_JITTER = 3.0, 0.08  # the fundus ROI view of the corpora: as the demo's `phantom` sites
 
 
 def render_one(
@@ -73,8 +74,8 @@ def public_corpus(
     table: str | Path = DEFAULT_TABLE,
     site: str = "public",
     view: str = "roi",
-    roi_zoom: float = 3.0,
-    roi_jitter: float = 0.08,
+    roi_zoom: float = ROI_ZOOM,
+    roi_jitter: float = ROI_JITTER,
     supersample: int = 2,
     classes: tuple[str, ...] = FUNDUS_CLASSES,
     workers: int = 0,
@@ -126,7 +127,7 @@ def multitask_corpus(
     for task in tasks:
         style = load_site_style(Path(table), task, "public", field="corpus.site")  # type: ignore[arg-type]
         classes = TASK_CLASSES[task]
-        jobs = [(i, size, seed, "public", style, "roi", 3.0, 0.08, supersample, classes, task) for i in range(n_per_task)]
+        jobs = [(i, size, seed, "public", style, "roi", ROI_ZOOM, ROI_JITTER, supersample, classes, task) for i in range(n_per_task)]
         pairs = _render_all(jobs, f"corpus ({task})", workers, progress)
         images = np.stack([p[0] for p in pairs])
         masks = np.stack([p[1] for p in pairs])

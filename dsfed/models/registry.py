@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from torch import Tensor
+from torch.nn import Module
 
 from dsfed.models.adapters import ADAPTERS, FROZEN_BY_ADAPTERS, add_msa_adapters
 from dsfed.models.checkpoint import load_weights, read_state_dict
@@ -77,33 +78,35 @@ def _fit_class_head(model: Segmenter, state: dict[str, Tensor], opts: ModelOptio
     return {**state, **{k: own[k] for k in keys}}
 
 
-def _fill_adapters(model: Segmenter, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    """``state`` plus the model's own freshly initialised adapters when the checkpoint has none."""
-    own = model.state_dict()
-    missing = [k for k in own if ".adapter." in k and k not in state and k.removeprefix("sam.") not in state]
-    if not missing:
-        return state
-    log.info("%s: no adapter weights; %d adapter tensors start from their initialisation", source, len(missing))
-    official = not any(k.startswith(("sam.", "head.")) for k in state)
-    return {**state, **{(k.removeprefix("sam.") if official else k): own[k] for k in missing}}
+def _fill_adapters(sam: Module, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    """``state`` (keys of ``sam``, the official layout) plus its own freshly initialised adapters when the
+    checkpoint has none."""
+    own = sam.state_dict()
+    missing = [k for k in own if ".adapter." in k and k not in state]
+    if missing:
+        log.info("%s: no adapter weights; %d adapter tensors start from their initialisation", source, len(missing))
+    return {**state, **{k: own[k] for k in missing}}
 
 
 def _load_checkpoint(model: Segmenter, opts: ModelOptions) -> None:
     if opts.checkpoint is None:
         return
+    source = str(opts.checkpoint)
     state = _fit_class_head(model, read_state_dict(opts.checkpoint), opts)
-    state = _fill_adapters(model, state, str(opts.checkpoint))
-    if isinstance(model, SamSegmenter) and not any(k.startswith(("sam.", "head.")) for k in state):
-        state = adapt_state_dict_to_size(state, model.sam)
-        load_weights(model.sam, state, strict=opts.strict, source=str(opts.checkpoint))
+    if not isinstance(model, SamSegmenter):
+        load_weights(model, state, strict=opts.strict, source=source)
         return
-    if isinstance(model, SamSegmenter):  # a dsfed SAM segmenter saved at another input size (e.g. a foundation)
-        inner = adapt_state_dict_to_size({k[4:]: v for k, v in state.items() if k.startswith("sam.")}, model.sam)
-        resized = [k for k, v in inner.items() if v.shape != state["sam." + k].shape]
-        if resized:
-            log.info("%s: %s resized to the %d px input", opts.checkpoint, ", ".join(resized), model.sam.image_encoder.img_size)
-        state = {**state, **{"sam." + k: v for k, v in inner.items()}}
-    load_weights(model, state, strict=opts.strict, source=str(opts.checkpoint))
+    # official SAM/TinySAM files hold ``.sam``'s keys; dsfed's own segmenters hold ``sam.``-prefixed ones and a head
+    official = not any(k.startswith(("sam.", "head.")) for k in state)
+    inner = state if official else {k.removeprefix("sam."): v for k, v in state.items() if k.startswith("sam.")}
+    fitted = _fill_adapters(model.sam, adapt_state_dict_to_size(inner, model.sam), source)
+    resized = [k for k, v in inner.items() if v.shape != fitted[k].shape]
+    if resized:
+        log.info("%s: %s resized to the %d px input", source, ", ".join(resized), model.sam.image_encoder.img_size)
+    if official:
+        load_weights(model.sam, fitted, strict=opts.strict, source=source)
+    else:
+        load_weights(model, {**state, **{"sam." + k: v for k, v in fitted.items()}}, strict=opts.strict, source=source)
 
 
 def _sam_family(preset: SamPreset, opts: ModelOptions) -> Segmenter:
