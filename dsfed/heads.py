@@ -16,11 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dsfed.config import Params
 
-__all__ = ["CLASS_HEAD", "EMBEDDED_CONTROLNET_CLASSES", "checkpoint_classes", "class_head_notes", "controlnet_class_note",
+__all__ = ["CLASS_HEAD", "checkpoint_classes", "class_head_notes",
            "head_classes", "head_fits", "safetensors_header"]
-
-# The embedded generic ControlNet was pre-trained on (optic_disc, optic_cup) masks of the public corpus.
-EMBEDDED_CONTROLNET_CLASSES: list[str] = ["optic_disc", "optic_cup"]
 
 CLASS_HEAD = "head.weight"
 """The class head's weight in a saved segmenter (``(C, tokens, 1, 1)`` for the SAM family): its first dim is C."""
@@ -75,37 +72,10 @@ def _checkpoints(params: Params, root: Path) -> list[tuple[str, Path]]:
     return [(field, root / path) for field, path in found if path is not None]
 
 
-def controlnet_class_note(trained_on: list[str] | None, classes: list[str], controlnet: object) -> str | None:
-    """What happens when the generic ControlNet learnt other classes than the task's (None: nothing to say).
-
-    The condition image renders any 1 to 3 classes into the same 3 channels (class 0, class 1, background
-    for K < 3), so the ControlNet loads and each client's fine-tuning adapts it; it is no longer a refusal.
-    """
-    if trained_on is None or list(trained_on) == list(classes):
-        return None
-    mapping = ", ".join(f"{new} -> its {old}" for new, old in zip(classes, trained_on, strict=False))
-    return (f"backbone.controlnet: {controlnet} learnt to condition on {list(trained_on)}; the masks of "
-            f"{list(classes)} are drawn into the same condition channels ({mapping}) and each client's "
-            "fine-tuning adapts it (backbone.controlnet: null starts from the backbone's UNet instead)")
-
-
-def _controlnet_note(params: Params, root: Path) -> str | None:
-    cfg = params.backbone
-    if cfg.kind == "pretrain":  # retrained in the stage, on the public fundus corpus
-        return controlnet_class_note(EMBEDDED_CONTROLNET_CLASSES, list(params.data.classes), "(pretrained in the stage)")
-    if cfg.kind == "sd15" or cfg.controlnet is None or Path(cfg.controlnet).suffix != ".safetensors":
-        return None  # from the UNet, or an official diffusers folder (its classes are not recorded)
-    return controlnet_class_note(EMBEDDED_CONTROLNET_CLASSES, list(params.data.classes), cfg.controlnet)
-
-
 def class_head_notes(params: Params, root: str | Path = ".") -> list[str]:
-    """One line per checkpoint whose class head does not match ``data.classes`` (it will be re-initialised),
-    and one for a generic ControlNet pre-trained on other classes; relative paths are taken from ``root``
-    (the params file's folder)."""
+    """One line per checkpoint whose class head does not match ``data.classes`` (it will be re-initialised);
+    relative paths are taken from ``root`` (the params file's folder)."""
     notes = []
-    controlnet = _controlnet_note(params, Path(root))
-    if controlnet is not None:
-        notes.append(controlnet)
     classes = list(params.data.classes)
     for field, path in _checkpoints(params, Path(root)):
         known, found = _head(path)

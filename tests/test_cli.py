@@ -46,20 +46,23 @@ def test_dump_fills_every_default(tmp_path: Path) -> None:
 
 
 def test_validate_names_each_checkpoint_whose_class_head_will_be_reinitialised(tmp_path: Path) -> None:
-    text = (REPO / "params.yaml").read_text().replace("classes: [optic_disc, optic_cup]", "classes: [vessel]")
+    text = (REPO / "params.yaml").read_text().replace("classes: [optic_disc, optic_cup]", "classes: [vessel, artery, vein]")
+    text = text.replace("prompt: a retinal fundus photograph", "prompt: a chest x-ray")
     (tmp_path / "params.yaml").write_text(text)
-    (tmp_path / "data").symlink_to(REPO / "data")  # the shipped foundation SAM (2 classes), the phantom sites
+    (tmp_path / "data").symlink_to(REPO / "data")  # the shipped foundation SAM (4 classes), ControlNet, backbone
     result = run("config", "validate", str(tmp_path / "params.yaml"))
     assert result.returncode == 0, result.stderr
-    controlnet, *notes = result.stdout.strip().splitlines()[1:]
+    controlnet, prompt, *notes = result.stdout.strip().splitlines()[1:]
     assert [n.split(":")[1].strip() for n in notes] == ["federated.methods.fedtinysam.checkpoint", "federated.methods.fedsam.checkpoint",
                                                        "federated.methods.fedmsa.checkpoint", "federated.methods.centralized.checkpoint",
                                                        "server_sam.checkpoint"]
-    assert all("has a head for ['optic_disc', 'optic_cup', 'lesion', 'polyp'], not ['vessel']: its class head is re-initialised" in n
+    classes = "['vessel', 'artery', 'vein']"
+    assert all(f"has a head for ['optic_disc', 'optic_cup', 'lesion', 'polyp'], not {classes}: its class head is re-initialised" in n
                for n in notes)
-    # the generic ControlNet is used as it is: the task's class is drawn into the condition channel it learnt
-    assert controlnet.startswith("note: backbone.controlnet:") and "['optic_disc', 'optic_cup']" in controlnet
-    assert "vessel -> its optic_disc" in controlnet
+    # the generic ControlNet loads (class-agnostic condition image) but never saw 3-class masks; the prompt is unknown
+    assert controlnet.startswith("note: backbone.controlnet:") and f"3 classes {classes}" in controlnet
+    assert "it knows 1 and 2-class masks" in controlnet
+    assert prompt.startswith("note: backbone.prompt: 'a chest x-ray' is not one the embedded backbone learnt")
 
 
 def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:

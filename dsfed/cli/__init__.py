@@ -37,12 +37,13 @@ def config_validate(
 ) -> None:
     """Validate a params file: unknown keys, bad values, duplicate clients, missing paths (one line each)."""
     from dsfed.config import load_params
+    from dsfed.generation.notes import generation_notes
     from dsfed.heads import class_head_notes
 
     cfg = load_params(params, check_paths=check_paths)
     holdout = f", held out: {cfg.data.holdout}" if cfg.data.holdout else ""
     typer.echo(f"{params}: OK ({len(cfg.clients)} clients: {', '.join(cfg.clients)}{holdout})")
-    for note in class_head_notes(cfg, params.parent):
+    for note in generation_notes(cfg, params.parent) + class_head_notes(cfg, params.parent):
         typer.echo(f"note: {note}")
 
 

@@ -33,12 +33,14 @@ def _tasks(tasks: str) -> tuple[str, ...]:
 def pretrain(
     out: Path = typer.Argument(Path("data/pretrained/embedded"), help="Folder to write: backbone/, controlnet.safetensors, pretrain.json, losses.json, grid.png."),
     spec: Path | None = typer.Option(None, "--spec", help="YAML with any of: backbone, backbone_train, controlnet_train, sampler, grid_n, eval_n (fields of dsfed.generation.settings)."),
-    corpus_n: int = typer.Option(8000, min=1, help="Public phantom samples to train on (site 'public', no client's data)."),
+    corpus_n: int = typer.Option(2000, min=1, help="Public phantom samples per task to train on (site 'public', no client's data)."),
+    tasks: str = typer.Option("fundus,skin,polyp", help=TASKS_HELP + " The backbone learns one prompt per task."),
+    init: Path | None = typer.Option(None, "--init", help="A released-weights folder (backbone/, controlnet.safetensors) to warm-start from; same architecture."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (CUDA when present)."),
     workers: int | None = typer.Option(None, min=0, help="Processes rendering the corpus (default: all CPUs but one)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists (the shipped weights are data/pretrained/embedded)."),
 ) -> None:
-    """Train the embedded diffusion backbone and generic mask ControlNet (the project's own "released weights")."""
+    """Train the embedded diffusion backbone (one learned prompt per task) and the generic, class-agnostic mask ControlNet (the project's own "released weights")."""
     from pydantic import ValidationError
 
     from dsfed.config import ConfigError, format_validation_error, read_yaml
@@ -54,9 +56,9 @@ def pretrain(
     summary = run_pretrain(
         out, corpus_n=corpus_n, backbone_spec=settings.backbone, backbone_train=settings.backbone_train,
         controlnet_train=settings.controlnet_train, sampler=settings.sampler, device=_device(device), workers=workers,
-        grid_n=settings.grid_n, eval_n=settings.eval_n, overwrite=overwrite,
+        grid_n=settings.grid_n, eval_n=settings.eval_n, overwrite=overwrite, tasks=_tasks(tasks), init=init,
     )
-    typer.echo(json.dumps({"out": str(out), "disc_offset": summary["disc_offset"], "final_loss": summary["final_loss"]}, indent=2))
+    typer.echo(json.dumps({"out": str(out), "checks": summary["checks"], "final_loss": summary["final_loss"]}, indent=2))
 
 
 def _foundation(out: Path, overwrite: bool, device: str, workers: int, **fields: object) -> None:

@@ -96,19 +96,36 @@ def scheduler_config(spec: BackboneSpec) -> dict[str, Any]:
 
 
 class EmbeddedBackbone(nn.Module):
-    """Small pixel-space backbone: ``unet`` plus a learned prompt embedding ``prompt`` (1, L, D).
+    """Small pixel-space backbone: ``unet`` plus learned prompt embeddings ``prompt`` (1 + P, L, D).
 
-    ``prompt`` plays the role of Stable Diffusion's encoded fixed text prompt: every call gets the same
-    encoder_hidden_states, so the UNet is unconditional apart from a ControlNet's residuals.
+    ``prompt`` plays the role of Stable Diffusion's encoded text prompt: row 0 is the generic prompt, row
+    1 + i the task prompt ``spec.prompts[i]``. :meth:`use_prompt` picks the row every call then gets, so
+    the UNet is unconditional apart from that task choice and a ControlNet's residuals.
     """
 
     def __init__(self, spec: BackboneSpec, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.unet = build_unet(spec)
-        self.prompt = nn.Parameter(torch.randn(1, spec.prompt_tokens, spec.cross_attention_dim))
+        self.prompt = nn.Parameter(torch.randn(1 + len(spec.prompts), spec.prompt_tokens, spec.cross_attention_dim))
+        self.prompt_index = 0
         self.scheduler_config = scheduler_config(spec)
         self.metadata: dict[str, Any] = metadata or {}
+
+    def prompt_row(self, text: str) -> int:
+        """The embedding row of ``text``: 1 + its index in ``spec.prompts`` (case and spacing ignored), else 0."""
+        key = " ".join(text.lower().split())
+        known = [" ".join(p.lower().split()) for p in self.spec.prompts]
+        return 1 + known.index(key) if key in known else 0
+
+    def use_prompt(self, text: str) -> int:
+        """Make ``text`` the prompt of every later call; a text the backbone did not learn gets the generic
+        row 0, with a warning naming the prompts it knows. Returns the row."""
+        self.prompt_index = self.prompt_row(text)
+        if self.prompt_index == 0 and self.spec.prompts:
+            log.warning("backbone.prompt %r is not one the embedded backbone learnt (%s): its generic prompt is used",
+                        text, "; ".join(repr(p) for p in self.spec.prompts))
+        return self.prompt_index
 
     @property
     def sample_size(self) -> int:
@@ -132,8 +149,12 @@ class EmbeddedBackbone(nn.Module):
         return DDPMScheduler.from_config(self.scheduler_config)
 
     def encode_prompt(self, batch: int) -> Tensor:
-        """(B, L, D): the learned prompt, expanded (no copy) to the batch."""
-        return self.prompt.expand(batch, -1, -1)
+        """(B, L, D): the selected prompt row (:meth:`use_prompt`), expanded (no copy) to the batch."""
+        return self.prompt[self.prompt_index : self.prompt_index + 1].expand(batch, -1, -1)
+
+    def encode_prompts(self, rows: Tensor) -> Tensor:
+        """(B,) int64 prompt rows -> (B, L, D): one prompt per sample (multi-task training)."""
+        return self.prompt[rows]
 
     def encode_images(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, 3, S, S), resized (antialiased bilinear) only if H, W != S."""

@@ -21,15 +21,13 @@ from diffusers import ControlNetModel
 from dsfed.config import Params
 from dsfed.errors import DsfedError
 from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
-from dsfed.generation.condition import CONDITION_CHANNELS
 from dsfed.generation.controlnet import build_controlnet, load_controlnet
+from dsfed.generation.notes import controlnet_class_note, controlnet_tasks
 from dsfed.generation.settings import BackboneConfig
-from dsfed.heads import EMBEDDED_CONTROLNET_CLASSES, controlnet_class_note
 from dsfed.io import atomic_path, sha256_file
 
 __all__ = [
     "BACKBONE_KINDS",
-    "EMBEDDED_CLASSES",
     "MANIFEST",
     "BackboneManifest",
     "check_classes",
@@ -42,7 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-EMBEDDED_CLASSES = EMBEDDED_CONTROLNET_CLASSES
 
 
 @dataclass(frozen=True)
@@ -50,21 +47,21 @@ class BackboneManifest:
     """What the ``backbone`` stage resolved (``manifest.json``).
 
     ``weights``: the embedded backbone folder, or the SD 1.5 folder; ``controlnet``: the generic
-    ControlNet (file or diffusers folder), or None for ``ControlNetModel.from_unet``; ``classes``: the
-    mask classes the generic ControlNet conditions on (None: any 1 to 3 classes).
+    ControlNet (file or diffusers folder), or None for ``ControlNetModel.from_unet``; ``tasks``: the
+    public tasks (task -> classes) the generic ControlNet was pre-trained on (None: not recorded).
     """
 
     kind: str
     weights: str
     controlnet: str | None
     prompt: str
-    classes: list[str] | None
+    tasks: dict[str, list[str]] | None
     sha256: dict[str, str]
     parameters: dict[str, int]
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "weights": self.weights, "controlnet": self.controlnet, "prompt": self.prompt,
-                "classes": self.classes, "sha256": self.sha256, "parameters": self.parameters}
+                "tasks": self.tasks, "sha256": self.sha256, "parameters": self.parameters}
 
 
 def _hash_files(paths: list[Path]) -> dict[str, str]:
@@ -92,7 +89,9 @@ def _embedded_folder(path: Path) -> Path:
 
 
 def _load_embedded(manifest: BackboneManifest, device: str | torch.device) -> Backbone:
-    return EmbeddedBackbone.load(manifest.weights).to(device)
+    backbone = EmbeddedBackbone.load(manifest.weights).to(device)
+    backbone.use_prompt(manifest.prompt)  # a prompt it did not learn: the generic row, with a warning
+    return backbone
 
 
 def _load_sd15(manifest: BackboneManifest, device: str | torch.device) -> Backbone:
@@ -140,12 +139,9 @@ def generic_controlnet(backbone: Backbone, manifest: BackboneManifest) -> Contro
 
 
 def check_classes(manifest: BackboneManifest, classes: list[str], where: str) -> None:
-    """Warn (naming ``where``) when the generic ControlNet learnt other classes than ``classes``; refuse
-    more classes than the condition image has channels."""
-    if not 1 <= len(classes) <= CONDITION_CHANNELS:
-        raise DsfedError(f"{where}: {len(classes)} mask classes; the ControlNet's condition image renders 1 to "
-                         f"{CONDITION_CHANNELS} (data.classes)")
-    note = controlnet_class_note(manifest.classes, classes, manifest.controlnet)
+    """Warn (naming ``where``) when the generic ControlNet never saw masks of as many classes as ``classes``
+    (the condition image draws any number: :func:`dsfed.generation.condition.render_condition`)."""
+    note = controlnet_class_note(manifest.tasks, classes, manifest.controlnet)
     if note is not None:
         log.warning("%s: %s", where, note)
 
@@ -170,7 +166,6 @@ def prepare_backbone(params: Params, out: str | Path, root: str | Path = ".", pr
     out.mkdir(parents=True, exist_ok=True)
     weights = _resolve(cfg.path, root)
     controlnet = _resolve(cfg.controlnet, root)
-    classes: list[str] | None = None
     if cfg.kind == "pretrain":
         from dsfed.generation.pretrain import CONTROLNET_WEIGHTS, pretrain
         from dsfed.runtime import pick_device
@@ -179,16 +174,15 @@ def prepare_backbone(params: Params, out: str | Path, root: str | Path = ".", pr
         target = out / "pretrained"
         pretrain(target, corpus_n=cfg.pretrain.corpus_n, backbone_spec=spec.backbone, backbone_train=spec.backbone_train,
                  controlnet_train=spec.controlnet_train, sampler=spec.sampler, device=str(pick_device(cfg.device)),
+                 tasks=cfg.pretrain.tasks, init=_resolve(cfg.pretrain.init, root),
                  grid_n=spec.grid_n, eval_n=spec.eval_n, overwrite=True, progress=progress)
-        weights, controlnet, classes = target / "backbone", target / CONTROLNET_WEIGHTS, list(EMBEDDED_CLASSES)
+        weights, controlnet = target / "backbone", target / CONTROLNET_WEIGHTS
     assert weights is not None  # the config requires a path for embedded and sd15
     if not weights.exists():
         raise DsfedError(f"backbone.path: {weights} does not exist")
     if cfg.kind in ("embedded", "pretrain"):
         weights = _embedded_folder(weights)
         files = [weights / BACKBONE_CONFIG, weights / BACKBONE_WEIGHTS]
-        if cfg.kind == "embedded" and controlnet is not None and controlnet.suffix == ".safetensors":
-            classes = list(EMBEDDED_CLASSES)
     else:  # SD 1.5: configs and tokenizer hashed; weights recorded by size (a snapshot can hold many GB of variants)
         files = sorted(p for p in weights.rglob("*") if p.is_file() and p.suffix in (".json", ".txt"))
     if controlnet is not None:
@@ -198,7 +192,7 @@ def prepare_backbone(params: Params, out: str | Path, root: str | Path = ".", pr
 
     manifest = BackboneManifest(
         kind=cfg.kind, weights=str(weights), controlnet=None if controlnet is None else str(controlnet),
-        prompt=cfg.prompt, classes=classes, sha256=_hash_files(files), parameters={},
+        prompt=cfg.prompt, tasks=controlnet_tasks(controlnet), sha256=_hash_files(files), parameters={},
     )
     t0 = time.perf_counter()
     backbone = BACKBONE_KINDS[cfg.kind](manifest, "cpu")

@@ -1,4 +1,4 @@
-"""The condition image a ControlNet sees: a fixed rendering of a multi-label mask as 3 channels."""
+"""The condition image a ControlNet sees: a fixed, class-agnostic rendering of any multi-label mask as 3 channels."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ def render_condition(masks: Tensor | np.ndarray, size: int) -> Tensor:
     """Render masks as the ControlNet condition image, the same way at training and at sampling.
 
     Rule (K classes, in the stores' class order, e.g. optic_disc, optic_cup):
-        K = 1: (class 0, 0, background); K = 2: (class 0, class 1, background); K = 3: (class 0, 1, 2),
-    where background = 1 - (union of the classes). With K < 3 a rendered mask is never all zeros, so the
-    zeroed condition that classifier-free guidance uses means "no condition", not "empty mask".
+        K = 1: (class 0, 0, background); K = 2: (class 0, class 1, background); K = 3: (class 0, 1, 2);
+        K > 3: (union, level, background), level = (1 + the last class covering the pixel) / K,
+    where background = 1 - (union of the classes). The rule names no class: every one-class task (lesion,
+    polyp, a user's tumour) draws the same channels, so the generic ControlNet pre-trained on several
+    tasks is a start for any. With K != 3 a rendered mask is never all zeros, so the zeroed condition that
+    classifier-free guidance uses means "no condition", not "empty mask".
     The result is resized to ``size`` with antialiased bilinear interpolation (soft edges in [0, 1]).
 
     Args:
@@ -34,10 +37,15 @@ def render_condition(masks: Tensor | np.ndarray, size: int) -> Tensor:
     if m.ndim != 4:
         raise ValueError(f"masks must be (K, H, W) or (N, K, H, W), got shape {tuple(m.shape)}")
     k = m.shape[1]
-    if not 1 <= k <= CONDITION_CHANNELS:
-        raise ValueError(f"masks have {k} classes; the condition image renders 1 to {CONDITION_CHANNELS}")
+    if k < 1:
+        raise ValueError("masks have no class channel; the condition image renders 1 or more classes")
     m = (m > 0).float()
-    if k < CONDITION_CHANNELS:
+    if k > CONDITION_CHANNELS:
+        union = m.amax(dim=1, keepdim=True)
+        ranks = torch.arange(1, k + 1, device=m.device, dtype=m.dtype).view(1, k, 1, 1)
+        level = (m * ranks).amax(dim=1, keepdim=True) / k
+        m = torch.cat([union, level, 1.0 - union], dim=1)
+    elif k < CONDITION_CHANNELS:
         background = 1.0 - m.amax(dim=1, keepdim=True)
         pad = m.new_zeros(m.shape[0], CONDITION_CHANNELS - 1 - k, *m.shape[2:])
         m = torch.cat([m, pad, background], dim=1)

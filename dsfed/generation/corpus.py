@@ -21,7 +21,7 @@ from dsfed.data.phantom.styles import Acquisition
 from dsfed.data.sources.base import Sample
 from dsfed.data.store import resize_sample
 
-__all__ = ["CORPUS_TASKS", "DEFAULT_TABLE", "TaskCorpus", "multitask_corpus", "public_corpus", "render_one", "union_classes"]
+__all__ = ["CORPUS_TASKS", "DEFAULT_TABLE", "TASK_PROMPTS", "TaskCorpus", "multitask_corpus", "public_corpus", "render_one", "union_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,12 @@ DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "data" / "phantom" / "site
 
 
 CORPUS_TASKS = ("fundus", "skin", "polyp")
+TASK_PROMPTS: dict[str, str] = {
+    "fundus": "a retinal fundus photograph",
+    "skin": "a dermoscopy photograph of a skin lesion",
+    "polyp": "a colonoscopy frame with a polyp",
+}
+"""Each public task's prompt: the embedded backbone learns one prompt row per task (``backbone.prompt``)."""
 ROI_ZOOM, ROI_JITTER = 3.0, 0.08  # the fundus ROI view of the corpora: as the demo's `phantom` sites
 
 

@@ -21,6 +21,10 @@ class BackboneSpec(BaseModel):
     The default (3.8 M parameters, 7.7 MB as fp16 safetensors; its ControlNet 1.6 M) runs at 64 px: three
     resolutions (64, 32, 16), attention (self, and cross to the learned prompt) only at 16 px: at 32 px its
     1,024-token self-attention tripled the CPU training step (3.7 s vs 1.2 s, batch 16).
+
+    ``prompts``: the task prompts the backbone learnt, each with its own learned embedding row (the
+    stand-in for a text encoder); row 0 is the generic prompt, used for any other text
+    (:meth:`EmbeddedBackbone.use_prompt`). Empty: one prompt row only (the fundus-only weights of 2026-11).
     """
 
     model_config = _STRICT
@@ -35,6 +39,7 @@ class BackboneSpec(BaseModel):
     attention_head_dim: Annotated[int, Field(ge=1)] = 32
     norm_num_groups: Annotated[int, Field(ge=1)] = 8
     prompt_tokens: Annotated[int, Field(ge=1, le=77)] = 1
+    prompts: tuple[str, ...] = ()
     num_train_timesteps: Annotated[int, Field(ge=10)] = 1000
     beta_schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
@@ -59,7 +64,9 @@ class DiffusionTrainSpec(BaseModel):
     """One training run (backbone or ControlNet): AdamW, linear warm-up then cosine decay, optional EMA.
 
     ``condition_dropout`` only matters for ControlNet training: that fraction of samples sees a zeroed
-    condition image, which is what classifier-free guidance samples against.
+    condition image, which is what classifier-free guidance samples against. ``prompt_dropout``: with
+    per-sample task prompts, that fraction of samples is trained on the generic prompt (row 0), so a
+    task the backbone was not trained on gets the mixture of all its tasks.
     """
 
     model_config = _STRICT
@@ -74,6 +81,7 @@ class DiffusionTrainSpec(BaseModel):
     ema_decay: Annotated[float, Field(ge=0, lt=1)] | None = 0.999
     amp: bool = True
     condition_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1
+    prompt_dropout: Annotated[float, Field(ge=0, le=1)] = 0.1
     hflip: bool = True
     grad_checkpointing: bool = False
     seed: int = 0
@@ -111,10 +119,21 @@ class PretrainSpec(BaseModel):
 
 
 class PretrainConfig(Strict):
-    """``backbone.kind: pretrain``: train the backbone and generic ControlNet in the stage (``dsfed pretrain``)."""
+    """``backbone.kind: pretrain``: train the backbone and generic ControlNet in the stage (``dsfed pretrain``):
+    ``corpus_n`` public phantom samples of each of ``tasks``, warm-started from the released folder ``init``
+    when set."""
 
-    corpus_n: Annotated[int, Field(ge=1)] = 6000
+    corpus_n: Annotated[int, Field(ge=1)] = 2000
+    tasks: tuple[Literal["fundus", "skin", "polyp"], ...] = ("fundus", "skin", "polyp")
+    init: Path | None = None
     spec: PretrainSpec = PretrainSpec()
+
+    @field_validator("tasks")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("name each public task once (fundus, skin, polyp)")
+        return value
 
 
 class BackboneConfig(Strict):
@@ -122,11 +141,15 @@ class BackboneConfig(Strict):
 
     ``kind``:
       - ``embedded``: the project's released weights in ``path`` (``data/pretrained/embedded``: a
-        pixel-space UNet at 64 px trained on the public phantom corpus; data/pretrained/README.md);
+        pixel-space UNet at 64 px trained on the public phantom corpora of fundus, skin and polyp
+        images, one learnt prompt per task; data/pretrained/README.md);
       - ``pretrain``: retrain those weights inside the stage with ``pretrain`` (CPU: hours at the
         shipped size; tiny sizes for tests);
       - ``sd15``: a local Stable Diffusion 1.5 folder in diffusers format at ``path`` (unet, vae,
         text_encoder, tokenizer, scheduler; ``prompt`` is encoded once). Nothing is downloaded.
+    ``prompt``: the task's prompt. The embedded backbone uses its learnt row for that text (the public
+    tasks' prompts, ``dsfed.generation.corpus.TASK_PROMPTS``) and its generic row for any other text (a
+    ``note:`` from ``config validate``); SD 1.5 encodes it once.
     ``controlnet``: the generic mask ControlNet the clients start from (a ``.safetensors`` of this
     project's layout, or an official diffusers ControlNet folder such as sd-controlnet-seg); null builds
     it from the backbone's UNet (``ControlNetModel.from_unet``).

@@ -139,18 +139,44 @@ def _hflip(x: Tensor, flip: Tensor) -> Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
+def _prompt_table(backbone: Backbone, prompt_rows: ArrayLike | None, n: int, device: torch.device) -> Tensor | None:
+    """The per-sample prompt rows (N,) int64 on ``device`` (None: every sample gets the selected prompt)."""
+    if prompt_rows is None:
+        return None
+    rows = torch.as_tensor(np.asarray(prompt_rows), dtype=torch.int64).to(device)
+    if not hasattr(backbone, "encode_prompts"):
+        raise ValueError("per-sample prompts need a backbone with learned prompt rows (the embedded one)")
+    count = backbone.prompt.shape[0]  # type: ignore[attr-defined]
+    if rows.shape != (n,) or (n and (int(rows.min()) < 0 or int(rows.max()) >= count)):
+        raise ValueError(f"prompt_rows must be {n} ints in [0, {count}), got shape {tuple(rows.shape)}")
+    return rows
+
+
+def _prompts(backbone: Backbone, table: Tensor | None, idx: Tensor, dropout: float, gen: torch.Generator) -> Tensor:
+    """encoder_hidden_states (B, L, D) for the batch ``idx``: each sample's task prompt, replaced by the
+    generic row 0 with probability ``dropout``; the selected prompt when there is no table."""
+    if table is None:
+        return backbone.encode_prompt(len(idx))
+    rows = table[idx]
+    rows = torch.where(torch.rand(len(idx), device=rows.device, generator=gen) < dropout, torch.zeros_like(rows), rows)
+    return backbone.encode_prompts(rows)  # type: ignore[attr-defined, no-any-return]
+
+
 def train_backbone(
     backbone: Backbone,
     images: ArrayLike,
     spec: DiffusionTrainSpec,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    prompt_rows: ArrayLike | None = None,
 ) -> list[float]:
-    """Train the whole backbone (UNet and prompt embedding) to predict the noise (or v) of noised images.
+    """Train the whole backbone (UNet and prompt embeddings) to predict the noise (or v) of noised images.
 
     Args:
         images: (N, 3, H, W) uint8 (array, tensor, or a dataset of such items / of dicts with "image");
             resized to the backbone's sample size if needed. Moved to ``device`` once.
+        prompt_rows: (N,) each image's prompt row (its task; multi-task pre-training), dropped to the
+            generic row 0 with probability ``spec.prompt_dropout``; None: the selected prompt for all.
         spec: steps, batch size, optimiser, bf16 autocast (``amp``), EMA (the final weights are the EMA
             weights), horizontal flips, seed (batches, noise and timesteps all follow it).
 
@@ -165,13 +191,15 @@ def train_backbone(
     if spec.grad_checkpointing:
         backbone.unet.enable_gradient_checkpointing()
     noiser = Noiser(backbone, device)
+    table = _prompt_table(backbone, prompt_rows, len(data), device)
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:
         flip = torch.rand(len(idx), device=device, generator=gen) < 0.5 if spec.hflip else None
         x0 = _batch_images(data, idx, backbone, flip)
         noisy, t, target = noiser(x0, gen)
+        prompt = _prompts(backbone, table, idx, spec.prompt_dropout, gen)
         with autocast(device, spec.amp):
-            pred = backbone.unet(noisy, t, encoder_hidden_states=backbone.encode_prompt(len(idx))).sample
+            pred = backbone.unet(noisy, t, encoder_hidden_states=prompt).sample
         return F.mse_loss(pred.float(), target)
 
     try:
@@ -201,6 +229,8 @@ def train_controlnet(
     spec: DiffusionTrainSpec,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    prompt_rows: ArrayLike | None = None,
+    conditions: Tensor | None = None,
 ) -> list[float]:
     """Train only ``controlnet`` (the backbone stays frozen and unchanged) on image/mask pairs.
 
@@ -211,15 +241,24 @@ def train_controlnet(
         masks: (N, K, Hm, Wm) {0, 1}, rendered by :func:`render_condition` at the backbone's
             condition size. With probability ``spec.condition_dropout`` a sample's condition image is
             zeroed (classifier-free guidance).
+        prompt_rows: as in :func:`train_backbone` (the frozen prompt rows of each sample's task).
+        conditions: (N, 3, c, c) float condition images already rendered (tasks with different class
+            counts in one corpus); then ``masks`` is not read.
 
     Returns:
         the loss of every step, len == spec.steps.
     """
     device = torch.device(device)
     data = as_uint8_tensor(images, "image").to(device)
-    labels = as_uint8_tensor(images if masks is None else masks, "mask").to(device)
-    if len(labels) != len(data):
-        raise ValueError(f"{len(data)} images but {len(labels)} masks")
+    size = backbone.condition_size
+    if conditions is not None:
+        rendered = conditions.to(device=device, dtype=torch.float32)
+        if rendered.shape != (len(data), 3, size, size):
+            raise ValueError(f"conditions must be ({len(data)}, 3, {size}, {size}), got {tuple(rendered.shape)}")
+    else:
+        labels = as_uint8_tensor(images if masks is None else masks, "mask").to(device)
+        if len(labels) != len(data):
+            raise ValueError(f"{len(data)} images but {len(labels)} masks")
     frozen = backbone if isinstance(backbone, nn.Module) else backbone.unet
     was_trainable = [p.requires_grad for p in frozen.parameters()]
     frozen.to(device).eval()
@@ -230,10 +269,10 @@ def train_controlnet(
         controlnet.enable_gradient_checkpointing()
         backbone.unet.enable_gradient_checkpointing()
     noiser = Noiser(backbone, device)
-    size = backbone.condition_size
+    table = _prompt_table(backbone, prompt_rows, len(data), device)
 
     def loss_of(idx: Tensor, gen: torch.Generator) -> Tensor:
-        cond = render_condition(labels[idx], size)
+        cond = rendered[idx] if conditions is not None else render_condition(labels[idx], size)
         b = len(idx)
         flip = torch.rand(b, device=device, generator=gen) < 0.5 if spec.hflip else None
         x0 = _batch_images(data, idx, backbone, flip)
@@ -242,8 +281,9 @@ def train_controlnet(
         keep = torch.rand(b, device=device, generator=gen) >= spec.condition_dropout
         cond = cond * keep.view(b, 1, 1, 1)
         noisy, t, target = noiser(x0, gen)
+        prompt = _prompts(backbone, table, idx, spec.prompt_dropout, gen).detach()
         with autocast(device, spec.amp):
-            pred = controlnet_forward(backbone, controlnet, noisy, t, cond, backbone.encode_prompt(b).detach())
+            pred = controlnet_forward(backbone, controlnet, noisy, t, cond, prompt)
         return F.mse_loss(pred.float(), target)
 
     try:

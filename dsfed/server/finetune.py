@@ -1,14 +1,17 @@
 """The server fine-tunes its foundation SAM on the union of the clients' synthetic sets (the ``server_sam``
 stage, :mod:`dsfed.stages.server_sam`, gives it the stores).
 
-The epoch kept is the one with the best mean Dice over the source clients' synthetic val splits (epoch 0
-is the foundation model itself).
+The epoch kept (epoch 0 is the foundation model itself) is the one with the best mean Dice on the source
+clients' real val splits, scored at the clients (``real_score``), or on their synthetic val splits when no
+scorer is given (DSFedMed's code). The synthetic curve is recorded either way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,9 +62,11 @@ class ServerSamRun:
     wall_s: float = 0.0
 
 
-def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress: bool = True) -> ServerSamRun:
+def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress: bool = True,
+                        real_score: Callable[[int, Segmenter], float] | None = None) -> ServerSamRun:
     """Fine-tune ``params.server_sam.model`` from its checkpoint on ``stores``' synthetic train splits (the source
-    clients' synthetic sets), selecting the epoch by their val splits."""
+    clients' synthetic sets), selecting the epoch by ``real_score(epoch, model)`` (the clients' mean real val
+    Dice; NaN counts as the lowest) when given, else by the synthetic val splits."""
     cfg = params.server_sam
     classes = list(params.data.classes)
     device = pick_device(cfg.device)
@@ -76,17 +81,35 @@ def finetune_server_sam(params: Params, stores: dict[str, ClientStore], progress
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     loss_fn = build_loss(cfg.loss).to(device)
     t0 = time.perf_counter()
-    val = synthetic_val_dice(model, stores, classes)
-    history: list[dict[str, Any]] = [{"epoch": 0, "train_loss": None, **{f"val_dice_{k}": v for k, v in val.items()}}]
-    best = (val["mean"], 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    log.info("server_sam: foundation model, synthetic val Dice %.4f", val["mean"])
+
+    def record(epoch: int, loss: float | None) -> dict[str, Any]:
+        val = synthetic_val_dice(model, stores, classes)
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss, **{f"val_dice_{k}": v for k, v in val.items()}}
+        if real_score is not None:
+            row["real_val_dice"] = real_score(epoch, model)
+        history.append(row)
+        return row
+
+    def key(row: dict[str, Any]) -> float:
+        value = float(row["real_val_dice"] if real_score is not None else row["val_dice_mean"])
+        return value if math.isfinite(value) else float("-inf")
+
+    history: list[dict[str, Any]] = []
+    row = record(0, None)
+    best = (key(row), 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    log.info("server_sam: foundation model, synthetic val Dice %.4f%s", row["val_dice_mean"],
+             f", real val Dice {row['real_val_dice']:.4f}" if real_score is not None else "")
     for epoch in range(1, cfg.epochs + 1):
         stats = train_epochs(model, loader, optimizer, loss_fn, amp=cfg.amp, device=device, desc=f"server_sam epoch {epoch}/{cfg.epochs}")
-        val = synthetic_val_dice(model, stores, classes)
-        history.append({"epoch": epoch, "train_loss": stats["loss"], **{f"val_dice_{k}": v for k, v in val.items()}})
-        log.info("server_sam: epoch %d, loss %.4f, synthetic val Dice %.4f", epoch, stats["loss"], val["mean"])
-        if val["mean"] > best[0]:
-            best = (val["mean"], epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        row = record(epoch, stats["loss"])
+        log.info("server_sam: epoch %d, loss %.4f, synthetic val Dice %.4f%s", epoch, stats["loss"], row["val_dice_mean"],
+                 f", real val Dice {row['real_val_dice']:.4f}" if real_score is not None else "")
+        if key(row) > best[0]:
+            best = (key(row), epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best[1] == 0 and cfg.epochs and real_score is not None:
+        log.warning("server_sam: no fine-tuned epoch beat the foundation on the source clients' real validation "
+                    "(foundation %.4f, best epoch %.4f): the foundation is kept as the teacher", history[0]["real_val_dice"],
+                    max(float(r["real_val_dice"]) for r in history[1:]))
     model.load_state_dict(best[2])
     return ServerSamRun(model=model.eval(), selected_epoch=best[1], history=history, train_samples=len(train),
                         wall_s=time.perf_counter() - t0)

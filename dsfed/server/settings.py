@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -16,7 +16,14 @@ __all__ = ["ServerSamConfig"]
 
 class ServerSamConfig(Strict):
     """``server_sam``, at the server: fine-tune the foundation SAM on the union of every source client's
-    synthetic train split; the epoch with the best Dice on their synthetic val splits is kept.
+    synthetic train split, and keep one epoch (0 is the foundation itself), chosen by ``select``:
+
+    - ``real``: the best mean Dice on the source clients' *real* val splits, scored at the clients (the
+      weights go down, only metrics come back; every payload in ``artifacts/server_sam/ledger.csv``). A
+      synthetic fine-tune that does not help on real images keeps the foundation as the teacher.
+    - ``synthetic``: the best mean Dice on their synthetic val splits (DSFedMed's code; no traffic).
+
+    Both curves are recorded in ``metrics.json`` and ``dvclive/``.
 
     ``checkpoint``: where the foundation weights come from: the embedded default's pre-trained
     ``sam_demo`` (``dsfed pretrain-sam``), or an official SAM ``.pth`` for ``sam_vit_b|l|h``. Required: the
@@ -33,6 +40,7 @@ class ServerSamConfig(Strict):
     loss: LossConfig = LossConfig(dice=0.5)
     augment: AugmentConfig = AugmentConfig()
     freeze_encoder: bool = False
+    select: Literal["real", "synthetic"] = "real"
     amp: bool = False
     device: Device = "auto"
 

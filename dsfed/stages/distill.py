@@ -45,7 +45,7 @@ from dsfed.server.outputs import save_model, write_curve
 from dsfed.stages.client_validation import ClientValidation
 from dsfed.stages.federated import LABELS, method_folder
 from dsfed.stages.producers import ModelEntry
-from dsfed.stages.server_sam import generation_ledgers, source_synthetic_stores
+from dsfed.stages.server_sam import generation_ledgers, server_sam_ledger, source_synthetic_stores
 
 __all__ = ["distill_settings", "produced_models", "run_distill_stage"]
 
@@ -306,7 +306,7 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     generation = generation_ledgers(params, artifacts)
     folder = artifacts / "distill"
     label = f"DSFedMed {LABELS.get(student, student).removeprefix('Fed')}"
-    ledgers = [method_folder(artifacts, student) / "ledger.csv", *generation, folder / "ledger.csv"]
+    ledgers = [method_folder(artifacts, student) / "ledger.csv", *generation, server_sam_ledger(artifacts), folder / "ledger.csv"]
     return [
         ModelEntry("dsfedmed_tiny", label, folder / "tiny", "dsfedmed", ledgers, "selected on the clients' real validation"),
         ModelEntry("dsfedmed_tiny_unguarded", f"{label} (unguarded)", folder / "unguarded" / "tiny", "dsfedmed", ledgers,

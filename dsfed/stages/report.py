@@ -149,7 +149,11 @@ def _curves(params: Params, artifacts: Path, distill: dict[str, Any]) -> bytes |
     server = artifacts / "server_sam" / "metrics.json"
     if server.is_file():
         hist = json.loads(server.read_text())["history"]
-        panels.append(("server SAM: synthetic val Dice", "epoch", {"server SAM": ([h["epoch"] for h in hist], [h["val_dice_mean"] for h in hist])}))
+        epochs = [h["epoch"] for h in hist]
+        series = {"synthetic val": (epochs, [h["val_dice_mean"] for h in hist])}
+        if hist and "real_val_dice" in hist[0]:
+            series["real val (selects)"] = (epochs, [h["real_val_dice"] for h in hist])
+        panels.append(("server SAM: val Dice (epoch 0: the foundation)", "epoch", series))
     if distill:
         rounds = distill["rounds"]
         r = [x["round"] for x in rounds]
@@ -228,6 +232,24 @@ def guard_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def server_sam_lines(artifacts: Path) -> list[str]:
+    """Which epoch of the synthetic fine-tune became the teacher, and on what evidence (none before it ran)."""
+    path = artifacts / "server_sam" / "metrics.json"
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    real, epoch = m.get("real_val_dice"), m["selected_epoch"]
+    if not real:
+        return [f"Server SAM: epoch {epoch} kept on the synthetic validation sets alone (`server_sam.select: synthetic`)."]
+    tuned = [h["real_val_dice"] for h in m["history"][1:]]
+    best = _fmt(max(tuned)) if tuned else "–"
+    if epoch == 0 and tuned:
+        return [f"Server SAM: no epoch of the synthetic fine-tune beat the foundation on the source clients' real "
+                f"validation (foundation {_fmt(real['foundation'])}, best epoch {best}): the foundation is the teacher."]
+    return [f"Server SAM: epoch {epoch} of the synthetic fine-tune kept on the source clients' real validation "
+            f"({_fmt(real['selected'])}; the foundation {_fmt(real['foundation'])})."]
+
+
 def _outside_note(params: Params) -> str:
     """Clients outside a pinned federation: they joined after the federated models were trained and reach
     the student only through their synthetic sets and distillation."""
@@ -250,7 +272,8 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     eff_header, eff_rows = _efficiency_rows(ev, times)
     stage_header, stage_rows = _stage_rows(times)
     distill = _distill_metrics(artifacts)
-    findings = _findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + guard_lines(distill)
+    findings = (_findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + server_sam_lines(artifacts)
+                + guard_lines(distill))
     q_header, q_rows = _quality_rows(params, artifacts)
     ablation = _ablation(artifacts)
     curves = _curves(params, artifacts, distill)

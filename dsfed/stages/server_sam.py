@@ -1,10 +1,13 @@
 """The ``server_sam`` stage, at the server: fine-tune the foundation SAM on the source clients' synthetic sets
-(``artifacts/synthetic/<client>``; never ``artifacts/clients``, never the held-out client's store) into
-``artifacts/server_sam/``; and the models it declares: the foundation SAM it starts from (zero-shot, when it
-is a dsfed segmenter file) and the fine-tuned server SAM."""
+(``artifacts/synthetic/<client>``; the server never opens ``artifacts/clients``, and the held-out client never
+takes part) into ``artifacts/server_sam/``, keeping the epoch the source clients' real validation prefers (they
+score the weights they receive on their own val splits; only metrics come back); and the models it declares: the
+foundation SAM it starts from (zero-shot, when it is a dsfed segmenter file) and the fine-tuned server SAM."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +16,11 @@ from dsfed.stages.producers import ModelEntry
 if TYPE_CHECKING:
     from dsfed.config import Params
     from dsfed.data.store import ClientStore
+    from dsfed.federated.ledger import Ledger
+    from dsfed.models import Segmenter
+    from dsfed.stages.client_validation import ClientValidation
 
-__all__ = ["generation_ledgers", "produced_models", "run_server_sam_stage", "source_synthetic_stores"]
+__all__ = ["generation_ledgers", "produced_models", "run_server_sam_stage", "server_sam_ledger", "source_synthetic_stores"]
 
 
 def source_synthetic_stores(params: Params, artifacts: str | Path) -> dict[str, ClientStore]:
@@ -29,6 +35,30 @@ def generation_ledgers(params: Params, artifacts: Path) -> list[Path]:
     """DSFedMed's generation traffic: each source client's uploads and its audit download."""
     names = params.training_clients
     return [artifacts / "generators" / c / "ledger.csv" for c in names] + [artifacts / "quality" / c / "audit_ledger.csv" for c in names]
+
+
+def server_sam_ledger(artifacts: Path) -> Path:
+    """The weights the epoch selection sent to the source clients and the metrics they sent back."""
+    return Path(artifacts) / "server_sam" / "ledger.csv"
+
+
+def _real_scorer(params: Params, artifacts: Path, ledger: Ledger) -> tuple[Callable[[int, Segmenter], float], ClientValidation]:
+    """``score(epoch, model)``: the source clients' mean real val Dice of the model's weights (sent through an engine)."""
+    from dsfed.models import build_model
+    from dsfed.runtime import pick_device
+    from dsfed.stages.client_validation import ClientValidation
+
+    cfg, classes = params.server_sam, params.data.classes
+    device = pick_device(cfg.device)
+    validation = ClientValidation(params, artifacts, params.training_clients, ledger, "server_sam", device)
+
+    def empty() -> Segmenter:  # what a client builds to hold the weights it receives
+        return build_model(cfg.model, num_classes=len(classes), output_size=params.data.mask_size, input_size=cfg.input_size).to(device)
+
+    def score(epoch: int, model: Segmenter) -> float:
+        return float(validation.score(epoch, model, "server_sam", empty)["val_dice"])
+
+    return score, validation
 
 
 def _zero_shot_ready(params: Params, checkpoint: Path) -> bool:
@@ -47,21 +77,34 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
         entries.append(ModelEntry("foundation", "Foundation SAM (pre-trained, zero-shot)", artifacts, "dsfedmed", [],
                                   "released weights, no client data", checkpoint=cfg.checkpoint, build=(cfg.model, cfg.input_size)))
     entries.append(ModelEntry("server_sam", "SAM before distillation (synthetic fine-tune)", artifacts / "server_sam", "dsfedmed",
-                              generation_ledgers(params, artifacts), "server only"))
+                              [*generation_ledgers(params, artifacts), server_sam_ledger(artifacts)], "server only"))
     return entries
 
 
 def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
     """Fine-tune, then write ``artifacts/server_sam``: ``model.safetensors`` + ``model.json`` (the selected
-    epoch), ``metrics.json`` (a DVC metric) and ``dvclive/`` (per-epoch loss and synthetic val Dice)."""
+    epoch), ``metrics.json`` (a DVC metric), ``dvclive/`` (per-epoch loss, synthetic and real val Dice) and,
+    with ``select: real``, ``ledger.csv`` (the weights sent to the source clients, the metrics they returned)."""
+    from dsfed.federated.ledger import Ledger
     from dsfed.io import sha256_file, write_json
     from dsfed.server.finetune import finetune_server_sam
     from dsfed.server.outputs import save_model, write_curve
 
     cfg = params.server_sam
-    out = Path(artifacts) / "server_sam"
-    run = finetune_server_sam(params, source_synthetic_stores(params, artifacts), progress)
+    artifacts = Path(artifacts)
+    out = artifacts / "server_sam"
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".ledger.csv.partial"
+    partial.unlink(missing_ok=True)
+    scorer, validation = _real_scorer(params, artifacts, Ledger(partial)) if cfg.select == "real" else (None, None)
+    try:
+        run = finetune_server_sam(params, source_synthetic_stores(params, artifacts), progress, real_score=scorer)
+    finally:
+        if validation is not None:
+            validation.close()
     save_model(out, run.model, cfg.model, cfg.input_size, selected_epoch=run.selected_epoch)
+    if cfg.select == "real":
+        os.replace(partial, server_sam_ledger(artifacts))
     write_curve(out / "dvclive", run.history, step="epoch")
     metrics = {
         "model": cfg.model,
@@ -71,8 +114,12 @@ def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool =
         "encoder_frozen": cfg.freeze_encoder,
         "train_samples": run.train_samples,
         "selected_epoch": run.selected_epoch,
+        "select": cfg.select,
         "synthetic_val_dice": {"foundation": run.history[0]["val_dice_mean"],
                                "selected": run.history[run.selected_epoch]["val_dice_mean"]},
+        "real_val_dice": {"foundation": run.history[0].get("real_val_dice"),
+                          "selected": run.history[run.selected_epoch].get("real_val_dice"),
+                          "clients": params.training_clients} if cfg.select == "real" else None,
         "history": run.history,
         "wall_s": round(run.wall_s, 2),
     }

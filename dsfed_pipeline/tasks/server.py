@@ -1,7 +1,8 @@
 """Tasks of the server-side DSFedMed stages: ``server_sam`` and ``distill``.
 
 Each task takes and returns paths and small summaries (never tensors); the dsfed functions it calls do
-the work and write their outputs atomically. Neither reads ``artifacts/clients``.
+the work and write their outputs atomically. The server side never reads ``artifacts/clients``: the source
+clients score the models on their own val splits and send back metrics only.
 """
 
 from __future__ import annotations

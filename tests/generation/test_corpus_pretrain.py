@@ -13,8 +13,9 @@ from dsfed.data.phantom import load_site_style
 from dsfed.errors import DsfedError
 from dsfed.generation import DiffusionTrainSpec, EmbeddedBackbone, SamplerSpec, load_controlnet
 from dsfed.generation.backbone import read_metadata
-from dsfed.generation.corpus import DEFAULT_TABLE, public_corpus, render_one
-from dsfed.generation.pretrain import disc_offsets, pretrain
+from dsfed.generation.corpus import DEFAULT_TABLE, TASK_PROMPTS, public_corpus, render_one
+from dsfed.generation.notes import controlnet_tasks
+from dsfed.generation.pretrain import disc_offsets, mask_contrast, pretrain
 from tests.generation.test_generation import TINY
 
 
@@ -64,6 +65,15 @@ def test_disc_offsets_by_hand() -> None:
     assert off[0] == pytest.approx(0.0) and off[1] == pytest.approx(8.0)
 
 
+def test_mask_contrast_by_hand() -> None:
+    masks = np.zeros((3, 1, 8, 8), np.uint8)
+    masks[:2, 0, :4] = 1
+    images = np.full((3, 3, 8, 8), 100, np.uint8)
+    images[0, :, :4] = 40  # a dark structure where the mask is
+    contrast = mask_contrast(images, masks)
+    assert contrast[0] == pytest.approx(60.0) and contrast[1] == 0.0 and np.isnan(contrast[2])  # empty mask
+
+
 def test_tiny_pretrain_writes_loadable_weights(tmp_path) -> None:
     steps = DiffusionTrainSpec(steps=2, batch_size=4, amp=False)
     summary = pretrain(tmp_path / "w", corpus_n=6, backbone_spec=TINY, backbone_train=steps, controlnet_train=steps,
@@ -73,12 +83,26 @@ def test_tiny_pretrain_writes_loadable_weights(tmp_path) -> None:
     backbone = EmbeddedBackbone.load(out / "backbone")
     load_controlnet(backbone.unet, out / "controlnet.safetensors")
     written = json.loads((out / "pretrain.json").read_text())
-    assert written["params"]["corpus_n"] == 6 and written["params"]["site"] == "public"
+    assert written["params"]["corpus_n"] == 6 and written["params"]["tasks"] == ["fundus", "skin", "polyp"]
     assert written["params"]["backbone_spec"]["sample_size"] == 16
+    assert backbone.spec.prompts == tuple(TASK_PROMPTS.values()) and backbone.prompt.shape[0] == 4
     assert written["code_hash"] == summary["code_hash"] == read_metadata(out / "controlnet.safetensors")["code_hash"]
-    assert set(written["disc_offset"]) == {"generated_median_px", "real_median_px", "shuffled_masks_median_px"}
+    assert controlnet_tasks(out / "controlnet.safetensors") == {"fundus": ["optic_disc", "optic_cup"], "skin": ["lesion"], "polyp": ["polyp"]}
+    assert set(written["checks"]) == {"fundus", "skin", "polyp"}
+    assert {"contrast_generated", "contrast_real", "contrast_shuffled_masks", "disc_generated_median_px"} <= set(written["checks"]["fundus"])
     losses = json.loads((out / "losses.json").read_text())
     assert len(losses["backbone"]) == 2 and len(losses["controlnet"]) == 2
     with pytest.raises(FileExistsError):
         pretrain(out, corpus_n=2, backbone_spec=TINY, backbone_train=steps, controlnet_train=steps, progress=False)
     assert not list(tmp_path.glob(".w.tmp-*"))
+    # warm start: one task; its prompt row starts from the same text's row, the UNet from the released one
+    zero = DiffusionTrainSpec(steps=1, batch_size=2, amp=False, lr=1e-12, ema_decay=None, warmup_steps=0)
+    pretrain(tmp_path / "w2", corpus_n=2, backbone_spec=TINY, backbone_train=zero, controlnet_train=zero, tasks=("skin",), init=out,
+             sampler=SamplerSpec(steps=1), grid_n=1, eval_n=1, progress=False)
+    warm = EmbeddedBackbone.load(tmp_path / "w2" / "backbone")
+    assert warm.spec.prompts == (TASK_PROMPTS["skin"],)
+    assert torch.allclose(warm.prompt[1], backbone.prompt[2], atol=1e-3)
+    name, value = next(iter(backbone.unet.state_dict().items()))
+    assert torch.allclose(warm.unet.state_dict()[name], value, atol=1e-3)
+    with pytest.raises(DsfedError, match="tasks"):
+        pretrain(tmp_path / "w3", corpus_n=2, backbone_spec=TINY, tasks=("xray",), progress=False)

@@ -163,8 +163,21 @@ def test_render_condition_by_hand() -> None:
     assert torch.equal(one[1], torch.zeros(4, 4)) and torch.equal(one[2], 1.0 - one[0])
     three = render_condition(np.stack([m[0], m[1], m[1]]), 4)
     assert torch.equal(three[2], torch.as_tensor(m[1]).float())
-    with pytest.raises(ValueError, match="4 classes"):
-        render_condition(np.zeros((4, 4, 4)), 4)
+    with pytest.raises(ValueError, match="no class channel"):
+        render_condition(np.zeros((0, 4, 4)), 4)
+
+
+def test_render_condition_draws_any_number_of_classes() -> None:
+    """K > 3: (union, level of the last class covering the pixel, background): no class is named."""
+    m = np.zeros((5, 4, 4), np.uint8)
+    m[0, 0, :] = 1
+    m[3, 0, :2] = 1  # class 3 over class 0 on two pixels
+    m[4, 3, 3] = 1
+    c = render_condition(m, 4)
+    union = torch.as_tensor(m.max(0)).float()
+    assert torch.equal(c[0], union) and torch.equal(c[2], 1.0 - union)
+    assert c[1, 0, 0] == pytest.approx(4 / 5) and c[1, 0, 3] == pytest.approx(1 / 5) and c[1, 3, 3] == pytest.approx(1.0)
+    assert float(c[1, 1, 1]) == 0.0
 
 
 def test_render_condition_resizes_softly() -> None:
@@ -222,6 +235,31 @@ def test_train_controlnet_freezes_backbone_and_trains_controlnet() -> None:
     changed = [k for k, v in c.state_dict().items() if not torch.equal(before_c[k], v)]
     assert any(k.startswith("controlnet_down_blocks") for k in changed)  # the zero convolutions moved
     assert all(p.requires_grad for p in b.parameters())  # freezing is undone afterwards
+
+
+def test_prompt_rows_pick_learned_prompts_and_fall_back_to_the_generic_one(caplog) -> None:
+    torch.manual_seed(0)
+    b = EmbeddedBackbone(TINY.model_copy(update={"prompts": ("a fundus photo", "a skin photo")}))
+    assert b.prompt.shape == (3, 1, 8)
+    assert b.use_prompt("A  Skin photo") == 2 and torch.equal(b.encode_prompt(2)[1], b.prompt[2])
+    with caplog.at_level("WARNING"):
+        assert b.use_prompt("a chest x-ray") == 0
+    assert "not one the embedded backbone learnt" in caplog.text and "'a skin photo'" in caplog.text
+    assert torch.equal(b.encode_prompts(torch.tensor([1, 0])), b.prompt[[1, 0]])
+    assert tiny_backbone().use_prompt("anything") == 0  # one generic row only: nothing to warn about
+
+
+def test_per_sample_prompts_train_only_the_rows_they_use() -> None:
+    torch.manual_seed(0)
+    b = EmbeddedBackbone(TINY.model_copy(update={"prompts": ("a", "b")}))
+    before = b.prompt.detach().clone()
+    masks = disc_masks(8)
+    spec = DiffusionTrainSpec(steps=3, batch_size=4, amp=False, ema_decay=None, prompt_dropout=0.0, weight_decay=0.0)
+    train_backbone(b, disc_images(masks), spec, progress=False, prompt_rows=np.full(8, 1))
+    assert not torch.equal(b.prompt[1], before[1])
+    assert torch.equal(b.prompt[0], before[0]) and torch.equal(b.prompt[2], before[2])
+    with pytest.raises(ValueError, match=r"prompt_rows must be 8 ints in \[0, 3\)"):
+        train_backbone(b, disc_images(masks), spec, progress=False, prompt_rows=np.full(8, 3))
 
 
 def test_backbone_loss_goes_down_and_training_is_deterministic() -> None:

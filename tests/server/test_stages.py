@@ -69,18 +69,31 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def test_server_sam_keeps_the_best_epoch_on_synthetic_val(server: tuple[Path, Params]) -> None:
+def test_server_sam_keeps_the_epoch_the_clients_real_validation_prefers(server: tuple[Path, Params], tmp_path: Path) -> None:
     root, params = server
     out = root / "artifacts/server_sam"
     metrics = json.loads((out / "metrics.json").read_text())
     history = metrics["history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2]
-    best = max(history, key=lambda h: (h["val_dice_mean"], -h["epoch"]))
+    assert [h["epoch"] for h in history] == [0, 1, 2] and metrics["select"] == "real"
+    best = max(history, key=lambda h: (h["real_val_dice"], -h["epoch"]))  # epoch 0: the foundation itself
     assert metrics["selected_epoch"] == best["epoch"]
+    assert metrics["real_val_dice"]["selected"] == best["real_val_dice"] and metrics["real_val_dice"]["clients"] == ["a"]
     assert metrics["train_samples"] == len(np.asarray(__import__("zarr").open_group(str(synthetic_path(root / "artifacts", "a")), mode="r")["splits/train"]))
     assert metrics["start"]["sha256"] and len(metrics["start"]["sha256"]) == 64
     model = load_carded_model(out, 2, 16)
     assert model.input_size == 64 and model.num_parameters() == metrics["parameters"]
+    # every epoch's weights went down to the source client and its metrics came back, in the ledger
+    rows = (out / "ledger.csv").read_text().splitlines()[1:]
+    down = [r for r in rows if ",down,val_weights," in r]
+    assert [r.split(",")[:2] for r in down] == [["0", "a"], ["1", "a"], ["2", "a"]]
+    assert sum(",up,val_metrics," in r for r in rows) == 3 and not list(out.glob(".ledger*"))
+    # DSFedMed's code selects on synthetic validation: no traffic, the synthetic curve decides
+    art = tmp_path / "artifacts"
+    shutil.copytree(root / "artifacts/synthetic", art / "synthetic")
+    synthetic = run_server_sam_stage(server_params(root, params, server_sam={"select": "synthetic"}), art, progress=False)
+    best = max(synthetic["history"], key=lambda h: (h["val_dice_mean"], -h["epoch"]))
+    assert synthetic["selected_epoch"] == best["epoch"] and synthetic["real_val_dice"] is None
+    assert not (art / "server_sam/ledger.csv").exists() and "real_val_dice" not in synthetic["history"][0]
 
 
 def test_distill_outputs_rounds_pools_and_ledger(server: tuple[Path, Params]) -> None:
@@ -253,6 +266,9 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     md = Path(result["markdown"]).read_text()
     assert "| model |" in md and "Did knowledge flow?" in md
     assert any(line.startswith("SAM -> student") for line in result["findings"])
+    server_sam = json.loads((root / "artifacts/server_sam/metrics.json").read_text())
+    kept = [line for line in result["findings"] if line.startswith("Server SAM:")]
+    assert len(kept) == 1 and ("the foundation is the teacher" in kept[0]) == (server_sam["selected_epoch"] == 0)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n() -> None:
