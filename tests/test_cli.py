@@ -147,3 +147,6 @@ def test_pretrain_retrains_at_tiny_size(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("backbone_train: {stpes: 3}\n")
     bad = run("pretrain", str(tmp_path / "w2"), "--spec", str(tmp_path / "bad.yaml"))
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path / 'bad.yaml'}: backbone_train.stpes: unknown key"
+    unknown = run("pretrain", str(tmp_path / "w3"), "--tasks", "fundus,xray")
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "error: --tasks 'fundus,xray': choose from fundus, skin, polyp"
+    assert json.loads(result.stdout)["checks"].keys() == {"fundus", "skin", "polyp"}
