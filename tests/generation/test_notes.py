@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsfed.config import load_params
-from dsfed.generation.notes import backbone_prompts, controlnet_class_note, controlnet_tasks, generation_notes, prompt_note
+from dsfed.generation.notes import (
+    backbone_prompts,
+    controlnet_class_note,
+    controlnet_tasks,
+    generation_notes,
+    prompt_note,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = {"fundus": ["optic_disc", "optic_cup"], "skin": ["lesion"], "polyp": ["polyp"]}
