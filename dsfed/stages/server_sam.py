@@ -69,6 +69,17 @@ def _zero_shot_ready(params: Params, checkpoint: Path) -> bool:
     return head_fits(checkpoint, list(params.data.classes))
 
 
+def _server_sam_label(artifacts: Path) -> str:
+    """The server SAM's row label: which epoch became the teacher, once the stage has run."""
+    import json
+
+    path = Path(artifacts) / "server_sam" / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    if metrics.get("selected_epoch") == 0 and len(metrics.get("history", [])) > 1:
+        return f"SAM before distillation (the foundation: {metrics.get('select', 'synthetic')} validation kept it over the synthetic fine-tune)"
+    return "SAM before distillation (synthetic fine-tune)"
+
+
 def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     """The foundation's zero-shot row (when :func:`_zero_shot_ready`) and the server SAM."""
     entries = []
@@ -76,7 +87,7 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     if _zero_shot_ready(params, cfg.checkpoint):
         entries.append(ModelEntry("foundation", "Foundation SAM (pre-trained, zero-shot)", artifacts, "dsfedmed", [],
                                   "released weights, no client data", checkpoint=cfg.checkpoint, build=(cfg.model, cfg.input_size)))
-    entries.append(ModelEntry("server_sam", "SAM before distillation (synthetic fine-tune)", artifacts / "server_sam", "dsfedmed",
+    entries.append(ModelEntry("server_sam", _server_sam_label(artifacts), artifacts / "server_sam", "dsfedmed",
                               [*generation_ledgers(params, artifacts), server_sam_ledger(artifacts)], "server only"))
     return entries
 

@@ -269,6 +269,8 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     server_sam = json.loads((root / "artifacts/server_sam/metrics.json").read_text())
     kept = [line for line in result["findings"] if line.startswith("Server SAM:")]
     assert len(kept) == 1 and ("the foundation is the teacher" in kept[0]) == (server_sam["selected_epoch"] == 0)
+    label = json.loads((root / "artifacts/eval/metrics.json").read_text())["models"]["server_sam"]["label"]
+    assert ("the foundation: real validation kept it" in label) == (server_sam["selected_epoch"] == 0)
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n() -> None:
