@@ -15,12 +15,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dsfed.errors import DsfedError
+from dsfed.generation.notes import prompt_note, prompt_row
 from dsfed.generation.settings import BackboneSpec
 from dsfed.io import atomic_path, write_json
 from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.provenance import provenance, to_safetensors_metadata
 
-__all__ = ["BACKBONE_CONFIG", "BACKBONE_WEIGHTS", "Backbone", "EmbeddedBackbone", "build_unet", "read_metadata", "scheduler_config"]
+__all__ = ["BACKBONE_CONFIG", "BACKBONE_WEIGHTS", "Backbone", "EmbeddedBackbone", "build_unet", "embedded_folder", "read_metadata",
+           "scheduler_config"]
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +116,15 @@ class EmbeddedBackbone(nn.Module):
 
     def prompt_row(self, text: str) -> int:
         """The embedding row of ``text``: 1 + its index in ``spec.prompts`` (case and spacing ignored), else 0."""
-        key = " ".join(text.lower().split())
-        known = [" ".join(p.lower().split()) for p in self.spec.prompts]
-        return 1 + known.index(key) if key in known else 0
+        return prompt_row(self.spec.prompts, text)
 
     def use_prompt(self, text: str) -> int:
         """Make ``text`` the prompt of every later call; a text the backbone did not learn gets the generic
         row 0, with a warning naming the prompts it knows. Returns the row."""
         self.prompt_index = self.prompt_row(text)
-        if self.prompt_index == 0 and self.spec.prompts:
-            log.warning("backbone.prompt %r is not one the embedded backbone learnt (%s): its generic prompt is used",
-                        text, "; ".join(repr(p) for p in self.spec.prompts))
+        note = prompt_note(text, list(self.spec.prompts))
+        if note is not None:
+            log.warning("%s", note)
         return self.prompt_index
 
     @property
@@ -207,6 +207,13 @@ class EmbeddedBackbone(nn.Module):
         load_weights(backbone, state, strict=True, source=str(weights_path))
         backbone.scheduler_config = {**backbone.scheduler_config, **config.get("scheduler", {})}
         return backbone
+
+
+def embedded_folder(path: str | Path) -> Path:
+    """The backbone folder of ``path``: the released-weights layout nests it in ``backbone/``; accept that
+    folder or its parent."""
+    path = Path(path)
+    return path / "backbone" if (path / "backbone" / BACKBONE_CONFIG).is_file() else path
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

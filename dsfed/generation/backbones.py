@@ -20,7 +20,7 @@ from diffusers import ControlNetModel
 
 from dsfed.config import Params
 from dsfed.errors import DsfedError
-from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone
+from dsfed.generation.backbone import BACKBONE_CONFIG, BACKBONE_WEIGHTS, Backbone, EmbeddedBackbone, embedded_folder
 from dsfed.generation.controlnet import build_controlnet, load_controlnet
 from dsfed.generation.notes import controlnet_class_note, controlnet_tasks
 from dsfed.generation.settings import BackboneConfig
@@ -76,11 +76,6 @@ def _resolve(path: Path | None, root: Path) -> Path | None:
     if path is None:
         return None
     return path if path.is_absolute() else root / path
-
-
-def _embedded_folder(path: Path) -> Path:
-    """The released-weights layout nests the backbone in ``backbone/``; accept that folder or its parent."""
-    return path / "backbone" if (path / "backbone" / BACKBONE_CONFIG).is_file() else path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +176,7 @@ def prepare_backbone(params: Params, out: str | Path, root: str | Path = ".", pr
     if not weights.exists():
         raise DsfedError(f"backbone.path: {weights} does not exist")
     if cfg.kind in ("embedded", "pretrain"):
-        weights = _embedded_folder(weights)
+        weights = embedded_folder(weights)
         files = [weights / BACKBONE_CONFIG, weights / BACKBONE_WEIGHTS]
     else:  # SD 1.5: configs and tokenizer hashed; weights recorded by size (a snapshot can hold many GB of variants)
         files = sorted(p for p in weights.rglob("*") if p.is_file() and p.suffix in (".json", ".txt"))

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "data" / "phantom" / "sites.yaml"
 
 
-CORPUS_TASKS = ("fundus", "skin", "polyp")
 TASK_PROMPTS: dict[str, str] = {
     "fundus": "a retinal fundus photograph",
     "skin": "a dermoscopy photograph of a skin lesion",
     "polyp": "a colonoscopy frame with a polyp",
 }
 """Each public task's prompt: the embedded backbone learns one prompt row per task (``backbone.prompt``)."""
+CORPUS_TASKS = tuple(TASK_PROMPTS)
 ROI_ZOOM, ROI_JITTER = 3.0, 0.08  # the fundus ROI view of the corpora: as the demo's `phantom` sites
 
 

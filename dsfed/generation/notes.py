@@ -18,7 +18,17 @@ from dsfed.heads import safetensors_header
 if TYPE_CHECKING:
     from dsfed.config import Params
 
-__all__ = ["backbone_prompts", "controlnet_class_note", "controlnet_tasks", "generation_notes", "prompt_note"]
+__all__ = ["backbone_prompts", "controlnet_class_note", "controlnet_tasks", "generation_notes", "prompt_note", "prompt_row"]
+
+
+def prompt_row(prompts: tuple[str, ...] | list[str], text: str) -> int:
+    """The embedding row of ``text`` in a backbone that learnt ``prompts``: 1 + its index (case and spacing
+    ignored), else 0 (the generic row)."""
+    def norm(value: str) -> str:
+        return " ".join(value.lower().split())
+
+    known = [norm(p) for p in prompts]
+    return 1 + known.index(norm(text)) if norm(text) in known else 0
 
 
 def controlnet_tasks(path: str | Path | None) -> dict[str, list[str]] | None:
@@ -62,10 +72,7 @@ def backbone_prompts(folder: str | Path) -> list[str] | None:
 
 def prompt_note(prompt: str, known: list[str] | None) -> str | None:
     """A note when ``prompt`` is not one of ``known`` (case and spacing ignored): the generic row is used."""
-    if not known:
-        return None
-    norm = " ".join(prompt.lower().split())
-    if norm in (" ".join(p.lower().split()) for p in known):
+    if not known or prompt_row(known, prompt):
         return None
     return (f"backbone.prompt: {prompt!r} is not one the embedded backbone learnt ({'; '.join(map(repr, known))}): "
             "its generic prompt (trained on all its tasks) is used")

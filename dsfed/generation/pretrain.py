@@ -13,10 +13,10 @@ import torch
 
 from dsfed.data.phantom import TASK_CLASSES
 from dsfed.errors import DsfedError
-from dsfed.generation.backbone import EmbeddedBackbone
+from dsfed.generation.backbone import EmbeddedBackbone, embedded_folder
 from dsfed.generation.condition import render_condition
 from dsfed.generation.controlnet import build_controlnet, load_controlnet, save_controlnet
-from dsfed.generation.corpus import DEFAULT_TABLE, TASK_PROMPTS, TaskCorpus, multitask_corpus
+from dsfed.generation.corpus import CORPUS_TASKS, DEFAULT_TABLE, TASK_PROMPTS, TaskCorpus, multitask_corpus
 from dsfed.generation.grid import outline, save_grid
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import BackboneSpec, DiffusionTrainSpec, SamplerSpec
@@ -84,7 +84,7 @@ def _warm_start(backbone: EmbeddedBackbone, init: Path) -> Path:
     """Copy the UNet of the released backbone in ``init`` (a folder holding ``backbone/``, or the backbone
     folder) into ``backbone``; each prompt row starts from the row of the same text there, else its generic
     row. Returns the ControlNet file beside it (may not exist)."""
-    folder = init / "backbone" if (init / "backbone").is_dir() else init
+    folder = embedded_folder(init)
     old = EmbeddedBackbone.load(folder)
     mine = backbone.spec.model_dump(exclude={"prompts"})
     theirs = old.spec.model_dump(exclude={"prompts"})
@@ -158,9 +158,9 @@ def pretrain(
     Returns:
         the summary written to pretrain.json.
     """
-    unknown = [t for t in tasks if t not in TASK_PROMPTS]
+    unknown = [t for t in tasks if t not in CORPUS_TASKS]
     if unknown or not tasks:
-        raise DsfedError(f"tasks {list(tasks)}: choose from {', '.join(TASK_PROMPTS)}")
+        raise DsfedError(f"tasks {list(tasks)}: choose from {', '.join(CORPUS_TASKS)}")
     backbone_spec = (backbone_spec or BackboneSpec()).model_copy(update={"prompts": tuple(TASK_PROMPTS[t] for t in tasks)})
     backbone_train = backbone_train or DiffusionTrainSpec()
     controlnet_train = controlnet_train or DiffusionTrainSpec(seed=backbone_train.seed + 1)

@@ -21,6 +21,7 @@ from dsfed.config import Params
 from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
 from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
+from dsfed.stages.server_sam import foundation_kept, server_sam_metrics
 from dsfed.timings import latest_stage_times
 
 __all__ = ["build_report", "flow_findings", "read_eval"]
@@ -234,16 +235,14 @@ def guard_lines(metrics: dict[str, Any]) -> list[str]:
 
 def server_sam_lines(artifacts: Path) -> list[str]:
     """Which epoch of the synthetic fine-tune became the teacher, and on what evidence (none before it ran)."""
-    path = artifacts / "server_sam" / "metrics.json"
-    if not path.is_file():
+    m = server_sam_metrics(artifacts)
+    if not m:
         return []
-    m = json.loads(path.read_text())
     real, epoch = m.get("real_val_dice"), m["selected_epoch"]
     if not real:
         return [f"Server SAM: epoch {epoch} kept on the synthetic validation sets alone (`server_sam.select: synthetic`)."]
-    tuned = [h["real_val_dice"] for h in m["history"][1:]]
-    best = _fmt(max(tuned)) if tuned else "–"
-    if epoch == 0 and tuned:
+    if foundation_kept(m):
+        best = _fmt(max(h["real_val_dice"] for h in m["history"][1:]))
         return [f"Server SAM: no epoch of the synthetic fine-tune beat the foundation on the source clients' real "
                 f"validation (foundation {_fmt(real['foundation'])}, best epoch {best}): the foundation is the teacher."]
     return [f"Server SAM: epoch {epoch} of the synthetic fine-tune kept on the source clients' real validation "

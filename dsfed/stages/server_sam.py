@@ -6,6 +6,7 @@ foundation SAM it starts from (zero-shot, when it is a dsfed segmenter file) and
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
     from dsfed.models import Segmenter
     from dsfed.stages.client_validation import ClientValidation
 
-__all__ = ["generation_ledgers", "produced_models", "run_server_sam_stage", "server_sam_ledger", "source_synthetic_stores"]
+__all__ = ["foundation_kept", "generation_ledgers", "produced_models", "run_server_sam_stage", "server_sam_ledger", "server_sam_metrics",
+           "source_synthetic_stores"]
 
 
 def source_synthetic_stores(params: Params, artifacts: str | Path) -> dict[str, ClientStore]:
@@ -69,13 +71,21 @@ def _zero_shot_ready(params: Params, checkpoint: Path) -> bool:
     return head_fits(checkpoint, list(params.data.classes))
 
 
+def server_sam_metrics(artifacts: Path) -> dict[str, Any]:
+    """The stage's ``metrics.json`` (empty before it ran)."""
+    path = Path(artifacts) / "server_sam" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def foundation_kept(metrics: dict[str, Any]) -> bool:
+    """True when the stage fine-tuned at least one epoch and kept the foundation (epoch 0) over all of them."""
+    return metrics.get("selected_epoch") == 0 and len(metrics.get("history", [])) > 1
+
+
 def _server_sam_label(artifacts: Path) -> str:
     """The server SAM's row label: which epoch became the teacher, once the stage has run."""
-    import json
-
-    path = Path(artifacts) / "server_sam" / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    if metrics.get("selected_epoch") == 0 and len(metrics.get("history", [])) > 1:
+    metrics = server_sam_metrics(artifacts)
+    if foundation_kept(metrics):
         return f"SAM before distillation (the foundation: {metrics.get('select', 'synthetic')} validation kept it over the synthetic fine-tune)"
     return "SAM before distillation (synthetic fine-tune)"
 
