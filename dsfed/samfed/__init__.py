@@ -1,0 +1,1 @@
+"""SAM-Fed: SAM-guided federated semi-supervised segmentation (docs/DESIGN.md, "SAM-Fed")."""
