@@ -17,3 +17,7 @@ class StoreError(DsfedError):
 
 class HeldOutError(DsfedError):
     """Code asked for training or validation data of the held-out (leave-one-domain-out) client."""
+
+
+class UnlabelledError(DsfedError):
+    """Code read masks of a client whose labels are not for training (``clients.<c>.labels``: test_only or none)."""

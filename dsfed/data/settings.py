@@ -205,9 +205,14 @@ SOURCE_KINDS = frozenset(get_args(cls.model_fields["kind"].annotation)[0] for cl
 
 
 class ClientConfig(Strict):
-    """One hospital: where its data comes from."""
+    """One hospital: where its data comes from, and which of its masks training may read."""
 
     source: SourceSpec
+    # full: masks for every split (supervised clients).
+    # test_only: masks exist but only the test split's may be read (SAM-Fed's unlabelled clients: evaluation
+    #   only); ClientStore.masks raises UnlabelledError for a train/val row.
+    # none: no masks at all (the store is written without a masks array; evaluation skips the client).
+    labels: Literal["full", "test_only", "none"] = "full"
 
 
 class DataConfig(Strict):

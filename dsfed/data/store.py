@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -21,13 +22,16 @@ from dsfed.config import Params
 from dsfed.data.partition import partition_indices
 from dsfed.data.sources import Sample, SourceItem, build_source
 from dsfed.data.splits import SPLITS, assign_splits, stable_seed
-from dsfed.errors import HeldOutError, SourceError, StoreError
+from dsfed.errors import HeldOutError, SourceError, StoreError, UnlabelledError
 from dsfed.io import atomic_path, sha256_file
 
-__all__ = ["STORE_SCHEMA", "ClientStore", "build_client_store", "resize_sample", "write_store"]
+__all__ = ["LABELS", "STORE_SCHEMA", "ClientStore", "GuardedMasks", "build_client_store", "resize_sample", "write_store"]
 
 STORE_SCHEMA = 1
+LABELS = ("full", "test_only", "none")
+"""``clients.<c>.labels``: which of a store's masks training may read (see ``ClientConfig``)."""
 log = logging.getLogger(__name__)
+_ORACLE_WARNED: set[str] = set()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,7 +109,16 @@ def _load_all(source: Any, items: list[SourceItem], params: Params, client: str,
 
 def source_fingerprint(params: Params, client: str, file_hashes: dict[str, str]) -> str:
     """Hash of everything a store's content depends on: the client's spec, the shared settings, the inputs."""
-    payload = {
+    return hashlib.sha256(json.dumps(fingerprint_payload(params, client, file_hashes), sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint_payload(params: Params, client: str, file_hashes: dict[str, str]) -> dict[str, Any]:
+    """What :func:`source_fingerprint` hashes.
+
+    ``labels`` enters only when it is not "full": every store built before per-client labels existed
+    (and the dvc.lock entries that hash them) keeps its fingerprint.
+    """
+    payload: dict[str, Any] = {
         "schema": STORE_SCHEMA,
         "seed": params.seed,
         "data": params.data.model_dump(mode="json"),
@@ -114,7 +127,10 @@ def source_fingerprint(params: Params, client: str, file_hashes: dict[str, str])
         "holdout": params.data.holdout == client,
         "files": file_hashes,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    labels = params.clients[client].labels
+    if labels != "full":
+        payload["labels"] = labels
+    return payload
 
 
 def build_client_store(
@@ -191,6 +207,11 @@ def build_client_store(
         "input_sha256": file_hashes,
         "fingerprint": fingerprint,
     }
+    labels = params.clients[client].labels
+    if labels != "full":
+        # only then: a full store's zarr.json stays byte-identical to one built before labels existed
+        # (the federation roster and dvc.lock hash it); ClientStore reads a missing attr as "full"
+        attrs["labels"] = labels
     with atomic_path(out, overwrite=True) as tmp:
         _write(tmp, loaded, splits, attrs, params)
     log.info("client %s: wrote %s (%s)", client, out, ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
@@ -199,13 +220,16 @@ def build_client_store(
 
 def _write(path: Path, loaded: _Loaded, splits: dict[str, np.ndarray], attrs: dict[str, Any], params: Params) -> None:
     comp = params.prepare.compression
-    write_store(path, loaded.images, loaded.masks, splits, attrs, comp.codec, comp.level)
+    # labels: none writes no masks array at all (not an all-zero one, which a reader could take for real
+    # empty masks): nothing to leak; ClientStore.masks gives a GuardedMasks whose shape comes from the attrs
+    masks = None if attrs.get("labels") == "none" else loaded.masks
+    write_store(path, loaded.images, masks, splits, attrs, comp.codec, comp.level)
 
 
 def write_store(
     path: str | Path,
     images: np.ndarray,
-    masks: np.ndarray,
+    masks: np.ndarray | None,
     splits: dict[str, np.ndarray],
     attrs: dict[str, Any],
     codec: str = "zstd",
@@ -214,12 +238,15 @@ def write_store(
     """Write a store in the client-store schema at ``path`` (the caller makes it atomic).
 
     Args:
-        images: (N, 3, S, S) uint8. masks: (N, K, Sm, Sm) uint8 {0, 1}.
+        images: (N, 3, S, S) uint8. masks: (N, K, Sm, Sm) uint8 {0, 1}, or None to write no masks array
+            (a client with ``labels: none``).
         splits: sample indices per split name (train, val, test; missing ones are empty).
         attrs: the group attributes (``schema`` is set here).
     """
     group = zarr.open_group(path, mode="w")
     for name, array in (("images", images), ("masks", masks)):
+        if array is None:
+            continue
         stored = group.create_array(
             name,
             shape=array.shape,
@@ -259,10 +286,98 @@ def _describe_change(path: Path, file_hashes: dict[str, str]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class GuardedMasks:
+    """Read-only masks of a client whose labels are not for training (``labels``: test_only or none).
+
+    Indexes like the store's ``masks`` array (first axis: store rows) and has its ``shape``, ``dtype``
+    and length; reading a row training may not see raises :class:`UnlabelledError`, before any read.
+    Rows: an int, a slice, an int array/list, or a bool array over all rows; a tuple indexes the other
+    axes with its rest (``masks[rows, 0]``).
+    """
+
+    def __init__(self, array: zarr.Array | None, client: str, labels: str, shape: tuple[int, ...],
+                 splits: dict[str, np.ndarray]) -> None:
+        self._array = array  # None: the store has no masks (labels: none)
+        self._client, self._labels = client, labels
+        self.shape = shape
+        self.dtype = np.dtype(np.uint8) if array is None else np.dtype(array.dtype)
+        self._split_of = np.full(shape[0], "", dtype=object)
+        for name, rows in splits.items():
+            self._split_of[rows] = name
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __repr__(self) -> str:
+        return f"<GuardedMasks of client {self._client} (labels: {self._labels}) shape={self.shape}>"
+
+    def _rows(self, key: Any) -> np.ndarray:
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            row = int(key)
+            if not -n <= row < n:
+                raise IndexError(f"row {row} out of range for client {self._client}'s {n} masks")
+            return np.array([row % n], dtype=np.int64)
+        if isinstance(key, slice):
+            return np.arange(n, dtype=np.int64)[key]
+        rows = np.asarray(key)
+        if rows.dtype == np.bool_:
+            if rows.shape != (n,):
+                raise IndexError(f"a bool row selection needs shape ({n},), got {rows.shape}")
+            return np.flatnonzero(rows)
+        if rows.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"masks rows must be ints, a slice or a bool array, got {rows.dtype}")
+        rows = rows.reshape(-1).astype(np.int64)
+        if ((rows < -n) | (rows >= n)).any():
+            raise IndexError(f"rows out of range for client {self._client}'s {n} masks")
+        return rows % n
+
+    def _check(self, rows: np.ndarray) -> None:
+        if self._labels == "none" or self._array is None:
+            if len(rows):
+                raise UnlabelledError(f"client {self._client} has labels: none: it has no masks (row {int(rows[0])} was asked for)")
+            return
+        bad = rows[self._split_of[rows] != "test"]
+        if len(bad):
+            row = int(bad[0])
+            raise UnlabelledError(f"client {self._client} has labels: {self._labels}: its masks are for testing only, "
+                                  f"not for training (row {row} is in its {self._split_of[row] or 'no'} split)")
+
+    def __getitem__(self, key: Any) -> Any:
+        rest: tuple[Any, ...] = ()
+        if isinstance(key, tuple):
+            key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        rows = self._rows(key)
+        self._check(rows)
+        if self._array is None:  # labels: none, no rows asked for
+            return np.zeros((0, *self.shape[1:]), dtype=self.dtype)[(slice(None), *rest)]
+        if isinstance(key, (int, np.integer, slice)):
+            return self._array[(key, *rest)]
+        return self._array.get_orthogonal_selection((rows, *rest))
+
+    def get_orthogonal_selection(self, selection: Any) -> Any:
+        """As ``zarr.Array.get_orthogonal_selection`` (rows first), with the same check."""
+        return self[selection]
+
+    def __iter__(self) -> Iterator[Any]:
+        for row in range(len(self)):
+            yield self[row]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self[:])
+        return out if dtype is None else out.astype(dtype)
+
+
 class ClientStore:
     """Read access to a client store written by :func:`build_client_store`.
 
     Arrays open lazily, so a ``ClientStore`` pickles cheaply into DataLoader workers.
+
+    A client whose ``labels`` are test_only or none (SAM-Fed's unlabelled clients) gives its masks as
+    :class:`GuardedMasks`: a training row raises :class:`UnlabelledError`. ``oracle=True`` lifts the
+    guard of a test_only store (every mask readable, with a warning): only a supervised upper bound may.
 
     Example::
 
@@ -270,19 +385,23 @@ class ClientStore:
         image, mask = store.images[store.split("train")[0]], store.masks[0]   # (3,S,S), (K,Sm,Sm) uint8
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, oracle: bool = False) -> None:
         self.path = Path(path)
+        self.oracle = bool(oracle)
         if not (self.path / "zarr.json").is_file():
             raise StoreError(f"{self.path}: not a client store (run `dvc repro prepare` or `dsfed prepare`)")
         schema = self.attrs.get("schema")
         if schema != STORE_SCHEMA:
             raise StoreError(f"{self.path}: store schema {schema!r}, this dsfed reads schema {STORE_SCHEMA}")
+        if self.labels not in LABELS:
+            raise StoreError(f"{self.path}: store labels {self.labels!r}, expected one of {', '.join(LABELS)}")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+        return {"path": self.path, "oracle": self.oracle}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
+        self.oracle = bool(state.get("oracle", False))
 
     @cached_property
     def _group(self) -> zarr.Group:
@@ -298,9 +417,26 @@ class ClientStore:
         return self._group["images"]  # type: ignore[return-value]
 
     @cached_property
-    def masks(self) -> zarr.Array:
-        """(N, K, Sm, Sm) uint8 in {0, 1}."""
-        return self._group["masks"]  # type: ignore[return-value]
+    def masks(self) -> zarr.Array | GuardedMasks:
+        """(N, K, Sm, Sm) uint8 in {0, 1}: the array, or a :class:`GuardedMasks` when labels are not full."""
+        if self.labels == "full":
+            return self._group["masks"]  # type: ignore[return-value]
+        if self.oracle and self.labels == "test_only":
+            key = str(self.path.resolve())
+            if key not in _ORACLE_WARNED:
+                _ORACLE_WARNED.add(key)
+                log.warning("oracle access to client %s's masks: only the supervised upper bound may do this", self.client)
+            return self._group["masks"]  # type: ignore[return-value]
+        array: zarr.Array | None = self._group["masks"] if self.labels == "test_only" else None  # type: ignore[assignment]
+        sm = int(self.attrs["mask_size"])
+        shape = tuple(array.shape) if array is not None else (len(self), len(self.classes), sm, sm)
+        splits = {name: np.asarray(self._group[f"splits/{name}"][:], dtype=np.int64) for name in SPLITS}
+        return GuardedMasks(array, self.client, self.labels, shape, splits)
+
+    @property
+    def labels(self) -> Literal["full", "test_only", "none"]:
+        """Which masks training may read: full, test_only, none (stores from before the attr: full)."""
+        return self.attrs.get("labels", "full")  # type: ignore[no-any-return]
 
     @property
     def client(self) -> str:

@@ -10,7 +10,7 @@ import pytest
 from scipy.ndimage import binary_erosion, laplace
 
 from dsfed.config import DataConfig
-from dsfed.data.phantom import RENDERERS, load_site_table, sample_rng, stable_hash
+from dsfed.data.phantom import RENDERERS, SkinStyle, load_site_table, render_skin, sample_rng, stable_hash
 from dsfed.data.phantom.draw import grid
 from dsfed.data.settings import PhantomSource
 from dsfed.data.sources.phantom import build_phantom
@@ -18,6 +18,8 @@ from dsfed.errors import SourceError
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "data/phantom/sites.yaml"
+SAMFED_TABLE = REPO / "data/phantom/samfed_sites.yaml"
+SAMFED_SITES = ["public", "samfed_a", "samfed_b", "samfed_c", "samfed_d"]
 FUNDUS_SITES = ["site_a", "site_b", "site_c", "site_d"]
 SKIN_SITES = ["clinic_a", "clinic_b", "clinic_c"]
 
@@ -238,6 +240,53 @@ def test_skin_tones_vary_and_sites_shift_them() -> None:
             values.append(image[keep].mean())
         skin_lum[s] = np.mean(values)
     assert skin_lum["clinic_a"] > skin_lum["clinic_b"] + 30
+
+
+def test_lesion_scale_scales_the_same_lesion() -> None:
+    """lesion_scale multiplies the radius only: the same draws give the same outline, larger (1 renders as before)."""
+    skin = load_site_table(TABLE)["skin"]
+    assert all(isinstance(st, SkinStyle) and st.lesion_scale == 1.0 for st in skin.values())  # sites.yaml: as before
+    style = skin["clinic_a"]
+    assert isinstance(style, SkinStyle)
+    ratios = []
+    for i in range(12):
+        base = render_skin(sample_rng(0, "clinic_a", i), 64, style)
+        same = render_skin(sample_rng(0, "clinic_a", i), 64, style.model_copy(update={"lesion_scale": 1.0}))
+        big = render_skin(sample_rng(0, "clinic_a", i), 64, style.model_copy(update={"lesion_scale": 1.4}))
+        np.testing.assert_array_equal(base[0], same[0])
+        small, large = base[1]["lesion"], big[1]["lesion"]
+        assert not (small & ~large).any()
+        ratios.append(large.sum() / small.sum())
+        assert big[2]["tone"] == base[2]["tone"]  # every other draw is unchanged
+    assert 1.6 < np.median(ratios) < 2.2  # area ~ 1.4 ** 2
+    with pytest.raises(ValueError, match="lesion_scale"):
+        style.model_validate({"lesion_scale": 3.0})
+
+
+def test_samfed_sites_differ_in_acquisition_and_lesion_size() -> None:
+    table = {site: style for site, style in load_site_table(SAMFED_TABLE)["skin"].items() if isinstance(style, SkinStyle)}
+    assert list(table) == SAMFED_SITES
+    stats = {}
+    for site in SAMFED_SITES:
+        areas, touching, scope, colour = [], [], [], []
+        for i in range(30):
+            image, masks, meta = render_skin(sample_rng(0, site, i), 64, table[site])
+            lesion = masks["lesion"]
+            areas.append(lesion.mean())
+            touching.append(bool(np.concatenate([lesion[0], lesion[-1], lesion[:, 0], lesion[:, -1]]).any()))
+            scope.append(meta["dermoscope"])
+            keep = ~lesion & (image.astype(np.float32).sum(-1) > 30)
+            colour.append(image[keep].mean(0))
+        assert np.mean(touching) < 0.1, site  # lesions stay inside the picture
+        stats[site] = (np.median(areas), np.mean(scope), np.mean(colour, axis=0))
+    area = {s: v[0] for s, v in stats.items()}
+    assert area["samfed_a"] > 1.6 * area["samfed_c"] and area["samfed_b"] < 0.7 * area["samfed_c"]
+    assert area["samfed_a"] > area["samfed_d"] > area["samfed_c"]
+    assert stats["samfed_b"][1] == 0.0 and stats["samfed_d"][1] == 1.0 and stats["samfed_a"][1] > 0.8
+    private = SAMFED_SITES[1:]
+    for i, a in enumerate(private):
+        for b in private[i + 1 :]:
+            assert np.linalg.norm(stats[a][2] - stats[b][2]) > 30, (a, b)
 
 
 # --------------------------------------------------------------------------------------------------

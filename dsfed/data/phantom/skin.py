@@ -59,7 +59,7 @@ def render_skin(
     acq = jitter_acquisition(style, rng)
     tone = float(np.clip(rng.normal(style.tone_mean, style.tone_std), 0.0, 1.0))
     centre = np.clip(rng.normal(0.0, 0.12, 2), -0.25, 0.25)
-    r0 = rng.uniform(0.2, 0.42)
+    r0 = rng.uniform(0.2, 0.42) * style.lesion_scale  # x 1.0 is exact: the default renders as before
     ks = np.arange(2, 7)
     amps = rng.normal(0.0, 1.0, 5) * (0.11 / (ks - 1) ** 0.6)
     total = float(np.abs(amps).sum())

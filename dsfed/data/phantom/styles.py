@@ -68,9 +68,10 @@ class FundusStyle(Acquisition):
 
 
 class SkinStyle(Acquisition):
-    """A skin clinic: acquisition plus skin-tone distribution, hair and dermoscope-vignette frequency.
+    """A skin clinic: acquisition plus skin-tone distribution, hair, dermoscope-vignette frequency, lesion size.
 
-    ``tone_mean`` 0 = very light, 1 = very dark; ``fov_scale`` is the dermoscope circle's radius.
+    ``tone_mean`` 0 = very light, 1 = very dark; ``fov_scale`` is the dermoscope circle's radius;
+    ``lesion_scale`` multiplies the lesion radius distribution (1: radius uniform in 0.2..0.42 half-images).
     """
 
     fov_scale: Annotated[float, Field(ge=0.5, le=2.0)] = 1.15
@@ -79,6 +80,7 @@ class SkinStyle(Acquisition):
     hair_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3
     hair_count: Annotated[float, Field(ge=0.0, le=200.0)] = 8.0
     dermoscope_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    lesion_scale: Annotated[float, Field(ge=0.3, le=2.5)] = 1.0
 
 
 class PolypStyle(Acquisition):
