@@ -21,9 +21,12 @@ def store_summary(store: ClientStore) -> dict[str, Any]:
     """Counts per split, sizes, and mean foreground fraction per class (over the readable splits)."""
     # the held-out client's train/val are not readable by design (HeldOutError): they are empty
     counts = {name: 0 if store.is_holdout and name != "test" else len(store.split(name)) for name in SPLITS}
-    readable = store.split("test") if store.is_holdout else store.split("all")
-    masks = store.masks.get_orthogonal_selection((readable.tolist(), slice(None), slice(None), slice(None)))
-    fraction = masks.reshape(len(readable), len(store.classes), -1).mean(axis=(0, 2)) if len(readable) else np.zeros(len(store.classes))
+    readable = _mask_rows(store)
+    if len(readable):
+        masks = np.stack([np.asarray(store.masks[int(r)]) for r in readable])
+        fraction = masks.reshape(len(readable), len(store.classes), -1).mean(axis=(0, 2))
+    else:
+        fraction = np.full(len(store.classes), np.nan)
     table = [
         {
             "client": store.client,
@@ -35,6 +38,14 @@ def store_summary(store: ClientStore) -> dict[str, Any]:
         }
     ]
     return {"client": store.client, "samples": len(store), "splits": counts, "table": table}
+
+
+def _mask_rows(store: ClientStore) -> np.ndarray:
+    """The rows whose masks may be read: every row, or the test split's for a held-out or ``test_only`` client,
+    or none (``labels: none``)."""
+    if store.labels == "none":
+        return np.zeros(0, dtype=np.int64)
+    return store.split("test") if store.is_holdout or store.labels == "test_only" else store.split("all")
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -60,10 +71,11 @@ def preview_grid(stores: list[ClientStore], out: str | Path, per_store: int = 8,
     grid = Image.new("RGB", (label_w + per_store * tile, len(stores) * tile), "white")
     draw = ImageDraw.Draw(grid)
     for r, store in enumerate(stores):
-        rows = (store.split("test") if store.is_holdout else store.split("all"))[:per_store]
+        rows = _mask_rows(store)[:per_store] if store.labels != "none" else store.split("all")[:per_store]
         draw.text((6, r * tile + tile // 2 - 6), f"{store.client}{' (held out)' if store.is_holdout else ''}", fill="black")
         for c, row in enumerate(rows):
-            grid.paste(_tile(store.images[int(row)], store.masks[int(row)], tile), (label_w + c * tile, r * tile))
+            mask = np.asarray(store.masks[int(row)]) if store.labels != "none" else np.zeros((0, 1, 1), dtype=np.uint8)
+            grid.paste(_tile(store.images[int(row)], mask, tile), (label_w + c * tile, r * tile))
     out = Path(out)
     with atomic_path(out, overwrite=True) as tmp:
         grid.save(tmp, format="PNG")
