@@ -30,6 +30,7 @@ from dsfed.generation.settings import (
     QualityConfig,
     SynthesizeConfig,
 )
+from dsfed.samfed.settings import SamFedConfig
 from dsfed.server.settings import ServerSamConfig
 from dsfed.settings import CLIENT_NAME, ConfigError, Strict
 from dsfed.training.settings import LossConfig
@@ -50,6 +51,7 @@ __all__ = [
     "PrepareConfig",
     "QualityConfig",
     "RedistillConfig",
+    "SamFedConfig",
     "ServerSamConfig",
     "SourceSpec",
     "SynthesizeConfig",
@@ -101,6 +103,7 @@ class Params(Strict):
     distill: DistillConfig = DistillConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     redistill: RedistillConfig = RedistillConfig()
+    samfed: SamFedConfig = SamFedConfig()   # the SAM-Fed task (its own data, public set and clients)
     clients: dict[str, ClientConfig]
 
     @field_validator("clients")

@@ -8,12 +8,23 @@ The server learns sample counts, data fingerprints and client state only from re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dsfed.federated.engines.base import Engine, EvaluateReply, EvaluateTask, FitReply, FitTask, QueryReply, Reply
+from dsfed.federated.engines.base import (
+    DeliverReply,
+    DeliverTask,
+    Engine,
+    EvaluateReply,
+    EvaluateTask,
+    FitReply,
+    FitTask,
+    QueryReply,
+    Reply,
+)
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.protocol import Weights
@@ -76,6 +87,23 @@ class Federation:
         for name, reply in replies.items():
             if reply.ok:
                 self._record(round, name, "up", "update", len(reply.payload))
+        return replies
+
+    def deliver(self, round: int, what: str, payload: bytes, clients: Sequence[str]) -> dict[str, DeliverReply]:
+        """Send ``payload`` as ``what`` to each of ``clients`` that does not hold it yet (by sha256, from a query).
+
+        Ledger (under ``round``): ``down``/``what`` per client actually sent it. A client that already holds
+        it (a resumed run) is skipped and gets no row. Returns the replies of the clients sent it.
+        """
+        digest = hashlib.sha256(payload).hexdigest()
+        held = self.query(clients, with_state=False)
+        targets = [n for n in clients if not (held[n].ok and held[n].holds.get(what) == digest)]
+        if not targets:
+            return {}
+        for name in targets:
+            self._record(round, name, "down", what, len(payload))
+        replies = self.engine.deliver({name: DeliverTask(self.run, what, payload, digest) for name in targets})
+        _raise_fatal(replies, f"the delivery of {what}")
         return replies
 
     def evaluate(

@@ -21,7 +21,7 @@ from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_csv, write_json
 from dsfed.runtime import pick_device
 from dsfed.stages.prepare import store_path
-from dsfed.stages.producers import produced_models
+from dsfed.stages.producers import ModelEntry, produced_models
 
 __all__ = ["run_evaluate_stage", "test_stores"]
 
@@ -33,11 +33,12 @@ def test_stores(params: Params, artifacts: Path) -> dict[str, Path]:
     return {name: store_path(artifacts, name) for name in params.clients}
 
 
-def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
+def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[ModelEntry] | None = None) -> dict[str, Any]:
     """Evaluate every available model; write ``artifacts/eval/{metrics.json, per_image.csv, predictions.npz}``.
 
     ``metrics.json``: per model, per client summaries, the source-client mean and the held-out client's,
-    and the efficiency row. ``predictions.npz`` holds the first ``overlays`` test images of each client
+    and the efficiency row (``entries``: these models instead of the producer registry's; SAM-Fed's task passes its
+    own). ``predictions.npz`` holds the first ``overlays`` test images of each client
     with every model's predicted masks, for the report's overlays.
     """
     cfg = params.evaluate
@@ -45,7 +46,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path) -> dict[str, Any]:
     out = artifacts / "eval"
     classes = list(params.data.classes)
     device = pick_device(cfg.device)
-    entries = produced_models(params, artifacts)
+    entries = produced_models(params, artifacts) if entries is None else [e for e in entries if e.available]
     tests = load_test_sets(test_stores(params, artifacts))
     source = params.training_clients
     holdout = params.data.holdout

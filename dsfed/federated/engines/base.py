@@ -23,6 +23,8 @@ from dsfed.errors import DsfedError
 
 __all__ = [
     "ClientFailure",
+    "DeliverReply",
+    "DeliverTask",
     "Engine",
     "EvaluateReply",
     "EvaluateTask",
@@ -103,6 +105,23 @@ class EvaluateTask:
     state_round: int | None = None
 
 
+@dataclass(frozen=True)
+class DeliverTask:
+    """Hand the client a named payload once (SAM-Fed's teacher, a public set): ``receive(what, payload)``.
+
+    Attributes:
+        run: the run's identity.
+        what: the payload's name (e.g. ``teacher``); the client algorithm decides what it means.
+        payload: the bytes (safetensors for weights).
+        digest: the payload's sha256; a client that already holds it (``QueryReply.holds``) is not sent it again.
+    """
+
+    run: str
+    what: str
+    payload: bytes
+    digest: str
+
+
 # --------------------------------------------------------------------------------------------------
 # Replies (client -> server)
 # --------------------------------------------------------------------------------------------------
@@ -153,12 +172,21 @@ class QueryReply(Reply):
         fingerprint: the hash of the client's data as its store records it (changes when its data do).
         trainable: whether the client may train (a held-out client is only evaluated).
         state_rounds: the rounds of ``run`` whose state the client holds on disk, oldest first.
+        holds: delivered payloads the client keeps (name -> sha256), so a resumed run does not resend them.
     """
 
     samples: dict[str, int] = field(default_factory=dict)
     fingerprint: str | None = None
     trainable: bool = True
     state_rounds: list[int] = field(default_factory=list)
+    holds: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DeliverReply(Reply):
+    """A delivery received: what the client derived from it (e.g. ``{"cached_images": 64}``)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,6 +216,10 @@ class Engine(Protocol):
 
     def evaluate(self, tasks: Mapping[str, EvaluateTask]) -> dict[str, EvaluateReply]:
         """Evaluation on each named client."""
+        ...
+
+    def deliver(self, tasks: Mapping[str, DeliverTask]) -> dict[str, DeliverReply]:
+        """A one-off named payload to each named client."""
         ...
 
     def close(self) -> None:

@@ -12,7 +12,16 @@ import copy
 import logging
 from typing import Any
 
-from dsfed.federated.engines.base import EvaluateReply, EvaluateTask, FitReply, FitTask, QueryReply, is_client_failure
+from dsfed.federated.engines.base import (
+    DeliverReply,
+    DeliverTask,
+    EvaluateReply,
+    EvaluateTask,
+    FitReply,
+    FitTask,
+    QueryReply,
+    is_client_failure,
+)
 from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.local_keys import LocalKeys
@@ -67,11 +76,27 @@ class ClientHost:
         try:
             info = self.algo.describe()
             rounds = self.state.rounds(run) if run else []
+            holds_fn = getattr(self.algo, "holds", None)
+            holds = dict(holds_fn()) if holds_fn is not None else {}
         except Exception as exc:
             if not is_client_failure(exc):
                 raise
             return QueryReply(self.name, error=one_line(exc))
-        return QueryReply(self.name, samples=dict(info.samples), fingerprint=info.fingerprint, trainable=self.trainable, state_rounds=rounds)
+        return QueryReply(self.name, samples=dict(info.samples), fingerprint=info.fingerprint, trainable=self.trainable, state_rounds=rounds,
+                          holds=holds)
+
+    def deliver(self, task: DeliverTask) -> DeliverReply:
+        """Hand the algorithm a named payload (its optional ``receive(what, payload, digest)``)."""
+        receive = getattr(self.algo, "receive", None)
+        if receive is None:
+            raise FederatedError(f"client {self.name}: its algorithm takes no deliveries (asked for {task.what!r})")
+        try:
+            metrics = receive(task.what, task.payload, task.digest) or {}
+        except Exception as exc:
+            if not is_client_failure(exc):
+                raise
+            return DeliverReply(self.name, error=one_line(exc))
+        return DeliverReply(self.name, metrics={k: float(v) for k, v in metrics.items()})
 
     def fit(self, task: FitTask) -> FitReply:
         """Train from the task's weights; save the state after the round; reply with the shared weights."""

@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from dsfed.federated.engines.base import EvaluateReply, EvaluateTask, FitReply, FitTask, QueryReply
+from dsfed.federated.engines.base import (
+    DeliverReply,
+    DeliverTask,
+    EvaluateReply,
+    EvaluateTask,
+    FitReply,
+    FitTask,
+    QueryReply,
+)
 from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.engines.host import ClientHost
 from dsfed.federated.errors import FederatedError
@@ -63,6 +71,9 @@ class InProcessEngine:
 
     def evaluate(self, tasks: Mapping[str, EvaluateTask]) -> dict[str, EvaluateReply]:
         return {name: self._host(name).evaluate(task) for name, task in tasks.items()}
+
+    def deliver(self, tasks: Mapping[str, DeliverTask]) -> dict[str, DeliverReply]:
+        return {name: self._host(name).deliver(task) for name, task in tasks.items()}
 
     def close(self) -> None:
         """Nothing to release: the clients are objects of this process."""

@@ -1,0 +1,162 @@
+"""One ``samfed@<variant>`` run: unlabelled clients, the teacher delivered once, FedAvg rounds with resume,
+selection on the server's public val split, test metrics from every client.
+
+The federated core does the rounds (:func:`~dsfed.federated.rounds.run_rounds`: engine seam, ledger,
+checkpoints); this module builds the SAM-Fed clients and the server's side around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from dsfed.config import Params
+from dsfed.data.store import ClientStore
+from dsfed.federated.checkpoint import latest_checkpoint
+from dsfed.federated.engines import InProcessEngine
+from dsfed.federated.errors import FederatedError
+from dsfed.federated.federation import Federation
+from dsfed.federated.ledger import Ledger, ledger_totals
+from dsfed.federated.protocol import Weights
+from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
+from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
+from dsfed.io import atomic_path, safe_name, write_json
+from dsfed.models.card import model_card
+from dsfed.models.checkpoint import read_state_dict
+from dsfed.provenance import FEDERATED_CODE, code_hash
+from dsfed.runtime import pick_device
+from dsfed.samfed.client import TEACHER, SamFedClient, SamFedTraining
+from dsfed.samfed.server import build_architecture, public_dice, teacher_factory
+from dsfed.samfed.task import init_folder, public_store, samfed_root, teacher_folder
+from dsfed.stages.prepare import store_path
+
+__all__ = ["run_variant"]
+
+log = logging.getLogger(__name__)
+SAMFED_CODE = ("samfed",)
+
+
+def _config_hash(params: Params, variant: str, fingerprints: dict[str, str | None], artifacts: Path) -> str:
+    cfg = params.samfed
+    spec = cfg.variants[variant]
+    payload = {
+        "code": code_hash(*FEDERATED_CODE, *SAMFED_CODE),
+        "variant": spec.model_dump(mode="json"),
+        "architecture": cfg.architectures[spec.model].model_dump(mode="json"),
+        "samfed": cfg.model_dump(mode="json", include={"rounds", "local", "loss", "augment", "agreement", "distill", "data", "min_clients"}),
+        "seed": params.seed,
+        "stores": dict(sorted(fingerprints.items())),
+        "init": hashlib.sha256((init_folder(artifacts, spec.model) / "model.safetensors").read_bytes()).hexdigest(),
+        "teacher": hashlib.sha256((teacher_folder(artifacts) / "adapter.safetensors").read_bytes()).hexdigest()
+        if spec.pseudo in ("agreement", "sam") else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train ``samfed.variants[variant]`` and write its model, card, metrics and curve under ``out``."""
+    cfg = params.samfed
+    spec = cfg.variants[variant]
+    artifacts, out = Path(artifacts), Path(out)
+    device = pick_device("auto")
+    arch = cfg.architectures[spec.model]
+    training = SamFedTraining(
+        pseudo=spec.pseudo, global_kd=spec.global_kd, public_pass=spec.public_pass, agreement=cfg.agreement,
+        threshold=spec.threshold or cfg.agreement.threshold, lam_sam=cfg.distill.lam_sam, lam_kd=cfg.distill.lam_kd,
+        temperature=cfg.distill.temperature, epochs=cfg.local["epochs"], batch_size=cfg.local["batch_size"], lr=arch.lr,
+        loss=cfg.loss, augment=cfg.augment,
+    )
+    needs_teacher = spec.pseudo in ("agreement", "sam")
+    root = samfed_root(artifacts)
+    factory = lambda: build_architecture(cfg, arch, params.seed, device)  # noqa: E731
+    clients = [
+        SamFedClient(name, store_path(root, name), public_store(artifacts), factory, teacher_factory(cfg, device) if needs_teacher else None,
+                     training, out / "client-cache" / safe_name(name), params.seed, device)
+        for name in cfg.clients
+    ]
+    engine = InProcessEngine(clients, state_root=out / "client-state")
+    info = Federation(engine, "").query(with_state=False)
+    failed = {n: r.error for n, r in info.items() if not r.ok}
+    if failed:
+        raise FederatedError("; ".join(f"client {n} did not answer: {e}" for n, e in failed.items()))
+    config_hash = _config_hash(params, variant, {n: r.fingerprint for n, r in info.items()}, artifacts)
+    checkpoints = out / "checkpoints" / config_hash
+    for stale in (out / "checkpoints").glob("*"):
+        if stale != checkpoints:
+            shutil.rmtree(stale, ignore_errors=True)
+    ledger = Ledger(out / "ledger.csv")
+    ledger.ensure()
+    federation = Federation(engine, config_hash, ledger)
+    fresh = not checkpoints.exists() or latest_checkpoint(checkpoints) is None
+    if fresh:
+        ledger.truncate_after(-1)
+        shutil.rmtree(out / "client-cache", ignore_errors=True)   # a new configuration: clients cache afresh
+    if needs_teacher:   # once per client (a resumed run finds it cached and sends nothing)
+        adapter = (teacher_folder(artifacts) / "adapter.safetensors").read_bytes()
+        replies = federation.deliver(0, TEACHER, adapter, list(cfg.clients))
+        bad = {n: r.error for n, r in replies.items() if not r.ok}
+        if bad:
+            raise FederatedError("; ".join(f"client {n} could not take the teacher: {e}" for n, e in bad.items()))
+
+    server = factory()
+    initial = read_state_dict(init_folder(artifacts, spec.model) / "model.safetensors")
+    public = ClientStore(public_store(artifacts))
+    best_path = checkpoints / "best.safetensors"
+    curve_path = checkpoints / "round0.json"
+
+    def score(weights: Weights) -> float:
+        server.load_state_dict(weights, strict=True)
+        return public_dice(server, public)
+
+    if fresh:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json(curve_path, {"round": 0, "public_val_dice": score(initial)})
+        _save(best_path, initial, 0, json.loads(curve_path.read_text())["public_val_dice"])
+
+    def on_round_end(round: int, groups: dict[str, Weights], record: RoundRecord) -> dict[str, float]:
+        dice = score(groups[DEFAULT_GROUP])
+        if dice > _best(best_path)[1]:
+            _save(best_path, groups[DEFAULT_GROUP], round, dice)
+        return {"public_val_dice": dice}
+
+    total = spec.rounds or cfg.rounds
+    rounds = RoundsConfig(rounds=total, fraction=1.0, min_clients=min(cfg.min_clients, len(clients)), seed=params.seed)
+    result = run_rounds(federation, build_strategy("fedavg"), initial, rounds, checkpoints=checkpoints, on_round_end=on_round_end,
+                        clients=list(cfg.clients), progress=progress)
+    curve = [json.loads(curve_path.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
+    selected_round, _ = _best(best_path)
+    selected = read_state_dict(best_path)
+    tested = federation.evaluate(total + 1, selected, "test", list(cfg.clients))
+    test = {name: reply.metrics for name, reply in tested.items() if reply.ok}
+    engine.close()
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
+        save_file({k: v.contiguous() for k, v in selected.items()}, str(tmp), metadata={"round": str(selected_round)})
+    write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", server.num_parameters(), stage="samfed",
+                                              variant=variant, architecture=spec.model, selected_round=selected_round))
+    totals = ledger_totals(out / "ledger.csv")
+    metrics = {"variant": variant, "spec": spec.model_dump(mode="json"), "selected_round": selected_round,
+               "resumed_from": result.resumed_from, "curve": curve, "test": test,
+               "communication": {"bytes_total": int(totals["total"]), "per_client": int(totals["total"] / max(len(clients), 1))}}
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _save(path: Path, weights: Weights, round: int, dice: float) -> None:
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"round": str(round), "dice": repr(float(dice))})
+
+
+def _best(path: Path) -> tuple[int, float]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    return int(meta["round"]), float(meta["dice"])
