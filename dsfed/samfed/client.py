@@ -163,22 +163,34 @@ class SamFedClient:
         return agreement_targets(teacher, partner_probs, self.tau, t.agreement.arbitration)
 
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
-        t = self.training
+        """One round: the public pass, then the own images with the received global model as partner and KD teacher."""
         self.model.load_state_dict(weights, strict=True)
         self.partner.load_state_dict(weights, strict=True)
         self.model.train()
-        losses: list[float] = []
-        if self.public_set is not None:   # (i) the public set, supervised
-            if self.public_set.augment is not None:
-                self.public_set.augment.set_random_state(seed=stable_seed(self.seed, self.name, round, "public"))
-            g = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "public-shuffle"))
-            for batch in DataLoader(self.public_set, batch_size=t.batch_size, shuffle=True, generator=g):
-                loss = self.supervised(self.model(batch["image"].to(self.device)), batch["mask"].to(self.device))
-                self._step(loss)
-                losses.append(float(loss.detach()))
+        losses = self._public_pass(round) if self.public_set is not None else []
+        metrics = self._own_pass(round, losses, self.partner)
+        return FitResult({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, len(self.train_set), metrics)
+
+    def _public_pass(self, round: int) -> list[float]:
+        """(i) One supervised pass over the public set (augmented); returns the batch losses."""
+        assert self.public_set is not None
+        losses = []
+        if self.public_set.augment is not None:
+            self.public_set.augment.set_random_state(seed=stable_seed(self.seed, self.name, round, "public"))
+        g = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "public-shuffle"))
+        for batch in DataLoader(self.public_set, batch_size=self.training.batch_size, shuffle=True, generator=g):
+            loss = self.supervised(self.model(batch["image"].to(self.device)), batch["mask"].to(self.device))
+            self._step(loss)
+            losses.append(float(loss.detach()))
+        return losses
+
+    def _own_pass(self, round: int, losses: list[float], partner: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
+        """(ii) pseudo-labels and (iii) KD from ``partner`` on the client's own images; then the round's metrics,
+        the pseudo-label quality on its test images (report only) and the next threshold."""
+        t = self.training
         hist = torch.zeros(1000, dtype=torch.float64)
         kept, pixels = 0.0, 0
-        if t.pseudo != "none" or t.global_kd:   # (ii) + (iii) on the client's own images
+        if t.pseudo != "none" or t.global_kd:
             g = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "shuffle"))
             views = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "views"))
             for _ in range(t.epochs):
@@ -191,7 +203,7 @@ class SamFedClient:
                     partner_logits = None
                     if t.global_kd or t.pseudo == "agreement":
                         with torch.no_grad():
-                            partner_logits = self.partner(weak)
+                            partner_logits = partner(weak)
                     partner_probs = torch.sigmoid(partner_logits) if partner_logits is not None else None
                     if partner_probs is not None:
                         hist += confidence_histogram(partner_probs)
@@ -209,11 +221,11 @@ class SamFedClient:
         metrics = {"loss": sum(losses) / max(len(losses), 1), "tau": self.tau}
         if pixels:
             metrics["pl_kept"] = kept / pixels
-        metrics.update(self._pseudo_quality())   # at this round's threshold, before it adapts
+        metrics.update(self._pseudo_quality(partner))   # at this round's threshold, before it adapts
         if t.threshold == "adaptive" and t.pseudo in ("agreement", "self"):
             a = t.agreement
             self.tau = next_threshold(hist, self.tau, a.quantile, a.low, a.high)
-        return FitResult({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, len(self.train_set), metrics)
+        return metrics
 
     def _step(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -222,9 +234,10 @@ class SamFedClient:
         loss.backward()
         self.optimizer.step()
 
-    def _pseudo_quality(self) -> dict[str, float]:
+    def _pseudo_quality(self, partner: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         """For the report only: the round's pseudo-labels on the client's test images (whose masks it may read),
-        the share of pixels kept and their accuracy against the masks. Never used for training."""
+        the share of pixels kept, their accuracy and their foreground Dice against the masks (over kept pixels).
+        Never used for training."""
         t = self.training
         if t.pseudo not in ("agreement", "sam") or self.store.labels == "none":
             return {}
@@ -232,7 +245,7 @@ class SamFedClient:
         if not len(rows):
             return {}
         test = StoreDataset(self.store, "test")
-        kept = correct = total = 0.0
+        kept = correct = total = inter = denom = 0.0
         for batch in DataLoader(test, batch_size=t.eval_batch_size):
             images, masks = batch["image"].to(self.device), batch["mask"].to(self.device)
             teacher = self._teacher()[torch.as_tensor(batch["index"])].float().to(self.device)
@@ -240,13 +253,16 @@ class SamFedClient:
                 target, weight = sam_targets(teacher)
             else:
                 with torch.no_grad():
-                    partner = torch.sigmoid(self.partner(images))
-                target, weight = agreement_targets(teacher, partner, self.tau, t.agreement.arbitration)
+                    probs = torch.sigmoid(partner(images))
+                target, weight = agreement_targets(teacher, probs, self.tau, t.agreement.arbitration)
             keep = weight > 0
             kept += float(keep.sum())
             correct += float(((target == masks) & keep).sum())
             total += weight.numel()
-        return {"pl_test_kept": kept / max(total, 1), "pl_test_accuracy": correct / max(kept, 1)}
+            inter += float((target * masks * keep).sum())
+            denom += float(((target + masks) * keep).sum())
+        return {"pl_test_kept": kept / max(total, 1), "pl_test_accuracy": correct / max(kept, 1),
+                "pl_test_dice": 2 * inter / denom if denom else float("nan")}
 
     def evaluate(self, weights: Weights, split: str) -> dict[str, float]:
         self.model.load_state_dict(weights, strict=True)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ from dsfed.federated.protocol import Weights
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import atomic_path, safe_name, write_json
+from dsfed.models import Segmenter
 from dsfed.models.card import model_card
 from dsfed.models.checkpoint import read_state_dict
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.samfed.client import TEACHER, SamFedClient, SamFedTraining
+from dsfed.samfed.hetero import INIT, HeteroClient
+from dsfed.samfed.rcrf import RCRF
 from dsfed.samfed.server import build_architecture, public_dice, teacher_factory
 from dsfed.samfed.task import init_folder, public_store, samfed_root, teacher_folder
 from dsfed.stages.prepare import store_path
@@ -48,11 +52,12 @@ def _config_hash(params: Params, variant: str, fingerprints: dict[str, str | Non
     payload = {
         "code": code_hash(*FEDERATED_CODE, *SAMFED_CODE),
         "variant": spec.model_dump(mode="json"),
-        "architecture": cfg.architectures[spec.model].model_dump(mode="json"),
         "samfed": cfg.model_dump(mode="json", include={"rounds", "local", "loss", "augment", "agreement", "distill", "data", "min_clients"}),
         "seed": params.seed,
         "stores": dict(sorted(fingerprints.items())),
-        "init": hashlib.sha256((init_folder(artifacts, spec.model) / "model.safetensors").read_bytes()).hexdigest(),
+        "init": {arch: hashlib.sha256((init_folder(artifacts, arch) / "model.safetensors").read_bytes()).hexdigest()
+                 for arch in sorted({cfg.architecture_of(variant, c) for c in cfg.clients} | {spec.server_model or spec.model})},
+        "architectures": {arch: cfg.architectures[arch].model_dump(mode="json") for arch in cfg.architectures},
         "teacher": hashlib.sha256((teacher_folder(artifacts) / "adapter.safetensors").read_bytes()).hexdigest()
         if spec.pseudo in ("agreement", "sam") else None,
     }
@@ -73,13 +78,24 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
         loss=cfg.loss, augment=cfg.augment,
     )
     needs_teacher = spec.pseudo in ("agreement", "sam")
+    hetero = spec.aggregation == "rcrf"
     root = samfed_root(artifacts)
-    factory = lambda: build_architecture(cfg, arch, params.seed, device)  # noqa: E731
-    clients = [
-        SamFedClient(name, store_path(root, name), public_store(artifacts), factory, teacher_factory(cfg, device) if needs_teacher else None,
-                     training, out / "client-cache" / safe_name(name), params.seed, device)
-        for name in cfg.clients
-    ]
+
+    def factory_of(architecture: str) -> Callable[[], Segmenter]:
+        return lambda: build_architecture(cfg, cfg.architectures[architecture], params.seed, device)
+
+    factory = factory_of(spec.model)
+    teacher = teacher_factory(cfg, device) if needs_teacher else None
+    clients: list[SamFedClient] = []
+    for name in cfg.clients:
+        cache = out / "client-cache" / safe_name(name)
+        own = factory_of(cfg.architecture_of(variant, name))
+        if hetero:
+            clients.append(HeteroClient(name, store_path(root, name), public_store(artifacts), own, teacher, training, cache,
+                                        params.seed, device, rf_epochs=spec.rf_epochs))
+        else:
+            clients.append(SamFedClient(name, store_path(root, name), public_store(artifacts), own, teacher, training, cache,
+                                        params.seed, device))
     engine = InProcessEngine(clients, state_root=out / "client-state")
     info = Federation(engine, "").query(with_state=False)
     failed = {n: r.error for n, r in info.items() if not r.ok}
@@ -103,10 +119,12 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
         bad = {n: r.error for n, r in replies.items() if not r.ok}
         if bad:
             raise FederatedError("; ".join(f"client {n} could not take the teacher: {e}" for n, e in bad.items()))
+    public = ClientStore(public_store(artifacts))
+    if hetero:
+        return _run_rcrf(params, variant, artifacts, out, checkpoints, federation, engine, factory_of, public, progress)
 
     server = factory()
     initial = read_state_dict(init_folder(artifacts, spec.model) / "model.safetensors")
-    public = ClientStore(public_store(artifacts))
     best_path = checkpoints / "best.safetensors"
     curve_path = checkpoints / "round0.json"
 
@@ -160,3 +178,63 @@ def _best(path: Path) -> tuple[int, float]:
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     return int(meta["round"]), float(meta["dice"])
+
+
+def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoints: Path, federation: Federation, engine: InProcessEngine,
+              factory_of: Callable[[str], Callable[[], Segmenter]], public: ClientStore, progress: bool) -> dict[str, Any]:
+    """The heterogeneous run: each architecture's init delivered to its clients once, RC + RF rounds (only public-set
+    logits travel), each client selected on its public val Dice and tested with its own model at that round."""
+    cfg = params.samfed
+    spec = cfg.variants[variant]
+    names = list(cfg.clients)
+    for group in sorted({cfg.architecture_of(variant, n) for n in names}):
+        members = [n for n in names if cfg.architecture_of(variant, n) == group]
+        payload = (init_folder(artifacts, group) / "model.safetensors").read_bytes()
+        replies = federation.deliver(0, INIT, payload, members)
+        bad = {n: r.error for n, r in replies.items() if not r.ok}
+        if bad:
+            raise FederatedError("; ".join(f"client {n} could not take its init: {e}" for n, e in bad.items()))
+    server_arch = spec.server_model or spec.model
+
+    def server_factory() -> Segmenter:
+        model = factory_of(server_arch)()
+        model.load_state_dict(read_state_dict(init_folder(artifacts, server_arch) / "model.safetensors"), strict=True)
+        return model
+
+    arch = cfg.architectures[server_arch]
+    strategy = RCRF(server_factory, public, rc_epochs=spec.rc_epochs, lr=arch.lr, batch_size=cfg.local["batch_size"], loss=cfg.loss,
+                    lam_kd=cfg.distill.lam_kd, temperature=cfg.distill.temperature, seed=params.seed)
+    round0 = checkpoints / "round0.json"
+    if not round0.exists():
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        write_json(round0, {"round": 0, "server_public_val_dice": public_dice(strategy.server, public)})
+
+    def on_round_end(round: int, groups: dict[str, Weights], record: RoundRecord) -> dict[str, float]:
+        return {"server_public_val_dice": public_dice(strategy.server, public),
+                "client_public_val_dice": sum(strategy.last[n] for n in record.clients) / max(len(record.clients), 1)}
+
+    total = spec.rounds or cfg.rounds
+    rounds = RoundsConfig(rounds=total, fraction=1.0, min_clients=min(cfg.min_clients, len(names)), seed=params.seed)
+    result = run_rounds(federation, strategy, strategy.server_logits(), rounds, checkpoints=checkpoints, on_round_end=on_round_end,
+                        clients=names, keep_rounds=lambda: sorted({int(r) for r, _ in strategy.best.values()}), progress=progress)
+    curve = [json.loads(round0.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
+    test: dict[str, dict[str, float]] = {}
+    selected: dict[str, int] = {}
+    for name in names:
+        selected[name] = int(strategy.best[name][0]) if name in strategy.best else 0
+        reply = federation.evaluate(total + 1, {}, "test", [name], state_round=selected[name])[name]
+        if reply.ok:
+            test[name] = reply.metrics
+    engine.close()
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors", overwrite=True) as tmp:   # the server's condensed model (never sent)
+        save_file({k: v.detach().cpu().contiguous() for k, v in strategy.server.state_dict().items()}, str(tmp), metadata={"round": str(total)})
+    write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", strategy.server.num_parameters(), stage="samfed",
+                                              variant=variant, architecture=server_arch, role="rcrf server model"))
+    totals = ledger_totals(out / "ledger.csv")
+    metrics = {"variant": variant, "spec": spec.model_dump(mode="json"), "aggregation": "rcrf", "selected_round": selected,
+               "architectures": {n: cfg.architecture_of(variant, n) for n in names}, "resumed_from": result.resumed_from,
+               "curve": curve, "test": test,
+               "communication": {"bytes_total": int(totals["total"]), "per_client": int(totals["total"] / max(len(names), 1))}}
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -115,7 +115,14 @@ class VariantConfig(Strict):
     pass over the public set each round.
     """
 
-    model: str = "tinysam"   # a key of samfed.architectures, for every client
+    model: str = "tinysam"   # a key of samfed.architectures: every client's (and RC + RF's server model's)
+    clients: dict[str, str] = {}   # client -> architecture, for a heterogeneous federation (the others: ``model``)
+    # fedavg: one architecture, weights averaged; rcrf: HSSF's RC + RF, any architectures, only public-set
+    # predictions travel (never weights)
+    aggregation: Literal["fedavg", "rcrf"] = "fedavg"
+    server_model: str | None = None   # rcrf: the server's architecture (None: ``model``)
+    rc_epochs: Annotated[int, Field(ge=1)] = 1   # rcrf: condensation passes per round (HSSF: 4)
+    rf_epochs: Annotated[int, Field(ge=1)] = 1   # rcrf: fusion passes per round (HSSF: 4)
     pseudo: Literal["agreement", "sam", "self", "labels", "none"] = "agreement"
     global_kd: bool = True
     public_pass: bool = True
@@ -176,9 +183,18 @@ class SamFedConfig(Strict):
         for name, variant in self.variants.items():
             if not CLIENT_NAME.match(name):
                 problems.append(f"samfed.variants.{name}: a variant name must be letters, digits, '_', '.', '-'")
-            if variant.model not in self.architectures:
-                problems.append(f"samfed.variants.{name}.model: no architecture {variant.model!r} "
-                                f"(samfed.architectures: {', '.join(self.architectures) or 'none'})")
+            known = ', '.join(self.architectures) or 'none'
+            for field, arch in [("model", variant.model), ("server_model", variant.server_model),
+                                *((f"clients.{c}", a) for c, a in variant.clients.items())]:
+                if arch is not None and arch not in self.architectures:
+                    problems.append(f"samfed.variants.{name}.{field}: no architecture {arch!r} (samfed.architectures: {known})")
+            for client in variant.clients:
+                if client not in self.clients:
+                    problems.append(f"samfed.variants.{name}.clients: no client {client!r} (samfed.clients: {', '.join(self.clients)})")
+            archs = {variant.clients.get(c, variant.model) for c in self.clients}
+            if variant.aggregation == "fedavg" and len(archs) > 1:
+                problems.append(f"samfed.variants.{name}: FedAvg averages one architecture, these clients run {len(archs)} "
+                                f"({', '.join(sorted(archs))}); use aggregation: rcrf")
         if self.min_clients > max(len(self.clients), 1):
             problems.append(f"samfed.min_clients: {self.min_clients} is more than the {len(self.clients)} clients")
         if problems:
@@ -188,6 +204,11 @@ class SamFedConfig(Strict):
     @property
     def enabled(self) -> bool:
         return bool(self.public) and bool(self.variants)
+
+    def architecture_of(self, variant: str, client: str) -> str:
+        """The architecture ``client`` runs in ``variant``."""
+        spec = self.variants[variant]
+        return spec.clients.get(client, spec.model)
 
     @property
     def public_set(self) -> ClientConfig:

@@ -97,3 +97,34 @@ def test_resume_after_sigkill_is_bit_identical(task: Path, tmp_path: Path) -> No
     full_m, resumed_m = (json.loads((tmp_path / f"{n}/metrics.json").read_text()) for n in ("full", "killed"))
     assert resumed_m["resumed_from"] == 2 and resumed_m["curve"] == full_m["curve"] and resumed_m["test"] == full_m["test"]
     assert (tmp_path / "killed/ledger.csv").read_text() == (tmp_path / "full/ledger.csv").read_text()
+
+
+@pytest.mark.slow
+def test_rcrf_moves_only_public_set_logits_and_never_averages_architectures(task: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfed.federated.engines.inprocess import InProcessEngine
+
+    params = build_task(task)
+    seen: list[tuple[str, dict[str, tuple[int, ...]]]] = []
+    original = InProcessEngine.fit
+
+    def spy(self: InProcessEngine, tasks: dict) -> dict:   # every payload that crosses, both ways
+        replies = original(self, tasks)
+        for name, fit in tasks.items():
+            seen.append(("down", {k: tuple(v.shape) for k, v in from_bytes(fit.payload).items()}))
+            seen.append(("up", {k: tuple(v.shape) for k, v in from_bytes(replies[name].payload).items()}))
+        return replies
+
+    monkeypatch.setattr(InProcessEngine, "fit", spy)
+    out = task / "artifacts/samfed/variants/hetero"
+    metrics = run_variant(params, "hetero", task / "artifacts", out, progress=False)
+    public = ClientStore(task / "artifacts/samfed/public/data.zarr")
+    n_public = len(public.split("train")) + len(public.split("val"))
+    assert len(seen) == 2 * 2 * 3   # 2 clients x 3 rounds, down and up
+    assert all(shapes == {"logits": (n_public, 1, 16, 16)} for _, shapes in seen)   # no weights, any architecture
+    rows = read_ledger(out / "ledger.csv")
+    inits = {r["client"]: int(r["bytes"]) for r in rows if r["what"] == "init"}
+    sizes = {a: (task / f"artifacts/samfed/init/{a}/model.safetensors").stat().st_size for a in ("unet", "nnunet")}
+    assert inits == {"c1": sizes["unet"], "c2": sizes["nnunet"]} and sizes["unet"] != sizes["nnunet"]   # each its own, once
+    assert set(metrics["test"]) == {"c1", "c2"} and all("dice_ci_low" in m for m in metrics["test"].values())
+    assert metrics["architectures"] == {"c1": "unet", "c2": "nnunet"}
+    assert all(0 <= r <= 3 for r in metrics["selected_round"].values())

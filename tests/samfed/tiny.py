@@ -34,13 +34,14 @@ def tiny_params(root: Path, rounds: int = 3) -> Params:
             "public": {"pub": {"source": _skin("public", 12, seed=3)}},
             "clients": {"c1": {"labels": "test_only", "source": _skin("samfed_a", 8, 1)},
                         "c2": {"labels": "test_only", "source": _skin("samfed_b", 8, 1)}},
-            "architectures": {"unet": {"model": "unet", "lr": 1e-3}},
+            "architectures": {"unet": {"model": "unet", "lr": 1e-3}, "nnunet": {"model": "nnunet", "lr": 1e-3}},
             "teacher": {"model": "sam_demo", "checkpoint": str(REPO / "data/pretrained/embedded/sam_demo.safetensors"), "input_size": 64,
                         "epochs": 1, "batch_size": 4},
             "init": {"epochs": 1, "batch_size": 4},
             "rounds": rounds,
             "min_clients": 2,
-            "variants": {"samfed": {"model": "unet"}, "supervised": {"model": "unet", "pseudo": "labels", "global_kd": False}},
+            "variants": {"samfed": {"model": "unet"}, "supervised": {"model": "unet", "pseudo": "labels", "global_kd": False},
+                         "hetero": {"model": "unet", "clients": {"c2": "nnunet"}, "aggregation": "rcrf", "global_kd": False}},
         },
     }
     return parse_params(raw, root=root)
@@ -57,8 +58,9 @@ def build_task(root: Path, rounds: int = 3) -> Params:
         stages.run_samfed_prepare(params, client, art, root=root)
     if not (art / "samfed/teacher/adapter.safetensors").exists():
         stages.run_samfed_teacher(params, art)
-    if not (art / "samfed/init/unet/model.safetensors").exists():
-        stages.run_samfed_init(params, "unet", art)
+    for arch in params.samfed.architectures:
+        if not (art / f"samfed/init/{arch}/model.safetensors").exists():
+            stages.run_samfed_init(params, arch, art)
     return params
 
 
