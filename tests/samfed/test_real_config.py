@@ -61,7 +61,11 @@ def test_the_scenario_parses_and_enables_samfed() -> None:
     assert t.checkpoint is not None and t.checkpoint.parent == params.federated.pretrained_dir   # samfed_teacher's DVC dep
     assert (t.lora.rank, t.lora.alpha, t.lora.targets) == (4, 4.0, ["qkv"])
     assert (cfg.rounds, cfg.init.epochs, cfg.local, cfg.min_clients) == (200, 20, {"epochs": 1, "batch_size": 4}, 4)
-    assert cfg.variants and all(v.model in cfg.architectures for v in cfg.variants.values())
+    assert {cfg.architecture_of(v, c) for v in cfg.variants for c in cfg.clients} <= set(cfg.architectures)
+    assert cfg.variants["samfed"].aggregation == "fedavg" and {cfg.architecture_of("samfed", c) for c in cfg.clients} == {"nnunet"}
+    hetero = cfg.variants["samfed_hetero"]   # HSSF's clients ResNet-18, 18, 34, 34 as the registry's nearest
+    assert (hetero.aggregation, hetero.rc_epochs, hetero.rf_epochs, hetero.pseudo) == ("rcrf", 4, 4, "agreement")
+    assert [cfg.architecture_of("samfed_hetero", c) for c in cfg.clients] == ["unet", "unet", "nnunet", "nnunet"]
 
 
 def test_the_real_teacher_loads_strictly_takes_lora_and_ships_its_adapter(tmp_path: Path) -> None:
