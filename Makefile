@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo ui lint test bench clean-artifacts
+.PHONY: help install demo demo-samfed ui lint test bench clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,6 +22,10 @@ install: $(STAMP)  ## create .venv and install dsfed with its pinned dependencie
 demo: $(STAMP)  ## run the embedded default pipeline (dvc repro) on CPU, up to the report
 	dsfed repro                            # `dvc repro` on one Prefect server for every stage (dsfed/orchestration/prefect_server.py)
 	dsfed report                           # where the report is, test Dice per model, what flowed
+
+demo-samfed: $(STAMP)  ## only the SAM-Fed stages of the embedded default (skin phantoms), then their summary
+	dsfed repro --glob 'samfed_evaluate@*'   # what `make demo` runs for SAM-Fed, without the DSFedMed stages
+	python -m dsfed_pipeline.flows.samfed summary
 
 ui: $(STAMP)  ## Prefect UI on 127.0.0.1:4200 serving the `pipeline` and `redistill` deployments (Ctrl-C stops)
 	python -m dsfed_pipeline.flows.ui

@@ -54,7 +54,13 @@ class TeacherConfig(Strict):
     lr: Annotated[float, Field(gt=0)] = 1e-4
     loss: LossConfig = LossConfig()
 
-    _known_model = field_validator("model")(known_model)
+    @field_validator("model")
+    @classmethod
+    def _sam_family(cls, value: str) -> str:
+        known_model(value)
+        if not value.startswith(("sam_", "tinysam")):
+            raise ValueError(f"{value!r} is not a SAM-family model: LoRA goes on a SAM image encoder (sam_demo, sam_vit_b, tinysam...)")
+        return value
 
 
 class ArchitectureConfig(Strict):

@@ -310,7 +310,10 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
         parts.append(f"<h2>Predictions on test images</h2><p class='small'>{html.escape(outline_legend(list(params.data.classes)))}</p>")
         for c, png in overlays.items():
             parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png, 'image/jpeg')}' alt='{html.escape(c)} overlays'>")
-    parts.append("</body></html>")
+    from dsfed.stages.report_samfed import samfed_section
+
+    samfed_html, samfed_md = samfed_section(params, artifacts)
+    parts += [*samfed_html, "</body></html>"]
 
     md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", _table_md(acc_header, acc_rows), "",
           "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", _table_md(eff_header, eff_rows), ""]
@@ -320,7 +323,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
         md += ["## Ablation", "", _table_md(*ablation), ""]
     if q_rows:
         md += ["## Synthetic data", "", _table_md(q_header, q_rows), ""]
-    md += [f"The full report with figures: `{out / 'index.html'}`", ""]
+    md += [*samfed_md, f"The full report with figures: `{out / 'index.html'}`", ""]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "index.html", overwrite=True) as tmp:
         tmp.write_text("\n".join(parts))

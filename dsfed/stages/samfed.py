@@ -103,11 +103,14 @@ def run_samfed_evaluate(params: Params, artifacts: str | Path) -> dict[str, Any]
     root = samfed_root(artifacts)
     entries = produced_models(params, Path(artifacts))
     metrics = run_evaluate_stage(view, root, entries=[e for e in entries])
-    rounds: dict[str, Any] = {}
+    variants: dict[str, Any] = {}
     for name in params.samfed.variants:
         path = variant_folder(artifacts, name) / "metrics.json"
         if path.is_file():
             run = json.loads(path.read_text())
-            rounds[name] = {"curve": run["curve"], "selected_round": run["selected_round"], "communication": run["communication"]}
-    write_json(root / "eval" / "rounds.json", rounds)
+            variants[name] = {k: run[k] for k in ("curve", "selected_round", "communication", "test", "aggregation", "architectures")
+                              if k in run}
+    teacher = teacher_folder(artifacts) / "metrics.json"
+    write_json(root / "eval" / "variants.json", {"variants": variants,
+                                                 "teacher": json.loads(teacher.read_text()) if teacher.is_file() else {}})
     return metrics

@@ -96,5 +96,18 @@ def evaluate_cmd(name: str = typer.Argument(..., help="The public set's name in 
     run_flow(samfed_evaluate, name, params, artifacts)
 
 
+@app.command("summary")
+def summary_cmd(params: str = PARAMS, artifacts: str = ARTIFACTS) -> None:
+    """Print the report's SAM-Fed section as Markdown (after `samfed_evaluate`); the full report has it too."""
+    from dsfed.config import load_params
+    from dsfed.stages.report_samfed import samfed_section
+
+    _, lines = samfed_section(load_params(params), artifacts)
+    if not lines:
+        typer.echo("error: no SAM-Fed evaluation yet: run `dsfed repro --glob 'samfed_evaluate@*'` first", err=True)
+        raise typer.Exit(2)
+    typer.echo("\n".join(lines))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,167 @@
+"""The report's SAM-Fed section: every variant's test Dice with intervals (homogeneous and heterogeneous), the
+expected ordering checked, pseudo-label quality per round, communication per client, and overlays.
+
+Reads only what the SAM-Fed stages wrote under ``artifacts/samfed/`` (``eval/`` and each variant's metrics).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dsfed.config import Params
+from dsfed.report.figures import curves_png, data_uri, overlay_jpeg
+from dsfed.samfed.task import samfed_root
+from dsfed.stages.report import _accuracy_rows, _fmt, _table_html, _table_md
+
+__all__ = ["ordering_lines", "samfed_section"]
+
+UPPER, SAMFED, NAIVE, LOWER = "supervised", "samfed", "selftrain", "public_only"
+
+
+def _eval(artifacts: Path) -> dict[str, Any] | None:
+    path = samfed_root(artifacts) / "eval" / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _summary(artifacts: Path) -> dict[str, Any]:
+    """``eval/variants.json``: each variant's curve, selection, communication (and a heterogeneous one's client-side
+    test), and the teacher's metrics, as ``samfed_evaluate`` gathered them."""
+    path = samfed_root(artifacts) / "eval" / "variants.json"
+    return json.loads(path.read_text()) if path.is_file() else {"variants": {}, "teacher": {}}
+
+
+def _variant(artifacts: Path, name: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = _summary(artifacts)["variants"].get(name)
+    return found
+
+
+def _hetero_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[str]]]:
+    """Heterogeneous variants: each client tested with its own model at the client (Dice [95 % CI], its architecture)."""
+    clients = list(params.samfed.clients)
+    header = ["variant", *[f"{c} Dice [CI]" for c in clients], "mean Dice", "communication / client (MB)"]
+    rows = []
+    for name, spec in params.samfed.variants.items():
+        m = _variant(artifacts, name)
+        if spec.aggregation != "rcrf" or m is None:
+            continue
+        cells, means = [], []
+        for c in clients:
+            t = m["test"].get(c, {})
+            means.append(t.get("dice", float("nan")))
+            cells.append(f"{_fmt(t.get('dice'))} [{_fmt(t.get('dice_ci_low'), 2)}, {_fmt(t.get('dice_ci_high'), 2)}] "
+                         f"({m['architectures'][c]})")
+        rows.append([name, *cells, _fmt(float(np.nanmean(means))), _fmt(m["communication"]["per_client"] / 1e6, 1)])
+    return header, rows
+
+
+def _source_dice(ev: dict[str, Any], key: str) -> float | None:
+    model = ev["models"].get(key)
+    return None if model is None else model["source_mean"].get("dice")
+
+
+def ordering_lines(params: Params, ev: dict[str, Any]) -> list[str]:
+    """Whether upper bound >= SAM-Fed > naive self-training >= public-only holds on the clients' mean test Dice."""
+    arch = params.samfed.variants[SAMFED].model if SAMFED in params.samfed.variants else None
+    keys = {"upper bound": UPPER, "SAM-Fed": SAMFED, "self-training": NAIVE, "public only": f"{LOWER}_{arch}"}
+    dice = {label: _source_dice(ev, key) for label, key in keys.items()}
+    if any(v is None for v in dice.values()):
+        return ["The expected ordering needs the supervised, samfed, selftrain variants and the public-only model: "
+                f"missing {', '.join(k for k, v in dice.items() if v is None)}."]
+    u, s, n, p = (float(dice[k]) for k in keys)  # type: ignore[arg-type]
+    holds = [u >= s, s > n, n >= p]
+    text = f"upper bound {u:.3f} {'>=' if holds[0] else '<'} SAM-Fed {s:.3f} {'>' if holds[1] else '<='} " \
+           f"self-training {n:.3f} {'>=' if holds[2] else '<'} public only {p:.3f}"
+    verdict = "holds" if all(holds) else "does NOT hold"
+    return [f"Expected ordering (mean test Dice over the clients) {verdict}: {text}."]
+
+
+def _pseudo_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[str]], bytes | None]:
+    """Per variant that uses the teacher: per round, the share of test pixels kept, their accuracy and Dice, tau."""
+    header = ["variant", "round", "kept share", "accuracy (kept)", "Dice (kept)", "threshold"]
+    rows: list[list[str]] = []
+    series_dice: dict[str, tuple[list[float], list[float]]] = {}
+    series_kept: dict[str, tuple[list[float], list[float]]] = {}
+    for name in params.samfed.variants:
+        m = _variant(artifacts, name)
+        if m is None:
+            continue
+        points = [p for p in m["curve"] if "pl_test_kept" in p]
+        for p in points:
+            rows.append([name, str(p["round"]), _fmt(p["pl_test_kept"]), _fmt(p["pl_test_accuracy"]), _fmt(p.get("pl_test_dice")),
+                         _fmt(p.get("tau"), 2)])
+        if points:
+            xs = [float(p["round"]) for p in points]
+            series_dice[name] = (xs, [float(p.get("pl_test_dice", float("nan"))) for p in points])
+            series_kept[name] = (xs, [float(p["pl_test_kept"]) for p in points])
+    figure = curves_png([("pseudo-label Dice on kept test pixels", "round", series_dice),
+                         ("share of test pixels kept", "round", series_kept)]) if series_dice else None
+    return header, rows, figure
+
+
+def _comm_rows(params: Params, ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    n = max(len(params.samfed.clients), 1)
+    header = ["model", "communication / client (MB)", "parameters (M)", "inference (ms/image)", "note"]
+    rows = [[m["label"], _fmt(m["efficiency"]["communication_bytes"] / n / 1e6, 1), _fmt(m["efficiency"]["parameters"] / 1e6, 2),
+             _fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for m in ev["models"].values()]
+    return header, rows
+
+
+def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
+    path = samfed_root(artifacts) / "eval" / "predictions.npz"
+    if not path.is_file():
+        return {}
+    data = np.load(path)
+    out = {}
+    for client in ev["source_clients"]:
+        if f"image/{client}" not in data or not len(data[f"image/{client}"]):
+            continue
+        columns = [("ground truth", data[f"truth/{client}"])]
+        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in ev["models"].items() if f"{key}/{client}" in data]
+        out[client] = overlay_jpeg(data[f"image/{client}"], columns)
+    return out
+
+
+def samfed_section(params: Params, artifacts: str | Path) -> tuple[list[str], list[str]]:
+    """(HTML parts, Markdown lines) of the SAM-Fed section; both empty when SAM-Fed has not been evaluated."""
+    artifacts = Path(artifacts)
+    ev = _eval(artifacts)
+    if ev is None or not params.samfed.enabled:
+        return [], []
+    cfg = params.samfed
+    teacher = _summary(artifacts)["teacher"]
+    intro = (f"SAM-Fed task: {len(cfg.clients)} unlabelled clients ({', '.join(cfg.clients)}; their masks are read for this "
+             f"table only), a labelled public set at the server, classes {', '.join(cfg.data.classes)}. Homogeneous variants "
+             "average one architecture (FedAvg) and are tested here with the server's model on every client's test split; "
+             "heterogeneous ones (RC + RF) never move weights, so each client tests its own model and sends the numbers. "
+             f"Teacher: LoRA rank {cfg.teacher.lora.rank} on {', '.join(cfg.teacher.lora.targets)}, public val Dice "
+             f"{_fmt(teacher.get('foundation_val_dice'))} before fine-tuning, {_fmt(teacher.get('val_dice'))} after "
+             f"(epoch {teacher.get('selected_epoch', '?')}). Selection: public val split (the clients have no labels).")
+    acc_header, acc_rows, _ = _accuracy_rows(ev)
+    het_header, het_rows = _hetero_rows(params, artifacts)
+    findings = ordering_lines(params, ev)
+    pl_header, pl_rows, pl_figure = _pseudo_rows(params, artifacts)
+    comm_header, comm_rows = _comm_rows(params, ev)
+    parts = ["<h1 id='samfed'>SAM-Fed: SAM-guided federated semi-supervised segmentation</h1>",
+             f"<p class='small'>{html.escape(intro)}</p>", "<h2>SAM-Fed accuracy (homogeneous, server-side test)</h2>",
+             _table_html(acc_header, acc_rows), "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>"]
+    md = ["# SAM-Fed", "", intro, "", "## Accuracy (homogeneous)", "", _table_md(acc_header, acc_rows), "", *[f"- {x}" for x in findings], ""]
+    if het_rows:
+        parts += ["<h2>SAM-Fed heterogeneous clients (RC + RF, each client's own model)</h2>", _table_html(het_header, het_rows)]
+        md += ["## Heterogeneous clients (RC + RF)", "", _table_md(het_header, het_rows), ""]
+    if pl_rows:
+        parts += ["<h2>Pseudo-label quality per round</h2><p class='small'>On each client's test images (masks read for the report "
+                  "only), pooled over clients: the share of pixels the rule keeps, their accuracy and foreground Dice.</p>",
+                  _table_html(pl_header, pl_rows)]
+        if pl_figure:
+            parts.append(f"<img src='{data_uri(pl_figure)}' alt='pseudo-label quality'>")
+        md += ["## Pseudo-label quality per round", "", _table_md(pl_header, pl_rows), ""]
+    parts += ["<h2>SAM-Fed communication</h2>", _table_html(comm_header, comm_rows)]
+    md += ["## Communication", "", _table_md(comm_header, comm_rows), ""]
+    for client, jpeg in _overlays(ev, artifacts).items():
+        parts.append(f"<h3>{html.escape(client)}</h3><img src='{data_uri(jpeg, 'image/jpeg')}' alt='{html.escape(client)} overlays'>")
+    return parts, md
