@@ -78,8 +78,10 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
     shutil.copy(REPO / "data/phantom/sites.yaml", root / "data/phantom/sites.yaml")
     (root / "data/pretrained/embedded").mkdir(parents=True)  # the federated stages depend on the foundation SAM
     shutil.copy(REPO / "data/pretrained/embedded/sam_demo.safetensors", root / "data/pretrained/embedded/sam_demo.safetensors")
-    (root / "artifacts/ablation").mkdir(parents=True)  # a dependency of the report stage
-    shutil.copy(REPO / "artifacts/ablation/README.md", root / "artifacts/ablation/README.md")
+    for kept in ("artifacts/ablation", "artifacts/samfed/eval"):  # dependencies of the report stage, kept by a README
+        (root / kept).mkdir(parents=True)
+        shutil.copy(REPO / kept / "README.md", root / kept / "README.md")
+    shutil.copy(REPO / "data/phantom/samfed_sites.yaml", root / "data/phantom/samfed_sites.yaml")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}

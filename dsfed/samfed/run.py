@@ -113,6 +113,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
     if fresh:
         ledger.truncate_after(-1)
         shutil.rmtree(out / "client-cache", ignore_errors=True)   # a new configuration: clients cache afresh
+    (out / "client-cache").mkdir(parents=True, exist_ok=True)   # a DVC out, empty when the variant needs no teacher
     if needs_teacher:   # once per client (a resumed run finds it cached and sends nothing)
         adapter = (teacher_folder(artifacts) / "adapter.safetensors").read_bytes()
         replies = federation.deliver(0, TEACHER, adapter, list(cfg.clients))

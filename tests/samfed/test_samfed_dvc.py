@@ -1,0 +1,46 @@
+"""The SAM-Fed stage set under a real `dvc repro` in a temporary git + DVC copy of the project."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dsfed.config import parse_params
+from tests.conftest import dvc_project, run_ok, stages_run
+from tests.samfed.tiny import tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+def _params(root: Path) -> dict[str, Any]:
+    raw = tiny_params(root, rounds=2).model_dump(mode="json")
+    for spec in [*raw["samfed"]["clients"].values(), *raw["samfed"]["public"].values()]:
+        spec["source"]["path"] = "data/phantom/samfed_sites.yaml"
+    raw["samfed"]["teacher"]["checkpoint"] = "data/pretrained/embedded/sam_demo.safetensors"
+    raw["clients"]["x"]["source"]["path"] = "data/phantom/samfed_sites.yaml"
+    raw["federated"]["methods"] = {}
+    return parse_params(raw, root=root).model_dump(mode="json")
+
+
+def test_samfed_stages_run_under_dvc_then_nothing_reruns(tmp_path: Path, prefect_api: str) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = dvc_project(root, _params(root), api_url=prefect_api)
+    first = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "samfed_evaluate@*"], root, env)
+    ran = stages_run(first)
+    assert sorted(ran) == sorted(["samfed_public@pub", "samfed_prepare@c1", "samfed_prepare@c2", "samfed_teacher@pub",
+                                  "samfed_init@unet", "samfed_init@nnunet", "samfed@samfed", "samfed@supervised", "samfed@hetero",
+                                  "samfed_evaluate@pub"])
+    metrics = json.loads((root / "artifacts/samfed/eval/metrics.json").read_text())
+    assert set(metrics["models"]) == {"teacher", "public_only_unet", "public_only_nnunet", "samfed", "supervised", "hetero"}
+    assert set(metrics["source_clients"]) == {"c1", "c2"}
+    summary = json.loads((root / "artifacts/samfed/eval/variants.json").read_text())
+    assert summary["variants"]["hetero"]["architectures"] == {"c1": "unet", "c2": "nnunet"}
+    second = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "samfed_evaluate@*"], root, env)
+    assert stages_run(second) == []
+    out = run_ok([sys.executable, "-m", "dsfed_pipeline.flows.samfed", "summary"], root, env)
+    assert "expected ordering needs" in out and "# SAM-Fed" in out   # the tiny task has no self-training variant
