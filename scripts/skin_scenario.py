@@ -20,6 +20,10 @@ HEADER = """# dsfed pipeline parameters: the skin-lesion scenario (issue 13). Ru
 # one lesion class; derm_d is held out (leave-one-domain-out). Everything else is the fundus demo's params.yaml.
 """
 
+NO_SAMFED = """# samfed: the SAM-Fed task runs in the fundus demo's params (on skin phantoms already); none here.
+samfed: {public: {}, clients: {}, architectures: {}, variants: {}}
+"""
+
 
 def skin_params(text: str) -> str:
     body = text.split("\n\nseed:", 1)[1]
@@ -29,6 +33,8 @@ def skin_params(text: str) -> str:
     body = re.sub(r"holdout: site_d( +)#", r"holdout: derm_d\1#", body)
     body = body.replace("clients: [site_a, site_b, site_c, site_d]", "clients: [derm_a, derm_b, derm_c, derm_d]")
     body = re.sub(r"prompt: a retinal fundus photograph( *)#", r"prompt: a dermoscopy photograph of a skin lesion  #", body)
+    # SAM-Fed already runs on skin phantoms in the demo: none here (the mappings DVC iterates over, empty)
+    body = re.sub(r"\n# samfed: .*?(?=\n# Hospitals:)", "\n" + NO_SAMFED, body, flags=re.S)
     head, _, _ = body.partition("\nclients:\n")
     clients = "".join(f"  {name}:\n    source: {{kind: phantom, task: skin, view: full, path: data/phantom/sites.yaml, site: {site}, n: 80, seed: 0}}\n"
                       for name, site in SITES.items())

@@ -28,7 +28,20 @@ def test_help_is_complete(command: list[str]) -> None:
 def test_validate_default_params() -> None:
     result = run("config", "validate")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "params.yaml: OK (4 clients: site_a, site_b, site_c, site_d, held out: site_d)"
+    assert result.stdout.strip().splitlines() == [
+        "params.yaml: OK (4 clients: site_a, site_b, site_c, site_d, held out: site_d)",
+        "SAM-Fed: public set derm_public, 4 unlabelled clients (derm_1, derm_2, derm_3, derm_4), 9 variants (samfed, selftrain, "
+        "sam_pseudo, supervised, no_agreement, no_kd, fixed_tau, samfed_hetero, hssf)"]
+
+
+def test_validate_refuses_params_without_the_samfed_mappings(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(json.dumps({"clients": {"a": phantom_client("site_a")}}))
+    (tmp_path / "sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    result = run("config", "validate", str(tmp_path / "params.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {tmp_path / 'params.yaml'}: samfed: needs public, clients, architectures, variants for "
+                                     "dvc.yaml's SAM-Fed stages (for no SAM-Fed task: `samfed: {public: {}, clients: {}, "
+                                     "architectures: {}, variants: {}}`)")
 
 
 def test_dump_fills_every_default(tmp_path: Path) -> None:
@@ -52,7 +65,7 @@ def test_validate_names_each_checkpoint_whose_class_head_will_be_reinitialised(t
     (tmp_path / "data").symlink_to(REPO / "data")  # the shipped foundation SAM (4 classes), ControlNet, backbone
     result = run("config", "validate", str(tmp_path / "params.yaml"))
     assert result.returncode == 0, result.stderr
-    controlnet, prompt, *notes = result.stdout.strip().splitlines()[1:]
+    controlnet, prompt, *notes = [line for line in result.stdout.strip().splitlines() if line.startswith("note:")]
     assert [n.split(":")[1].strip() for n in notes] == ["federated.methods.fedtinysam.checkpoint", "federated.methods.fedsam.checkpoint",
                                                        "federated.methods.fedmsa.checkpoint", "federated.methods.centralized.checkpoint",
                                                        "server_sam.checkpoint"]
@@ -67,10 +80,11 @@ def test_validate_names_each_checkpoint_whose_class_head_will_be_reinitialised(t
 
 def test_validate_reports_one_line_per_problem(tmp_path: Path) -> None:
     text = (REPO / "params.yaml").read_text()
-    text = text.replace("image_size: 128", "image_size: 128\n  colour: red").replace("n: 80", "n: -1", 1)
+    text = text.replace("image_size: 128", "image_size: 128\n  colour: red", 1).replace("site: site_a, n: 80", "site: site_a, n: -1", 1)
     (tmp_path / "params.yaml").write_text(text)
     (tmp_path / "data/phantom").mkdir(parents=True)
-    (tmp_path / "data/phantom/sites.yaml").write_text((REPO / "data/phantom/sites.yaml").read_text())
+    for table in ("sites.yaml", "samfed_sites.yaml"):
+        (tmp_path / "data/phantom" / table).write_text((REPO / "data/phantom" / table).read_text())
     (tmp_path / "data/pretrained").symlink_to(REPO / "data/pretrained")  # backbone.path and .controlnet exist
     result = run("config", "validate", str(tmp_path / "params.yaml"))
     assert result.returncode == 2

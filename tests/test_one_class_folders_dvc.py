@@ -53,6 +53,7 @@ def user_params(root: Path) -> dict[str, Any]:
     raw["federated"]["clients"] = step["federated"]["clients"]
     raw["clients"] = step["clients"]
     raw["backbone"].update(step["backbone"])
+    raw["samfed"] = step.get("samfed", raw["samfed"])
     assert raw["data"]["classes"] == ["lesion"] and raw["data"]["holdout"] == "hospital_c"
     raw["data"].update({"image_size": 32, "mask_size": 16})  # tiny, for the test's run time
     raw["prepare"]["split"].update({"val": 0.2, "test": 0.2})

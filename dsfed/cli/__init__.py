@@ -40,9 +40,20 @@ def config_validate(
     from dsfed.generation.notes import generation_notes
     from dsfed.heads import class_head_notes
 
+    from dsfed.config import ConfigError, read_yaml
+
     cfg = load_params(params, check_paths=check_paths)
+    raw = read_yaml(params)
+    missing = [key for key in ("public", "clients", "architectures", "variants") if key not in (raw.get("samfed") or {})]
+    if missing:  # dvc.yaml's SAM-Fed stages iterate over these: without them every dvc command fails
+        raise ConfigError([f"samfed: needs {', '.join(missing)} for dvc.yaml's SAM-Fed stages (for no SAM-Fed task: "
+                           "`samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`)"], source=str(params))
     holdout = f", held out: {cfg.data.holdout}" if cfg.data.holdout else ""
     typer.echo(f"{params}: OK ({len(cfg.clients)} clients: {', '.join(cfg.clients)}{holdout})")
+    if cfg.samfed.enabled:
+        s = cfg.samfed
+        typer.echo(f"SAM-Fed: public set {', '.join(s.public)}, {len(s.clients)} unlabelled clients ({', '.join(s.clients)}), "
+                   f"{len(s.variants)} variants ({', '.join(s.variants)})")
     for note in generation_notes(cfg, params.parent) + class_head_notes(cfg, params.parent):
         typer.echo(f"note: {note}")
 
