@@ -68,19 +68,20 @@ def test_variant_sends_the_teacher_once_and_only_weights_otherwise(task: Path) -
     assert [r for r in read_ledger(out / "ledger.csv") if r["what"] == "teacher"] == teacher
 
 
-def _child(task: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.samfed.tiny", str(task), "samfed", str(out)], cwd=REPO,
+def _child(task: Path, out: Path, variant: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "tests.samfed.tiny", str(task), variant, str(out)], cwd=REPO,
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_identical(task: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("variant", ["samfed", "hetero"])
+def test_resume_after_sigkill_is_bit_identical(task: Path, tmp_path: Path, variant: str) -> None:
     build_task(task)
     marker = tmp_path / "paused"
-    full = _child(task, tmp_path / "full")
+    full = _child(task, tmp_path / "full", variant)
     out, _ = full.communicate(timeout=300)
     assert full.returncode == 0, out
-    killed = _child(task, tmp_path / "killed", {PAUSE_ROUND: "3", PAUSE_MARKER: str(marker)})
+    killed = _child(task, tmp_path / "killed", variant, {PAUSE_ROUND: "3", PAUSE_MARKER: str(marker)})
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert killed.poll() is None, killed.communicate()[0]
@@ -88,7 +89,7 @@ def test_resume_after_sigkill_is_bit_identical(task: Path, tmp_path: Path) -> No
         time.sleep(0.1)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
-    resumed = _child(task, tmp_path / "killed")
+    resumed = _child(task, tmp_path / "killed", variant)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     a = from_bytes((tmp_path / "full/model.safetensors").read_bytes())

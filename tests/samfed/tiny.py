@@ -73,15 +73,18 @@ def main(root: str, variant: str, out: str) -> None:
     torch.set_num_threads(1)
     pause = int(os.environ.get(PAUSE_ROUND, "0"))
     if pause:
-        original = SamFedClient.train
+        from dsfed.samfed.hetero import HeteroClient
 
-        def train(self: SamFedClient, weights: Any, round: int, config: dict[str, Any]) -> Any:
-            if round == pause:
-                Path(os.environ[PAUSE_MARKER]).write_text("paused")
-                time.sleep(600)
-            return original(self, weights, round, config)
+        def pausing(original: Any) -> Any:
+            def train(self: SamFedClient, weights: Any, round: int, config: dict[str, Any]) -> Any:
+                if round == pause:
+                    Path(os.environ[PAUSE_MARKER]).write_text("paused")
+                    time.sleep(600)
+                return original(self, weights, round, config)
+            return train
 
-        SamFedClient.train = train  # type: ignore[method-assign]
+        for cls in (SamFedClient, HeteroClient):
+            cls.train = pausing(cls.train)  # type: ignore[method-assign]
     params = tiny_params(Path(root))
     run_variant(params, variant, Path(root) / "artifacts", Path(out), progress=False)
 
