@@ -23,7 +23,7 @@ from dsfed.io import atomic_path
 from dsfed.models import Segmenter
 from dsfed.samfed.client import SamFedClient, SamFedTraining
 from dsfed.samfed.losses import bernoulli_kd
-from dsfed.samfed.rcrf import LOGITS, kd_mask, pixel_accuracy, public_arrays, public_logits
+from dsfed.samfed.rcrf import LOGITS, WEIGHT_PREFIX, kd_mask, pixel_accuracy, public_arrays, public_logits
 
 __all__ = ["INIT", "HeteroClient"]
 
@@ -83,12 +83,17 @@ class HeteroClient(SamFedClient):
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
         """RF from the server's public logits, the own unlabelled images, then the reply: own public logits."""
         server = weights[LOGITS].float()
+        shared = {k.removeprefix(WEIGHT_PREFIX): v for k, v in weights.items() if k.startswith(WEIGHT_PREFIX)}
+        if shared:   # several clients of this architecture: start from their group's average
+            self.model.load_state_dict(shared, strict=True)
         self.trained = True
         self.model.train()
         losses = self._fusion(round, server)
         metrics = self._own_pass(round, losses, self._own_weak)
-        return FitResult({LOGITS: public_logits(self.model, self.public_images, self.training.eval_batch_size)},
-                         len(self.train_set), metrics)
+        reply = {LOGITS: public_logits(self.model, self.public_images, self.training.eval_batch_size)}
+        if shared:
+            reply.update({WEIGHT_PREFIX + k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
+        return FitResult(reply, len(self.train_set), metrics)
 
     def _fusion(self, round: int, server: torch.Tensor) -> list[float]:
         """RF: ``rf_epochs`` passes over the public train images, supervised plus KL to the server where it is better."""

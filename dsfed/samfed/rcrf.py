@@ -7,8 +7,10 @@ predictions on the public set only; no weight ever crosses (docs/samfed.md: HSSF
 - **RF, regularity fusion** (clients learn from the server): each client trains on the public set with its
   labels plus KL to the server's prediction where the server is more accurate than the client.
 
-In the rounds loop the "weights" of the one group are the server's public-set logits ``{"logits": (N, C, h, w)}``
-(down) and each client's own (up): the same shapes for every architecture, so nothing else changes.
+In the rounds loop each architecture is a weight group whose payload is the server's public-set logits
+``{"logits": (N, C, h, w)}`` (down) and each client's own (up): one shape for every architecture. Where several
+clients share an architecture (and ``group_fedavg``), their group also carries ``w.<key>`` weights, averaged
+among that group's members only (HSSF has one client per architecture; the issue asks for both).
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from torch import Tensor
 from dsfed.data.store import ClientStore
 from dsfed.federated.protocol import FitResult, Weights
 from dsfed.federated.strategies.base import Strategy
+from dsfed.federated.strategies.fedavg import weighted_average
 from dsfed.models import Segmenter
 from dsfed.samfed.losses import bernoulli_kd
 from dsfed.training.losses import LossConfig, build_loss
 
-__all__ = ["GATE", "LOGITS", "RCRF", "kd_mask", "pixel_accuracy", "public_arrays", "public_logits"]
+__all__ = ["GATE", "LOGITS", "RCRF", "WEIGHT_PREFIX", "kd_mask", "pixel_accuracy", "public_arrays", "public_logits"]
 
 LOGITS = "logits"
+WEIGHT_PREFIX = "w."
+"""Keys ``w.<state key>`` carry an architecture group's weights (FedAvg among clients of one architecture)."""
 GATE = 0.75
 """HSSF's gate: a client's prediction teaches the server only where its pixel accuracy exceeds this."""
 
@@ -109,13 +114,24 @@ class RCRF(Strategy):
 
     def aggregate_groups(self, round: int, groups: Mapping[str, Weights], results: list[tuple[str, FitResult]],
                          membership: Mapping[str, str]) -> dict[str, Weights]:
+        """RC from every client's public logits; then each architecture group's payload: the server's new logits,
+        plus, for a group that shares weights (several clients of one architecture), FedAvg over its members only."""
         for name, result in results:   # each client's selection, on its predictions of the public val images
             dice = self._val_dice(result.weights[LOGITS])
             self.last[name] = dice
             if name not in self.best or dice > self.best[name][1]:
                 self.best[name] = [float(round), dice]
         self._condense(round, [result.weights[LOGITS] for _, result in results])
-        return {group: self.server_logits() for group in groups}
+        logits = self.server_logits()
+        out: dict[str, Weights] = {}
+        for group, current in groups.items():
+            shared = {k: v for k, v in current.items() if k.startswith(WEIGHT_PREFIX)}
+            members = [(n, FitResult({k: v for k, v in r.weights.items() if k.startswith(WEIGHT_PREFIX)}, r.num_samples))
+                       for n, r in results if membership[n] == group]
+            if shared and members:
+                shared = weighted_average(round, members)
+            out[group] = {**logits, **shared}
+        return out
 
     def aggregate(self, round: int, global_weights: Weights, results: list[tuple[str, FitResult]], group: str = "") -> Weights:
         raise NotImplementedError("RC + RF aggregates all groups at once (aggregate_groups)")

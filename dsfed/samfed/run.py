@@ -35,7 +35,7 @@ from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.samfed.client import TEACHER, SamFedClient, SamFedTraining
 from dsfed.samfed.hetero import INIT, HeteroClient
-from dsfed.samfed.rcrf import RCRF
+from dsfed.samfed.rcrf import RCRF, WEIGHT_PREFIX
 from dsfed.samfed.server import build_architecture, public_dice, teacher_factory
 from dsfed.samfed.task import init_folder, public_store, samfed_root, teacher_folder
 from dsfed.stages.prepare import store_path
@@ -216,8 +216,16 @@ def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoi
 
     total = spec.rounds or cfg.rounds
     rounds = RoundsConfig(rounds=total, fraction=1.0, min_clients=min(cfg.min_clients, len(names)), seed=params.seed)
-    result = run_rounds(federation, strategy, strategy.server_logits(), rounds, checkpoints=checkpoints, on_round_end=on_round_end,
-                        clients=names, keep_rounds=lambda: sorted({int(r) for r, _ in strategy.best.values()}), progress=progress)
+    membership = {n: cfg.architecture_of(variant, n) for n in names}
+    logits = strategy.server_logits()
+    groups: dict[str, Weights] = {}
+    for group in sorted(set(membership.values())):
+        shared = spec.group_fedavg and sum(1 for a in membership.values() if a == group) > 1
+        init = read_state_dict(init_folder(artifacts, group) / "model.safetensors") if shared else {}
+        groups[group] = {**logits, **{WEIGHT_PREFIX + k: v for k, v in init.items()}}
+    result = run_rounds(federation, strategy, groups, rounds, checkpoints=checkpoints, on_round_end=on_round_end,
+                        clients=names, membership=membership, keep_rounds=lambda: sorted({int(r) for r, _ in strategy.best.values()}),
+                        progress=progress)
     curve = [json.loads(round0.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
     test: dict[str, dict[str, float]] = {}
     selected: dict[str, int] = {}

@@ -129,6 +129,7 @@ class VariantConfig(Strict):
     server_model: str | None = None   # rcrf: the server's architecture (None: ``model``)
     rc_epochs: Annotated[int, Field(ge=1)] = 1   # rcrf: condensation passes per round (HSSF: 4)
     rf_epochs: Annotated[int, Field(ge=1)] = 1   # rcrf: fusion passes per round (HSSF: 4)
+    group_fedavg: bool = True   # rcrf: clients that share an architecture also average their weights (FedAvg in the group)
     pseudo: Literal["agreement", "sam", "self", "labels", "none"] = "agreement"
     global_kd: bool = True
     public_pass: bool = True
