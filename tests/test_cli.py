@@ -30,8 +30,8 @@ def test_validate_default_params() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines() == [
         "params.yaml: OK (4 clients: site_a, site_b, site_c, site_d, held out: site_d)",
-        "SAM-Fed: public set derm_public, 4 unlabelled clients (derm_1, derm_2, derm_3, derm_4), 9 variants (samfed, selftrain, "
-        "sam_pseudo, supervised, no_agreement, no_kd, fixed_tau, samfed_hetero, hssf)"]
+        "SAM-Fed: public set derm_public, 4 unlabelled clients (derm_1, derm_2, derm_3, derm_4), 12 variants (samfed, selftrain, "
+        "sam_pseudo, supervised, no_agreement, no_kd, fixed_tau, samfed_nn, selftrain_nn, supervised_nn, samfed_hetero, hssf)"]
 
 
 def test_validate_refuses_params_without_the_samfed_mappings(tmp_path: Path) -> None:

@@ -36,11 +36,9 @@ def config_validate(
     check_paths: bool = typer.Option(True, help="Also check that every client's source path exists."),
 ) -> None:
     """Validate a params file: unknown keys, bad values, duplicate clients, missing paths (one line each)."""
-    from dsfed.config import load_params
+    from dsfed.config import ConfigError, load_params, read_yaml
     from dsfed.generation.notes import generation_notes
     from dsfed.heads import class_head_notes
-
-    from dsfed.config import ConfigError, read_yaml
 
     cfg = load_params(params, check_paths=check_paths)
     raw = read_yaml(params)

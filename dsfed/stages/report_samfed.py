@@ -23,6 +23,11 @@ __all__ = ["ordering_lines", "samfed_section"]
 UPPER, SAMFED, NAIVE, LOWER = "supervised", "samfed", "selftrain", "public_only"
 
 
+def _ordered(ev: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The models in evaluation order (metrics.json sorts its keys)."""
+    return [(k, ev["models"][k]) for k in ev.get("order", ev["models"]) if k in ev["models"]]
+
+
 def _eval(artifacts: Path) -> dict[str, Any] | None:
     path = samfed_root(artifacts) / "eval" / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -59,25 +64,77 @@ def _hetero_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[
     return header, rows
 
 
+def _hd95_rows(params: Params, ev: dict[str, Any], artifacts: Path) -> tuple[list[str], list[list[str]]]:
+    """HD95 (pixels at the mask size) per client for every model, homogeneous and heterogeneous."""
+    clients = list(params.samfed.clients)
+    header = ["model", *[f"{c} HD95" for c in clients]]
+    rows = [[m["label"], *[_fmt(m["clients"].get(c, {}).get("hd95"), 1) for c in clients]] for _, m in _ordered(ev)]
+    for name, spec in params.samfed.variants.items():
+        v = _variant(artifacts, name)
+        if spec.aggregation == "rcrf" and v is not None:
+            rows.append([f"{name} (each client's own model)", *[_fmt(v["test"].get(c, {}).get("hd95"), 1) for c in clients]])
+    return header, rows
+
+
 def _source_dice(ev: dict[str, Any], key: str) -> float | None:
     model = ev["models"].get(key)
     return None if model is None else model["source_mean"].get("dice")
 
 
 def ordering_lines(params: Params, ev: dict[str, Any]) -> list[str]:
-    """Whether upper bound >= SAM-Fed > naive self-training >= public-only holds on the clients' mean test Dice."""
-    arch = params.samfed.variants[SAMFED].model if SAMFED in params.samfed.variants else None
-    keys = {"upper bound": UPPER, "SAM-Fed": SAMFED, "self-training": NAIVE, "public only": f"{LOWER}_{arch}"}
-    dice = {label: _source_dice(ev, key) for label, key in keys.items()}
-    if any(v is None for v in dice.values()):
-        return ["The expected ordering needs the supervised, samfed, selftrain variants and the public-only model: "
-                f"missing {', '.join(k for k, v in dice.items() if v is None)}."]
-    u, s, n, p = (float(dice[k]) for k in keys)  # type: ignore[arg-type]
-    holds = [u >= s, s > n, n >= p]
-    text = f"upper bound {u:.3f} {'>=' if holds[0] else '<'} SAM-Fed {s:.3f} {'>' if holds[1] else '<='} " \
-           f"self-training {n:.3f} {'>=' if holds[2] else '<'} public only {p:.3f}"
-    verdict = "holds" if all(holds) else "does NOT hold"
-    return [f"Expected ordering (mean test Dice over the clients) {verdict}: {text}."]
+    """Whether upper bound >= SAM-Fed > naive self-training >= public-only holds on the clients' mean test Dice, for each
+    homogeneous family (``samfed``/``supervised``/``selftrain`` plus a common suffix, e.g. ``_nn``)."""
+    variants = params.samfed.variants
+    suffixes = [name.removeprefix(SAMFED) for name in variants if name.startswith(SAMFED) and variants[name].aggregation == "fedavg"
+                and f"{UPPER}{name.removeprefix(SAMFED)}" in variants]
+    lines = []
+    for suffix in suffixes or [""]:
+        arch = variants[SAMFED + suffix].model if SAMFED + suffix in variants else None
+        keys = {"upper bound": UPPER + suffix, "SAM-Fed": SAMFED + suffix, "self-training": NAIVE + suffix, "public only": f"{LOWER}_{arch}"}
+        dice = {label: _source_dice(ev, key) for label, key in keys.items()}
+        if any(v is None for v in dice.values()):
+            lines.append("The expected ordering needs the supervised, samfed, selftrain variants and the public-only model: "
+                         f"missing {', '.join(k for k, v in dice.items() if v is None)}.")
+            continue
+        u, s, n, p = (float(dice[k]) for k in keys)  # type: ignore[arg-type]
+        holds = [u >= s, s > n, n >= p]
+        text = f"upper bound {u:.3f} {'>=' if holds[0] else '<'} SAM-Fed {s:.3f} {'>' if holds[1] else '<='} " \
+               f"self-training {n:.3f} {'>=' if holds[2] else '<'} public only {p:.3f}"
+        lines.append(f"Expected ordering with {arch} clients (mean test Dice over the clients) "
+                     f"{'holds' if all(holds) else 'does NOT hold'}: {text}.")
+    return lines
+
+
+def premise_lines(params: Params, ev: dict[str, Any], artifacts: Path) -> list[str]:
+    """What the numbers say about SAM-Fed's premises: is the teacher stronger than the students, does the agreement
+    mask improve on the teacher's own labels, and does SAM-Fed beat the strongest public-only model."""
+    lines = []
+    models = ev["models"]
+    teacher = _source_dice(ev, "teacher")
+    students = {k: m["source_mean"].get("dice") for k, m in models.items() if k != "teacher" and m["group"] == "samfed"}
+    if teacher is not None and students:
+        best = max(students, key=lambda k: students[k] or 0.0)
+        lines.append(f"Teacher vs students: the SAM teacher scores {teacher:.3f} on the clients' tests, the best deployed model "
+                     f"{students[best]:.3f} ({models[best]['label']}); the teacher "
+                     f"{'leaves room to teach' if teacher > (students[best] or 0) else 'is NOT stronger than the students'}.")
+    curves = {n: _variant(artifacts, n) for n in (SAMFED, "no_agreement", "sam_pseudo")}
+    agree = curves.get(SAMFED)
+    alone = curves.get("no_agreement") or curves.get("sam_pseudo")
+    if agree and alone:
+        a = [p["pl_test_dice"] for p in agree["curve"] if "pl_test_dice" in p]
+        t = [p["pl_test_dice"] for p in alone["curve"] if "pl_test_dice" in p]
+        if a and t:
+            verdict = "improves on" if np.mean(a) > np.mean(t) else "is worse than"
+            lines.append(f"Agreement mask: its pseudo-labels' Dice on the test pixels averages {np.mean(a):.3f} over the rounds, the "
+                         f"teacher's alone {np.mean(t):.3f}: the agreement {verdict} the teacher's labels (where the global model "
+                         "is the more confident, its label replaces the teacher's).")
+    public = {k: m["source_mean"].get("dice") for k, m in models.items() if k.startswith(f"{LOWER}_")}
+    samfed = _source_dice(ev, SAMFED)
+    if public and samfed is not None:
+        best = max(public, key=lambda k: public[k] or 0.0)
+        lines.append(f"Strongest simple baseline: {models[best]['label']} scores {public[best]:.3f}; homogeneous SAM-Fed "
+                     f"{samfed:.3f} ({'above' if samfed > (public[best] or 0) else 'below'} it).")
+    return lines
 
 
 def _pseudo_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[str]], bytes | None]:
@@ -107,7 +164,7 @@ def _comm_rows(params: Params, ev: dict[str, Any]) -> tuple[list[str], list[list
     n = max(len(params.samfed.clients), 1)
     header = ["model", "communication / client (MB)", "parameters (M)", "inference (ms/image)", "note"]
     rows = [[m["label"], _fmt(m["efficiency"]["communication_bytes"] / n / 1e6, 1), _fmt(m["efficiency"]["parameters"] / 1e6, 2),
-             _fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for m in ev["models"].values()]
+             _fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for _, m in _ordered(ev)]
     return header, rows
 
 
@@ -121,7 +178,7 @@ def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
         if f"image/{client}" not in data or not len(data[f"image/{client}"]):
             continue
         columns = [("ground truth", data[f"truth/{client}"])]
-        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in ev["models"].items() if f"{key}/{client}" in data]
+        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in _ordered(ev) if f"{key}/{client}" in data]
         out[client] = overlay_jpeg(data[f"image/{client}"], columns)
     return out
 
@@ -143,7 +200,7 @@ def samfed_section(params: Params, artifacts: str | Path) -> tuple[list[str], li
              f"(epoch {teacher.get('selected_epoch', '?')}). Selection: public val split (the clients have no labels).")
     acc_header, acc_rows, _ = _accuracy_rows(ev)
     het_header, het_rows = _hetero_rows(params, artifacts)
-    findings = ordering_lines(params, ev)
+    findings = ordering_lines(params, ev) + premise_lines(params, ev, artifacts)
     pl_header, pl_rows, pl_figure = _pseudo_rows(params, artifacts)
     comm_header, comm_rows = _comm_rows(params, ev)
     parts = ["<h1 id='samfed'>SAM-Fed: SAM-guided federated semi-supervised segmentation</h1>",
@@ -153,6 +210,9 @@ def samfed_section(params: Params, artifacts: str | Path) -> tuple[list[str], li
     if het_rows:
         parts += ["<h2>SAM-Fed heterogeneous clients (RC + RF, each client's own model)</h2>", _table_html(het_header, het_rows)]
         md += ["## Heterogeneous clients (RC + RF)", "", _table_md(het_header, het_rows), ""]
+    hd_header, hd_rows = _hd95_rows(params, ev, artifacts)
+    parts += ["<h3>HD95 per client (pixels at the mask size)</h3>", _table_html(hd_header, hd_rows)]
+    md += ["### HD95 per client (pixels)", "", _table_md(hd_header, hd_rows), ""]
     if pl_rows:
         parts += ["<h2>Pseudo-label quality per round</h2><p class='small'>On each client's test images (masks read for the report "
                   "only), pooled over clients: the share of pixels the rule keeps, their accuracy and foreground Dice.</p>",

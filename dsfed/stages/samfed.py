@@ -22,6 +22,9 @@ VARIANT_LABELS = {
     "samfed": "SAM-Fed", "selftrain": "FedAvg + self-training", "sam_pseudo": "FedAvg + SAM pseudo-labels",
     "supervised": "Supervised FedAvg (clients' labels: upper bound)", "no_agreement": "SAM-Fed without agreement (SAM only)",
     "no_kd": "SAM-Fed without global KD", "fixed_tau": "SAM-Fed with a fixed threshold",
+    "samfed_hetero": "SAM-Fed, heterogeneous", "hssf": "RC + RF without SAM (HSSF-style)",
+    "samfed_nn": "SAM-Fed (nnU-Net)", "selftrain_nn": "FedAvg + self-training (nnU-Net)",
+    "supervised_nn": "Supervised FedAvg (nnU-Net, clients' labels: upper bound)",
 }
 """Display names of the embedded default's variants; any other shows under its own name."""
 
@@ -87,8 +90,11 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
         entries.append(ModelEntry(f"public_only_{arch}", f"Public only ({spec.model}: lower bound)", init_folder(artifacts, arch), "samfed"))
     for name, variant in cfg.variants.items():
         folder = variant_folder(artifacts, name)
-        entries.append(ModelEntry(name, VARIANT_LABELS.get(name, name), folder, "samfed", [folder / "ledger.csv"],
-                                  note="uses the clients' labels" if variant.pseudo == "labels" else ""))
+        label = VARIANT_LABELS.get(name, name)
+        if variant.aggregation == "rcrf":   # its deployed models stay at the clients: this is the server's condensed one
+            label = f"{label}: RC + RF server model"
+        note = "uses the clients' labels" if variant.pseudo == "labels" else "clients keep their own models" if variant.aggregation == "rcrf" else ""
+        entries.append(ModelEntry(name, label, folder, "samfed", [folder / "ledger.csv"], note=note))
     return entries
 
 
