@@ -92,8 +92,9 @@ class Federation:
     def deliver(self, round: int, what: str, payload: bytes, clients: Sequence[str]) -> dict[str, DeliverReply]:
         """Send ``payload`` as ``what`` to each of ``clients`` that does not hold it yet (by sha256, from a query).
 
-        Ledger (under ``round``): ``down``/``what`` per client actually sent it. A client that already holds
-        it (a resumed run) is skipped and gets no row. Returns the replies of the clients sent it.
+        Ledger (under ``round``): ``down``/``what`` per client actually sent it and ``up``/``<what>_receipt``
+        (the reply's metrics as JSON) per client that took it. A client that already holds it (a resumed run)
+        is skipped and gets no row. Returns the replies of the clients sent it.
         """
         digest = hashlib.sha256(payload).hexdigest()
         held = self.query(clients, with_state=False)
@@ -104,6 +105,11 @@ class Federation:
             self._record(round, name, "down", what, len(payload))
         replies = self.engine.deliver({name: DeliverTask(self.run, what, payload, digest) for name in targets})
         _raise_fatal(replies, f"the delivery of {what}")
+        for name, reply in replies.items():
+            if reply.ok:
+                self._record(round, name, "up", f"{what}_receipt", len(json.dumps(reply.metrics).encode()))
+            else:
+                log.warning("client %s could not take %s: %s", name, what, reply.error)
         return replies
 
     def evaluate(

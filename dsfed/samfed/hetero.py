@@ -39,8 +39,9 @@ class HeteroClient(SamFedClient):
         super().__init__(name, store, public, model_factory, teacher_factory, training, cache, seed, device)
         from dsfed.data.store import ClientStore
 
-        self.public_images, self.public_masks = public_arrays(ClientStore(public))
-        self.n_public_train = len(ClientStore(public).split("train"))
+        public_set = ClientStore(public)
+        self.public_images, self.public_masks = public_arrays(public_set)
+        self.n_public_train = len(public_set.split("train"))
         self.rf_epochs = rf_epochs
         self.trained = False
         self._load_init()

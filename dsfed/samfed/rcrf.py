@@ -40,7 +40,7 @@ GATE = 0.75
 """HSSF's gate: a client's prediction teaches the server only where its pixel accuracy exceeds this."""
 
 
-def public_arrays(store: ClientStore, split: str = "all_public") -> tuple[Tensor, Tensor]:
+def public_arrays(store: ClientStore) -> tuple[Tensor, Tensor]:
     """The public set's train then val images and masks: (N, 3, S, S) float [0, 1], (N, C, Sm, Sm) float {0, 1}."""
     rows = np.concatenate([store.split("train"), store.split("val")])
     images = torch.from_numpy(np.stack([np.asarray(store.images[int(r)]) for r in rows]).astype(np.float32) / 255.0)

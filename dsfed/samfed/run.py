@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from dsfed.config import Params
 from dsfed.data.store import ClientStore
+from dsfed.federated.best import BestWeights
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.engines import InProcessEngine
 from dsfed.federated.errors import FederatedError
@@ -126,7 +127,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
 
     server = factory()
     initial = read_state_dict(init_folder(artifacts, spec.model) / "model.safetensors")
-    best_path = checkpoints / "best.safetensors"
+    best = BestWeights(checkpoints / "best.safetensors", metric="dice")
     curve_path = checkpoints / "round0.json"
 
     def score(weights: Weights) -> float:
@@ -136,12 +137,11 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
     if fresh:
         checkpoints.mkdir(parents=True, exist_ok=True)
         write_json(curve_path, {"round": 0, "public_val_dice": score(initial)})
-        _save(best_path, initial, 0, json.loads(curve_path.read_text())["public_val_dice"])
+        best.offer(0, json.loads(curve_path.read_text())["public_val_dice"], initial, force=True)
 
     def on_round_end(round: int, groups: dict[str, Weights], record: RoundRecord) -> dict[str, float]:
         dice = score(groups[DEFAULT_GROUP])
-        if dice > _best(best_path)[1]:
-            _save(best_path, groups[DEFAULT_GROUP], round, dice)
+        best.offer(round, dice, groups[DEFAULT_GROUP])
         return {"public_val_dice": dice}
 
     total = spec.rounds or cfg.rounds
@@ -149,8 +149,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
     result = run_rounds(federation, build_strategy("fedavg"), initial, rounds, checkpoints=checkpoints, on_round_end=on_round_end,
                         clients=list(cfg.clients), progress=progress)
     curve = [json.loads(curve_path.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
-    selected_round, _ = _best(best_path)
-    selected = read_state_dict(best_path)
+    selected_round, selected = best.load()
     tested = federation.evaluate(total + 1, selected, "test", list(cfg.clients))
     test = {name: reply.metrics for name, reply in tested.items() if reply.ok}
     engine.close()
@@ -166,19 +165,6 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
                "communication": {"bytes_total": int(totals["total"]), "per_client": int(totals["total"] / max(len(clients), 1))}}
     write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _save(path: Path, weights: Weights, round: int, dice: float) -> None:
-    with atomic_path(path, overwrite=True) as tmp:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"round": str(round), "dice": repr(float(dice))})
-
-
-def _best(path: Path) -> tuple[int, float]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    return int(meta["round"]), float(meta["dice"])
 
 
 def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoints: Path, federation: Federation, engine: InProcessEngine,

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from dsfed.config import Params
+from dsfed.federated.best import BestWeights
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.engines import InProcessEngine
 from dsfed.federated.errors import FederatedError
@@ -27,7 +26,7 @@ from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.settings import MethodConfig
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
-from dsfed.io import atomic_path, write_json
+from dsfed.io import write_json
 from dsfed.models import Segmenter, build_model
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
@@ -155,7 +154,7 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     local_keys = LocalKeys([*spec.local_keys, *server_model.frozen_keys])  # frozen weights never travel either
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
     validate = validation_scorer(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
-    best = _BestWeights(checkpoints / "best.safetensors")
+    best = BestWeights(checkpoints / "best.safetensors")
     round0_path = checkpoints / "round0.json"
     if not checkpoints.exists() or latest_checkpoint(checkpoints) is None:
         ledger.truncate_after(-1)  # a fresh run: nothing of an earlier attempt stays in the ledger
@@ -188,36 +187,3 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
         curve=curve, test=test, holdout=params.data.holdout, parameters=server_model.num_parameters(),
         resumed_from=result.resumed_from,
     )
-
-
-class _BestWeights:
-    """The best global weights so far by mean validation Dice, in a safetensors file that records its round.
-
-    Lives in the run's checkpoint folder, so a resumed run keeps it; ties keep the earlier round.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def score(self) -> float:
-        if not self.path.exists():
-            return float("-inf")
-        with safe_open(str(self.path), framework="pt") as fh:
-            return float(fh.metadata()["val_dice"])
-
-    def offer(self, round: int, val_dice: float, weights: Weights, force: bool = False) -> None:
-        if force or val_dice > self.score():
-            with atomic_path(self.path, overwrite=True) as tmp:
-                meta = {"round": str(round), "val_dice": repr(float(val_dice))}
-                save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
-
-    def round(self) -> int:
-        """The round of the best weights so far (0 before any)."""
-        if not self.path.exists():
-            return 0
-        with safe_open(str(self.path), framework="pt") as fh:
-            return int(fh.metadata()["round"])
-
-    def load(self) -> tuple[int, Weights]:
-        with safe_open(str(self.path), framework="pt") as fh:
-            return int(fh.metadata()["round"]), {k: fh.get_tensor(k) for k in fh.keys()}

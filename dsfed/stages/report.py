@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dsfed.config import Params
 from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
 from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
+from dsfed.report.tables import accuracy_rows, fmt, models_in_order, table_html, table_md
 from dsfed.stages.server_sam import foundation_kept, server_sam_metrics
 from dsfed.timings import latest_stage_times
 
@@ -32,17 +32,6 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.dsfedmed 
 .small{color:#666;font-size:12px}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
 
 
-def _models(ev: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(key, model summary) in table order (the JSON's keys are sorted)."""
-    return [(key, ev["models"][key]) for key in ev.get("order", ev["models"])]
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
 def read_eval(artifacts: Path) -> dict[str, Any]:
     path = artifacts / "eval" / "metrics.json"
     if not path.is_file():
@@ -50,31 +39,6 @@ def read_eval(artifacts: Path) -> dict[str, Any]:
 
         raise DsfedError(f"{path}: not found (run the evaluate stage first: dvc repro evaluate)")
     return json.loads(path.read_text())
-
-
-def _accuracy_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
-    clients = ev["source_clients"]
-    holdout = ev.get("holdout")
-    header = ["model", *[f"{c} Dice" for c in clients], "source Dice [CI]", "source IoU", "source HD95 (px)"]
-    if holdout:
-        header += [f"{holdout} (held out) Dice [CI]"]
-    rows, groups = [], []
-    for key, m in _models(ev):
-        per = m["clients"]
-        row = [m["label"], *[f"{_fmt(per[c]['dice'])} ± {_fmt(per[c]['dice_std'], 2)}" for c in clients]]
-        ci = [per[c].get("dice_ci") or [None, None] for c in clients]
-        lo = np.mean([x[0] for x in ci if x[0] is not None]) if ci else None
-        hi = np.mean([x[1] for x in ci if x[1] is not None]) if ci else None
-        src = m["source_mean"]
-        row += [f"{_fmt(src.get('dice'))} [{_fmt(float(lo) if lo is not None else None, 2)}, {_fmt(float(hi) if hi is not None else None, 2)}]",
-                _fmt(src.get("iou")), _fmt(src.get("hd95"), 1)]
-        if holdout:
-            h = m.get("holdout") or {}
-            hci = h.get("dice_ci") or [None, None]
-            row += [f"{_fmt(h.get('dice'))} [{_fmt(hci[0], 2)}, {_fmt(hci[1], 2)}]"]
-        rows.append(row)
-        groups.append(m["group"])
-    return header, rows, groups
 
 
 def flow_findings(ev: dict[str, Any], student: str) -> list[dict[str, Any]]:
@@ -98,34 +62,19 @@ def flow_findings(ev: dict[str, Any], student: str) -> list[dict[str, Any]]:
     return out
 
 
-def _table_html(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        f"<tr class='{html.escape((classes or [''] * len(rows))[i])}'>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-        for i, row in enumerate(rows)
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _table_md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _efficiency_rows(ev: dict[str, Any], times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["model", "parameters (M)", "communication (MB)", "inference (ms/image, batch 1)", "note"]
     rows = []
-    for _, m in _models(ev):
+    for _, m in models_in_order(ev):
         e = m["efficiency"]
-        rows.append([m["label"], _fmt(e["parameters"] / 1e6, 2), _fmt(e["communication_bytes"] / 1e6, 1),
-                     _fmt(e["inference_ms_per_image"], 1), e.get("note", "")])
+        rows.append([m["label"], fmt(e["parameters"] / 1e6, 2), fmt(e["communication_bytes"] / 1e6, 1),
+                     fmt(e["inference_ms_per_image"], 1), e.get("note", "")])
     return header, rows
 
 
 def _stage_rows(times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["stage", "flow (s)", "process (s)", "finished (UTC)"]
-    return header, [[k, _fmt(v["wall_s"], 1), _fmt(v["process_s"], 1), v["at"]] for k, v in times.items()]
+    return header, [[k, fmt(v["wall_s"], 1), fmt(v["process_s"], 1), v["at"]] for k, v in times.items()]
 
 
 def _tsv(path: Path) -> tuple[list[float], list[float]]:
@@ -182,8 +131,8 @@ def _quality_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list
         q = json.loads(path.read_text())
         ctl, fd, memo = q["controllability"], q["realism_frechet"], q["memorisation"]
         flag = memo.get("pixels", {}).get("label", "–")
-        rows.append([c, _fmt(ctl["synthetic"].get("dice")), _fmt(ctl["real_test"].get("dice")), _fmt(fd["synthetic"], 0),
-                     f"{_fmt(fd['real_heldout_at_generated_size'], 0)} / {_fmt(fd['real_heldout'], 0)}", str(flag)])
+        rows.append([c, fmt(ctl["synthetic"].get("dice")), fmt(ctl["real_test"].get("dice")), fmt(fd["synthetic"], 0),
+                     f"{fmt(fd['real_heldout_at_generated_size'], 0)} / {fmt(fd['real_heldout'], 0)}", str(flag)])
     return header, rows
 
 
@@ -197,7 +146,7 @@ def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
         if f"image/{client}" not in data or len(data[f"image/{client}"]) == 0:
             continue
         columns = [("ground truth", data[f"truth/{client}"])]
-        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in _models(ev) if f"{key}/{client}" in data]
+        columns += [(m["label"], data[f"{key}/{client}"]) for key, m in models_in_order(ev) if f"{key}/{client}" in data]
         out[client] = overlay_jpeg(data[f"image/{client}"], columns)
     return out
 
@@ -214,10 +163,10 @@ def _findings_text(findings: list[dict[str, Any]], holdout: str | None) -> list[
     lines = []
     for f in findings:
         b, a = f["source"]
-        parts = [f"source mean {_fmt(b)} → {_fmt(a)} ({a - b:+.3f})" if b is not None and a is not None else ""]
+        parts = [f"source mean {fmt(b)} → {fmt(a)} ({a - b:+.3f})" if b is not None and a is not None else ""]
         if holdout and holdout in f["clients"]:
             hb, ha = f["clients"][holdout]
-            parts.append(f"held-out {holdout} {_fmt(hb)} → {_fmt(ha)} ({ha - hb:+.3f})")
+            parts.append(f"held-out {holdout} {fmt(hb)} → {fmt(ha)} ({ha - hb:+.3f})")
         lines.append(f"{f['direction']}: {f['before']} → {f['after']}: " + ", ".join(p for p in parts if p))
     return lines
 
@@ -242,11 +191,11 @@ def server_sam_lines(artifacts: Path) -> list[str]:
     if not real:
         return [f"Server SAM: epoch {epoch} kept on the synthetic validation sets alone (`server_sam.select: synthetic`)."]
     if foundation_kept(m):
-        best = _fmt(max(h["real_val_dice"] for h in m["history"][1:]))
+        best = fmt(max(h["real_val_dice"] for h in m["history"][1:]))
         return [f"Server SAM: no epoch of the synthetic fine-tune beat the foundation on the source clients' real "
-                f"validation (foundation {_fmt(real['foundation'])}, best epoch {best}): the foundation is the teacher."]
+                f"validation (foundation {fmt(real['foundation'])}, best epoch {best}): the foundation is the teacher."]
     return [f"Server SAM: epoch {epoch} of the synthetic fine-tune kept on the source clients' real validation "
-            f"({_fmt(real['selected'])}; the foundation {_fmt(real['foundation'])})."]
+            f"({fmt(real['selected'])}; the foundation {fmt(real['foundation'])})."]
 
 
 def _outside_note(params: Params) -> str:
@@ -267,7 +216,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     out = artifacts / "report"
     ev = read_eval(artifacts)
     times = latest_stage_times(artifacts)
-    acc_header, acc_rows, groups = _accuracy_rows(ev)
+    acc_header, acc_rows, groups = accuracy_rows(ev)
     eff_header, eff_rows = _efficiency_rows(ev, times)
     stage_header, stage_rows = _stage_rows(times)
     distill = _distill_metrics(artifacts)
@@ -287,20 +236,20 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
              f"<p class='small'>{len(params.clients)} clients ({', '.join(params.clients)}){_outside_note(params)}; classes {', '.join(params.data.classes)}; "
              f"images {params.data.image_size} px, masks {params.data.mask_size} px; device {html.escape(ev['device'])}.</p>",
              "<h2>Accuracy</h2>", f"<p class='small'>{html.escape(intro)}</p>",
-             _table_html(acc_header, acc_rows, groups),
+             table_html(acc_header, acc_rows, groups),
              "<h2>Did knowledge flow?</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>",
              "<h2>Efficiency</h2>", "<p class='small'>Communication: every byte the method's ledgers recorded (FedAvg rounds; for "
              "DSFedMed also the ControlNet and mask uploads, the synthetic sets sent down for the clients' audits, and the distilled "
              "model sent to every client). Inference: median batch-1 forward time on this machine.</p>",
-             _table_html(eff_header, eff_rows)]
+             table_html(eff_header, eff_rows)]
     if stage_rows:
-        parts += ["<h3>Stage wall times (the newest run of each)</h3>", _table_html(stage_header, stage_rows)]
+        parts += ["<h3>Stage wall times (the newest run of each)</h3>", table_html(stage_header, stage_rows)]
     if ablation:
-        parts += ["<h2>Ablation</h2>", _table_html(*ablation)]
+        parts += ["<h2>Ablation</h2>", table_html(*ablation)]
     if curves:
         parts += ["<h2>Learning curves</h2>", f"<img src='{data_uri(curves)}' alt='learning curves'>"]
     if q_rows:
-        parts += ["<h2>Synthetic data</h2>", _table_html(q_header, q_rows),
+        parts += ["<h2>Synthetic data</h2>", table_html(q_header, q_rows),
                   "<p class='small'>Grid rows: masks, the real image of each mask, synthetic, synthetic outlined, augmented masks.</p>"]
         for c in params.training_clients:
             grid = artifacts / "quality" / c / "grid.png"
@@ -315,14 +264,14 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     samfed_html, samfed_md = samfed_section(params, artifacts)
     parts += [*samfed_html, "</body></html>"]
 
-    md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", _table_md(acc_header, acc_rows), "",
-          "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", _table_md(eff_header, eff_rows), ""]
+    md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", table_md(acc_header, acc_rows), "",
+          "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", table_md(eff_header, eff_rows), ""]
     if stage_rows:
-        md += ["### Stage wall times", "", _table_md(stage_header, stage_rows), ""]
+        md += ["### Stage wall times", "", table_md(stage_header, stage_rows), ""]
     if ablation:
-        md += ["## Ablation", "", _table_md(*ablation), ""]
+        md += ["## Ablation", "", table_md(*ablation), ""]
     if q_rows:
-        md += ["## Synthetic data", "", _table_md(q_header, q_rows), ""]
+        md += ["## Synthetic data", "", table_md(q_header, q_rows), ""]
     md += [*samfed_md, f"The full report with figures: `{out / 'index.html'}`", ""]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "index.html", overwrite=True) as tmp:

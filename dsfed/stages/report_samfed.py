@@ -15,8 +15,8 @@ import numpy as np
 
 from dsfed.config import Params
 from dsfed.report.figures import curves_png, data_uri, overlay_jpeg
+from dsfed.report.tables import accuracy_rows, fmt, table_html, table_md
 from dsfed.samfed.task import samfed_root
-from dsfed.stages.report import _accuracy_rows, _fmt, _table_html, _table_md
 
 __all__ = ["ordering_lines", "samfed_section"]
 
@@ -58,9 +58,9 @@ def _hetero_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[
         for c in clients:
             t = m["test"].get(c, {})
             means.append(t.get("dice", float("nan")))
-            cells.append(f"{_fmt(t.get('dice'))} [{_fmt(t.get('dice_ci_low'), 2)}, {_fmt(t.get('dice_ci_high'), 2)}] "
+            cells.append(f"{fmt(t.get('dice'))} [{fmt(t.get('dice_ci_low'), 2)}, {fmt(t.get('dice_ci_high'), 2)}] "
                          f"({m['architectures'][c]})")
-        rows.append([name, *cells, _fmt(float(np.nanmean(means))), _fmt(m["communication"]["per_client"] / 1e6, 1)])
+        rows.append([name, *cells, fmt(float(np.nanmean(means))), fmt(m["communication"]["per_client"] / 1e6, 1)])
     return header, rows
 
 
@@ -68,11 +68,11 @@ def _hd95_rows(params: Params, ev: dict[str, Any], artifacts: Path) -> tuple[lis
     """HD95 (pixels at the mask size) per client for every model, homogeneous and heterogeneous."""
     clients = list(params.samfed.clients)
     header = ["model", *[f"{c} HD95" for c in clients]]
-    rows = [[m["label"], *[_fmt(m["clients"].get(c, {}).get("hd95"), 1) for c in clients]] for _, m in _ordered(ev)]
+    rows = [[m["label"], *[fmt(m["clients"].get(c, {}).get("hd95"), 1) for c in clients]] for _, m in _ordered(ev)]
     for name, spec in params.samfed.variants.items():
         v = _variant(artifacts, name)
         if spec.aggregation == "rcrf" and v is not None:
-            rows.append([f"{name} (each client's own model)", *[_fmt(v["test"].get(c, {}).get("hd95"), 1) for c in clients]])
+            rows.append([f"{name} (each client's own model)", *[fmt(v["test"].get(c, {}).get("hd95"), 1) for c in clients]])
     return header, rows
 
 
@@ -152,8 +152,8 @@ def _pseudo_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[
             continue
         points = [p for p in m["curve"] if "pl_test_kept" in p]
         for p in points:
-            rows.append([name, str(p["round"]), _fmt(p["pl_test_kept"]), _fmt(p["pl_test_accuracy"]), _fmt(p.get("pl_test_dice")),
-                         _fmt(p.get("tau"), 2)])
+            rows.append([name, str(p["round"]), fmt(p["pl_test_kept"]), fmt(p["pl_test_accuracy"]), fmt(p.get("pl_test_dice")),
+                         fmt(p.get("tau"), 2)])
         if points:
             xs = [float(p["round"]) for p in points]
             series_dice[name] = (xs, [float(p.get("pl_test_dice", float("nan"))) for p in points])
@@ -166,8 +166,8 @@ def _pseudo_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[
 def _comm_rows(params: Params, ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     n = max(len(params.samfed.clients), 1)
     header = ["model", "communication / client (MB)", "parameters (M)", "inference (ms/image)", "note"]
-    rows = [[m["label"], _fmt(m["efficiency"]["communication_bytes"] / n / 1e6, 1), _fmt(m["efficiency"]["parameters"] / 1e6, 2),
-             _fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for _, m in _ordered(ev)]
+    rows = [[m["label"], fmt(m["efficiency"]["communication_bytes"] / n / 1e6, 1), fmt(m["efficiency"]["parameters"] / 1e6, 2),
+             fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for _, m in _ordered(ev)]
     return header, rows
 
 
@@ -199,32 +199,32 @@ def samfed_section(params: Params, artifacts: str | Path) -> tuple[list[str], li
              "average one architecture (FedAvg) and are tested here with the server's model on every client's test split; "
              "heterogeneous ones (RC + RF) never move weights, so each client tests its own model and sends the numbers. "
              f"Teacher: LoRA rank {cfg.teacher.lora.rank} on {', '.join(cfg.teacher.lora.targets)}, public val Dice "
-             f"{_fmt(teacher.get('foundation_val_dice'))} before fine-tuning, {_fmt(teacher.get('val_dice'))} after "
+             f"{fmt(teacher.get('foundation_val_dice'))} before fine-tuning, {fmt(teacher.get('val_dice'))} after "
              f"(epoch {teacher.get('selected_epoch', '?')}). Selection: public val split (the clients have no labels).")
-    acc_header, acc_rows, _ = _accuracy_rows(ev)
+    acc_header, acc_rows, _ = accuracy_rows(ev)
     het_header, het_rows = _hetero_rows(params, artifacts)
     findings = ordering_lines(params, ev) + premise_lines(params, ev, artifacts)
     pl_header, pl_rows, pl_figure = _pseudo_rows(params, artifacts)
     comm_header, comm_rows = _comm_rows(params, ev)
     parts = ["<h1 id='samfed'>SAM-Fed: SAM-guided federated semi-supervised segmentation</h1>",
              f"<p class='small'>{html.escape(intro)}</p>", "<h2>SAM-Fed accuracy (homogeneous, server-side test)</h2>",
-             _table_html(acc_header, acc_rows), "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>"]
-    md = ["# SAM-Fed", "", intro, "", "## Accuracy (homogeneous)", "", _table_md(acc_header, acc_rows), "", *[f"- {x}" for x in findings], ""]
+             table_html(acc_header, acc_rows), "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>"]
+    md = ["# SAM-Fed", "", intro, "", "## Accuracy (homogeneous)", "", table_md(acc_header, acc_rows), "", *[f"- {x}" for x in findings], ""]
     if het_rows:
-        parts += ["<h2>SAM-Fed heterogeneous clients (RC + RF, each client's own model)</h2>", _table_html(het_header, het_rows)]
-        md += ["## Heterogeneous clients (RC + RF)", "", _table_md(het_header, het_rows), ""]
+        parts += ["<h2>SAM-Fed heterogeneous clients (RC + RF, each client's own model)</h2>", table_html(het_header, het_rows)]
+        md += ["## Heterogeneous clients (RC + RF)", "", table_md(het_header, het_rows), ""]
     hd_header, hd_rows = _hd95_rows(params, ev, artifacts)
-    parts += ["<h3>HD95 per client (pixels at the mask size)</h3>", _table_html(hd_header, hd_rows)]
-    md += ["### HD95 per client (pixels)", "", _table_md(hd_header, hd_rows), ""]
+    parts += ["<h3>HD95 per client (pixels at the mask size)</h3>", table_html(hd_header, hd_rows)]
+    md += ["### HD95 per client (pixels)", "", table_md(hd_header, hd_rows), ""]
     if pl_rows:
         parts += ["<h2>Pseudo-label quality per round</h2><p class='small'>On each client's test images (masks read for the report "
                   "only), pooled over clients: the share of pixels the rule keeps, their accuracy and foreground Dice.</p>",
-                  _table_html(pl_header, pl_rows)]
+                  table_html(pl_header, pl_rows)]
         if pl_figure:
             parts.append(f"<img src='{data_uri(pl_figure)}' alt='pseudo-label quality'>")
-        md += ["## Pseudo-label quality per round", "", _table_md(pl_header, pl_rows), ""]
-    parts += ["<h2>SAM-Fed communication</h2>", _table_html(comm_header, comm_rows)]
-    md += ["## Communication", "", _table_md(comm_header, comm_rows), ""]
+        md += ["## Pseudo-label quality per round", "", table_md(pl_header, pl_rows), ""]
+    parts += ["<h2>SAM-Fed communication</h2>", table_html(comm_header, comm_rows)]
+    md += ["## Communication", "", table_md(comm_header, comm_rows), ""]
     for client, jpeg in _overlays(ev, artifacts).items():
         parts.append(f"<h3>{html.escape(client)}</h3><img src='{data_uri(jpeg, 'image/jpeg')}' alt='{html.escape(client)} overlays'>")
     return parts, md

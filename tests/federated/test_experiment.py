@@ -127,17 +127,17 @@ def test_fedbn_with_real_batchnorm_exports_a_loadable_model_and_tests_with_the_s
 ) -> None:
     """TinySAM's BatchNorm layers kept local (FedBN): the exported model loads strictly, and each client tests the
     selected weights with its local keys of the selected round, not of the last one."""
-    import dsfed.stages.federated_run as experiment
     from dsfed.data.dataset import StoreDataset
     from dsfed.data.store import ClientStore
     from dsfed.evaluation.metrics import evaluate, summarise
+    from dsfed.federated.best import BestWeights
     from dsfed.federated.local_keys import LocalKeys
     from dsfed.models.card import load_carded_model
 
     bn = r"\.bn\."
     params = _params(project, {"fedbn": {"model": "tinysam_demo", "input_size": 32, "local_keys": [bn]}}, rounds=2)
-    original = experiment._BestWeights.offer
-    monkeypatch.setattr(experiment._BestWeights, "offer", lambda self, rnd, val, w, force=False: original(self, rnd, val, w, force) if rnd == 0 else None)
+    original = BestWeights.offer
+    monkeypatch.setattr(BestWeights, "offer", lambda self, rnd, val, w, force=False: original(self, rnd, val, w, force) if rnd == 0 else False)
     work = stores / "federated/fedbn"
     run = run_method(params, "fedbn", stores, work, progress=False)
     assert run.selected_round == 0  # forced: the untrained round is "best", the clients trained two rounds after it

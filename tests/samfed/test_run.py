@@ -59,13 +59,15 @@ def test_variant_sends_the_teacher_once_and_only_weights_otherwise(task: Path) -
     adapter = (task / "artifacts/samfed/teacher/adapter.safetensors").stat().st_size
     assert sorted(r["client"] for r in teacher) == ["c1", "c2"]
     assert all(int(r["round"]) == 0 and r["direction"] == "down" and int(r["bytes"]) == adapter for r in teacher)
-    assert {r["what"] for r in rows} == {"teacher", "global_weights", "update", "test_weights", "test_metrics"}
+    assert {r["what"] for r in rows} == {"teacher", "teacher_receipt", "global_weights", "update", "test_weights", "test_metrics"}
     assert set(metrics["test"]) == {"c1", "c2"} and [p["round"] for p in metrics["curve"]] == [0, 1, 2, 3]
     assert all(0 <= p["pl_test_kept"] <= 1 and 0 <= p["pl_test_accuracy"] <= 1 for p in metrics["curve"][1:])
     # a second run finds the finished checkpoint and the cached teacher: nothing is sent again
     again = run_variant(params, "samfed", task / "artifacts", out, progress=False)
     assert again["resumed_from"] == 3
     assert [r for r in read_ledger(out / "ledger.csv") if r["what"] == "teacher"] == teacher
+    receipts = [r for r in rows if r["what"] == "teacher_receipt"]
+    assert sorted(r["client"] for r in receipts) == ["c1", "c2"] and all(r["direction"] == "up" for r in receipts)
 
 
 def _child(task: Path, out: Path, variant: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
