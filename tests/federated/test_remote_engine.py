@@ -31,26 +31,31 @@ def test_every_message_survives_the_wire() -> None:
         decode("query", {"run": None, "wire": 0}, b"")
 
 
-def _loopback(params, method: str, artifacts: Path, work: Path) -> tuple[RemoteEngine, LoopbackTransport]:
+def _loopback(params, method: str, artifacts: Path, work: Path, fresh: bool = False) -> tuple[RemoteEngine, LoopbackTransport]:
     nodes = [Node(NodeConfig(name, store_path(artifacts, name), work / "node-state", trainable=name != params.data.holdout))
              for name in params.federation]
-    transport = LoopbackTransport(nodes)
+    transport = LoopbackTransport(nodes, fresh=fresh)
     engine = RemoteEngine(transport, remote_setup(params, method), list(params.federation), holdout=[params.data.holdout],
                           name="loopback")
     return engine, transport
 
 
-def test_a_run_through_the_wire_equals_the_in_process_run(project: Path, stores: Path) -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["one-node-object", "a-new-node-per-message"])
+def test_a_run_through_the_wire_equals_the_in_process_run(project: Path, stores: Path, fresh: bool) -> None:
+    """Also when every message meets a freshly built node (Flower's one ClientApp process per message): the
+    node rebuilds its client from the setup on its disk and its state from its own state folder."""
     params = _params(project, {"fedunet": {"model": "unet", "input_size": 32}})
     local = run_method(params, "fedunet", stores, stores / "federated/local", progress=False)
-    engine, _ = _loopback(params, "fedunet", stores, stores / "federated/remote")
+    engine, _ = _loopback(params, "fedunet", stores, stores / "federated/remote", fresh=fresh)
     remote = run_method(params, "fedunet", stores, stores / "federated/remote", progress=False, engine=engine)
     assert remote.selected_round == local.selected_round and remote.curve == local.curve and remote.test == local.test
     assert all(torch.equal(remote.final[k], v) for k, v in local.final.items())
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert strip(read_ledger(stores / "federated/remote/ledger.csv")) == strip(read_ledger(stores / "federated/local/ledger.csv"))
     # each node kept its own state in its own folder, as a hospital's disk would
-    assert sorted(p.name for p in (stores / "federated/remote/node-state").iterdir()) == ["a", "b"]
+    state = stores / "federated/remote/node-state"
+    assert sorted(p.name for p in state.iterdir()) == ["a", "b", "h"] and all((state / n / "setup.json").is_file() for n in "abh")
+    assert [len(list((state / n).glob("*/round-*.pt"))) > 0 for n in "abh"] == [True, True, False]   # h never trains
 
 
 def test_a_node_that_is_gone_is_left_out_and_a_lost_quorum_is_one_line(project: Path, stores: Path) -> None:

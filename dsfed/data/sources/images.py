@@ -315,7 +315,8 @@ def split_layout_items(
     Masks share the image's stem (the same file name wins if several extensions exist). Names are
     ``<split>/<stem>``; ``split`` comes from the folder.
     """
-    splits: list[GivenSplit] = [s for s in ("train", "test") if (site_dir / s).is_dir()]
+    candidates: tuple[GivenSplit, ...] = ("train", "test")
+    splits: list[GivenSplit] = [s for s in candidates if (site_dir / s).is_dir()]
     if not splits:
         raise SourceError(f"{site_dir}: no train/ or test/ folder found")
     items: list[SourceItem] = []

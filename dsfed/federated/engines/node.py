@@ -8,6 +8,7 @@ every task through a :class:`~dsfed.federated.engines.host.ClientHost`, as the i
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from dsfed.federated.engines.host import ClientHost, one_line
 from dsfed.federated.engines.wire import Message, QueryTask, SetupTask, decode, encode
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import ClientAlgo
-from dsfed.io import safe_name
+from dsfed.io import safe_name, write_json
 
 __all__ = ["NODE_BUILDERS", "Node", "NodeConfig"]
 
@@ -92,13 +93,27 @@ class Node:
         self.setup_key: str | None = None  # the setup the host was built for
         self.host: ClientHost | None = None
 
+    @property
+    def folder(self) -> Path:
+        """The node's own folder: its client state and the setup it was last given."""
+        return self.config.state / safe_name(self.config.client)
+
     def _current(self) -> ClientHost:
+        """The host of the last setup; a fresh process (Flower runs one per message) rebuilds it from disk."""
         if self.host is None:
-            raise FederatedError(f"node {self.config.client} has not been set up (the server sends a setup first)")
+            saved = self.folder / "setup.json"
+            if not saved.is_file():
+                raise FederatedError(f"node {self.config.client} has not been set up (the server sends a setup first)")
+            text = json.loads(saved.read_text())
+            reply = self.setup(SetupTask(text["kind"], text["run"], text["settings"]), save=False)
+            if not reply.ok:
+                raise FederatedError(f"node {self.config.client}: its saved setup no longer builds: {reply.error}")
+        assert self.host is not None
         return self.host
 
-    def setup(self, task: SetupTask) -> QueryReply:
-        """Build the client algorithm the server asks for (once per setup key); reply with its query (no state)."""
+    def setup(self, task: SetupTask, save: bool = True) -> QueryReply:
+        """Build the client algorithm the server asks for (once per setup key) and keep the setup on the
+        node's disk (``save``); reply with its query (no state)."""
         if task.run != self.setup_key or self.host is None:
             builder = NODE_BUILDERS.get(task.kind)
             if builder is None:
@@ -109,8 +124,10 @@ class Node:
                 if not is_client_failure(exc):
                     raise
                 return QueryReply(self.config.client, error=one_line(exc))
-            state = ClientStateStore(self.config.state / safe_name(self.config.client))
-            self.host, self.setup_key = ClientHost(algo, state, trainable=self.config.trainable), task.run
+            self.host, self.setup_key = ClientHost(algo, ClientStateStore(self.folder), trainable=self.config.trainable), task.run
+            if save:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                write_json(self.folder / "setup.json", {"kind": task.kind, "run": task.run, "settings": task.settings})
             log.info("node %s: set up for %s (%s)", self.config.client, task.kind, task.run)
         return self._current().query(None)
 

@@ -90,9 +90,9 @@ class RemoteEngine:
         if unknown:
             raise FederatedError(f"no client named {unknown[0]!r} in this engine (have: {', '.join(self._clients)})")
         replies: dict[str, R] = {}
-        fresh = [n for n in tasks if n not in self._ready]
-        if fresh:
-            for name, reply in self._exchange({n: self._setup for n in fresh}, QueryReply).items():
+        new = [n for n in tasks if n not in self._ready]
+        if new:
+            for name, reply in self._exchange({n: self._setup for n in new}, QueryReply).items():
                 if reply.ok:
                     self._ready.add(name)
                 else:
@@ -150,12 +150,14 @@ class LoopbackTransport:
     """Nodes in this process behind the wire codec: every message is encoded, handed over, decoded.
 
     What tests use to check that a remote engine gives what the in-process one gives, without a network.
-    ``down`` names nodes that answer nothing (a node that is gone).
+    ``down`` names nodes that answer nothing (a node that is gone). ``fresh``: every message meets a new
+    :class:`Node` built from the same config, as on a Flower SuperNode (one ClientApp process per message).
     """
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    def __init__(self, nodes: Sequence[Node], fresh: bool = False) -> None:
         self._nodes = {n.config.client: n for n in nodes}
         self.down: set[str] = set()
+        self.fresh = fresh
 
     @property
     def nodes(self) -> list[str]:
@@ -168,7 +170,8 @@ class LoopbackTransport:
                 out[name] = f"node {name} did not answer"
                 continue
             meta = json.loads(json.dumps(meta))  # what a wire does to it
-            out[name] = self._nodes[name].answer(kind, meta, payload)
+            node = Node(self._nodes[name].config) if self.fresh else self._nodes[name]
+            out[name] = node.answer(kind, meta, payload)
         return out
 
     def close(self) -> None:
