@@ -35,7 +35,7 @@ from dsfed.runtime import pick_device
 from dsfed.stages.client_validation import validation_scorer
 from dsfed.stages.prepare import store_path
 
-__all__ = ["MethodRun", "method_config_hash", "model_factory", "pick_device", "remote_setup", "run_method"]
+__all__ = ["MethodRun", "method_config_hash", "holdout_clients", "model_factory", "pick_device", "remote_setup", "run_method"]
 
 log = logging.getLogger(__name__)
 POOLED = "pooled"
@@ -76,7 +76,7 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
     payload = {
         "code": code_hash(*FEDERATED_CODE),
         "method": params.federated.methods[method].model_dump(mode="json"),
-        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients"}),  # the stores name the federation
+        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients", "engine", "flower"}),  # the stores name the federation; the engine moves bytes, it does not change them
         "seed": params.seed,
         "classes": params.data.classes,
         "mask_size": params.data.mask_size,
@@ -110,12 +110,17 @@ def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, fac
     build = resolve(CLIENT_ALGORITHMS, spec.client, "client algorithm")
     paths = {name: store_path(artifacts, name) for name in params.federation}
     clients = [build(ClientSetup(name, [path], factory, params, spec, device)) for name, path in paths.items()]
-    held = [name for name in params.federation if name not in params.federated_training_clients]
+    held = holdout_clients(params)
     if spec.strategy == CENTRALIZED:
         pooled = [paths[n] for n in params.federated_training_clients]
         clients.insert(0, build(ClientSetup(POOLED, pooled, factory, params, spec, device)))
         held = list(paths)
     return InProcessEngine(clients, state_root=work / "client-state", holdout=held)
+
+
+def holdout_clients(params: Params) -> list[str]:
+    """The federation's clients that are only evaluated (the held-out site)."""
+    return [name for name in params.federation if name not in params.federated_training_clients]
 
 
 def remote_setup(params: Params, method: str) -> SetupTask:
