@@ -46,6 +46,7 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
         "test_source_mean": {k: _finite(v) for k, v in mean.items()},
         "holdout": run.holdout,
         "communication": comm,
+        "resumed_from": run.resumed_from,  # the round a crashed run resumed after (null: it ran in one go)
     }
 
 

@@ -7,9 +7,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +20,8 @@ import yaml
 from safetensors.torch import load_file
 
 from dsfed.config import load_params
+from dsfed.errors import DsfedError
+from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.flower.deploy import create_certificates
 from dsfed.federated.ledger import read_ledger
 from dsfed.stages.federated_outputs import train_method, write_method_outputs
@@ -26,6 +31,7 @@ from tests.federated.project import tiny_raw
 
 pytestmark = pytest.mark.slow
 METHOD = {"fedunet": {"model": "unet", "input_size": 32}}
+_NONE = SimpleNamespace(round=-1)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -59,9 +65,18 @@ def flower(project: Path, stores: Path) -> Iterator[dict[str, object]]:
     fleet, control, appio, *node_ports = _free_ports(7)
     logs = project / "logs"
     logs.mkdir()
-    procs = [_dsfed("server", "start", "--state", str(project / ".flower/superlink"), "--fleet-port", str(fleet),
-                    "--control-port", str(control), "--serverappio-port", str(appio), "--certs", str(certs.folder), "--node-auth",
-                    log=logs / "superlink.log")]
+    server_args = ["server", "start", "--state", str(project / ".flower/superlink"), "--fleet-port", str(fleet), "--control-port", str(control),
+                   "--serverappio-port", str(appio), "--certs", str(certs.folder), "--node-auth"]
+    procs = [_dsfed(*server_args, log=logs / "superlink.log")]
+
+    def restart_server() -> None:
+        """SIGKILL the SuperLink (its ServerApp dies with it) and start it again on the same database."""
+        procs[0].kill()
+        procs[0].wait()
+        time.sleep(6)   # Flower's children notice their parent is gone within ~5 s
+        procs[0] = _dsfed(*server_args, log=logs / "superlink-restarted.log")
+        _wait_port(control)
+
     try:
         _wait_port(control)
         for client in ("a", "b", "h"):
@@ -77,7 +92,7 @@ def flower(project: Path, stores: Path) -> Iterator[dict[str, object]]:
                                    "--clientappio-port", str(port), "--root-certificates", str(certs.ca),
                                    "--auth-key", str(certs.node_key(client)), log=logs / f"node_{client}.log")
         procs += list(nodes.values())
-        yield {"control": f"127.0.0.1:{control}", "ca": str(certs.ca), "nodes": nodes, "logs": logs}
+        yield {"control": f"127.0.0.1:{control}", "ca": str(certs.ca), "nodes": nodes, "logs": logs, "restart_server": restart_server}
     finally:
         for p in procs:
             p.terminate()
@@ -112,3 +127,38 @@ def test_two_rounds_on_flower_with_tls_and_node_auth_equal_the_in_process_run(pr
     assert "No SuperNode found" in (flower["logs"] / "node_intruder.log").read_text(errors="replace")   # type: ignore[operator]
     # each node kept its own state, in its own folder
     assert all((project / "nodes" / c / c / "setup.json").is_file() for c in ("a", "b", "h"))
+
+
+def test_a_server_killed_mid_run_resumes_from_its_checkpoint_with_nodes_that_kept_their_state(
+        project: Path, stores: Path, flower: dict[str, Any]) -> None:
+    raw = tiny_raw(METHOD, rounds=3)
+    raw["federated"] |= {"engine": "flower", "flower": {"control": flower["control"], "root_certificates": flower["ca"],
+                                                         "timeout_s": 300, "wait_nodes_s": 120}}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(project / "params.yaml")
+    out = stores / "federated/fedunet"
+    failed: list[BaseException] = []
+
+    def first_attempt() -> None:
+        try:
+            train_method(params, project / "params.yaml", "fedunet", stores)
+        except BaseException as exc:   # noqa: BLE001 - the attempt is expected to fail; the test checks how
+            failed.append(exc)
+
+    attempt = threading.Thread(target=first_attempt)
+    attempt.start()
+    deadline = time.monotonic() + 600
+    while not any((latest_checkpoint(c) or _NONE).round >= 1 for c in out.glob("checkpoints/*")):
+        assert time.monotonic() < deadline and attempt.is_alive(), "round 1 never checkpointed"
+        time.sleep(0.5)
+    flower["restart_server"]()
+    attempt.join(timeout=300)
+    assert not attempt.is_alive() and failed and isinstance(failed[0], DsfedError) and "\n" not in str(failed[0])
+
+    metrics = train_method(params, project / "params.yaml", "fedunet", stores)   # the nodes reconnect by themselves
+    assert metrics["communication"]["rounds"] == 3 and metrics["resumed_from"] >= 1
+    torch.set_num_threads(1)
+    local = run_method(params, "fedunet", stores, project / "inprocess", progress=False)
+    saved = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in local.selected.items())
+    assert metrics["test"] == write_method_outputs(local, project / "inprocess")["test"]
