@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from dsfed.cli.flower import register as register_flower
 from dsfed.cli.pretrain import register as register_pretrain
 from dsfed.errors import DsfedError
 
@@ -25,6 +26,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(clients_app, name="clients")
 register_pretrain(app)  # `pretrain`, `pretrain-sam`, `pretrain-tinysam`
+register_flower(app)  # `certs`, `server`, `node`: Flower deployment
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 ARTIFACTS = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root.")
@@ -233,7 +235,7 @@ def clients_add(
         spec = current.clients[like].source.model_dump(mode="json", exclude_defaults=True)
         spec["kind"] = current.clients[like].source.kind
     else:
-        spec = yaml.safe_load(source)
+        spec = yaml.safe_load(source or "")
         if not isinstance(spec, dict):
             raise DsfedError(f"--source: expected a mapping like {{kind: ..., path: ...}}, got {source!r}")
     for item in set_:

@@ -79,6 +79,30 @@ class MethodConfig(Strict):
         return value
 
 
+class FlowerSection(Strict):
+    """How the federated stages reach hospitals' nodes when ``federated.engine: flower`` (docs/deploy.md)."""
+
+    # The SuperLink's Control API, where `flwr run` submits the run (`dsfed server start` prints it)
+    control: str = "127.0.0.1:9093"
+    # The CA certificate that signed the SuperLink's certificate (TLS); null: plaintext, for 127.0.0.1 only
+    root_certificates: Path | None = None
+    # FLWR_HOME of the `flwr` command the stages run (its connection config and the apps it installed)
+    home: Path = Path(".flower")
+    # How long one message (a round's training, an evaluation) waits for a node's reply
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # How long a run waits at its start for a node of every client (it goes on without late ones
+    # while federated.min_clients holds)
+    wait_nodes_s: Annotated[float, Field(ge=0)] = 120.0
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> FlowerSection:
+        host = self.control.rsplit(":", 1)[0].strip("[]")
+        if self.root_certificates is None and host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"federated.flower.control: {self.control} is not this machine; set root_certificates (TLS) "
+                             "to reach a SuperLink elsewhere")
+        return self
+
+
 class FederatedConfig(Strict):
     """The ``federated@<method>`` stages: FedAvg-style rounds on the clients' real data, and baselines."""
 
@@ -90,6 +114,10 @@ class FederatedConfig(Strict):
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
     methods: dict[str, MethodConfig] = {}
+    # How the server reaches the clients: inprocess (every client in the stage's process, reading its
+    # store under artifacts/clients/) or flower (each hospital's own node, docs/deploy.md)
+    engine: Literal["inprocess", "flower"] = "inprocess"
+    flower: FlowerSection = FlowerSection()
     # The folder every method's `checkpoint` lies in (or is linked into): the federated stages depend on it
     # as a whole (DVC cannot depend on an optional path from params), so a checkpoint replaced in place
     # retrains the methods. A checkpoint outside it is refused.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -9,11 +10,12 @@ from typing import Any
 from dvclive import Live
 from safetensors.torch import save_file
 
+from dsfed.config import Params
 from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_json
 from dsfed.stages.federated_run import MethodRun
 
-__all__ = ["method_metrics", "write_method_outputs"]
+__all__ = ["method_metrics", "train_method", "write_method_outputs"]
 
 HEADLINE = ("dice", "iou")
 
@@ -44,6 +46,7 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
         "test_source_mean": {k: _finite(v) for k, v in mean.items()},
         "holdout": run.holdout,
         "communication": comm,
+        "resumed_from": run.resumed_from,  # the round a crashed run resumed after (null: it ran in one go)
     }
 
 
@@ -69,3 +72,26 @@ def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
                         live.log_metric(name if name != "loss" else "train_loss", float(value))
                 live.next_step()
     return metrics
+
+
+def train_method(params: Params, params_path: Path, method: str, artifacts: Path, progress: bool = True) -> dict[str, Any]:
+    """Run ``federated@<method>`` on the configured engine and write its outputs; returns its metrics.
+
+    ``federated.engine: flower`` submits the run to the SuperLink (:mod:`dsfed.federated.flower.launch`),
+    whose ServerApp runs the same rounds loop against the hospitals' nodes and writes the same outputs. The
+    ``centralized`` baseline pools every client's data in one place, so it runs in this process whatever
+    the engine (it needs the stores under ``artifacts/clients/``).
+    """
+    from dsfed.federated.registry import CENTRALIZED
+    from dsfed.stages.federated_run import run_method
+
+    out = artifacts / "federated" / method
+    if params.federated.engine == "flower" and params.federated.methods[method].strategy != CENTRALIZED:
+        from dsfed.federated.flower.launch import run_on_flower
+
+        settings = params.federated.flower
+        home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
+        run_on_flower(settings, home, {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
+                                       "out": str(out.resolve()), "method": method}, out)
+        return json.loads((out / "metrics.json").read_text())
+    return write_method_outputs(run_method(params, method, artifacts, out, progress=progress), out)

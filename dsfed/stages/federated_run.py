@@ -16,7 +16,9 @@ import torch
 from dsfed.config import Params
 from dsfed.federated.best import BestWeights
 from dsfed.federated.checkpoint import latest_checkpoint
-from dsfed.federated.engines import InProcessEngine
+from dsfed.federated.engines import Engine, InProcessEngine
+from dsfed.federated.engines.remote import setup_task
+from dsfed.federated.engines.wire import SetupTask
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger
@@ -33,7 +35,7 @@ from dsfed.runtime import pick_device
 from dsfed.stages.client_validation import validation_scorer
 from dsfed.stages.prepare import store_path
 
-__all__ = ["MethodRun", "method_config_hash", "pick_device", "run_method"]
+__all__ = ["MethodRun", "method_config_hash", "holdout_clients", "model_factory", "pick_device", "remote_setup", "run_method"]
 
 log = logging.getLogger(__name__)
 POOLED = "pooled"
@@ -74,7 +76,7 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
     payload = {
         "code": code_hash(*FEDERATED_CODE),
         "method": params.federated.methods[method].model_dump(mode="json"),
-        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients"}),  # the stores name the federation
+        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients", "engine", "flower"}),  # the stores name the federation; the engine moves bytes, it does not change them
         "seed": params.seed,
         "classes": params.data.classes,
         "mask_size": params.data.mask_size,
@@ -83,7 +85,7 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _model_factory(params: Params, spec: MethodConfig, device: torch.device) -> Callable[[], Segmenter]:
+def model_factory(params: Params, spec: MethodConfig, device: torch.device) -> Callable[[], Segmenter]:
     def build() -> Segmenter:
         torch.manual_seed(params.seed)  # every client and the server start from identical weights
         return build_model(
@@ -108,7 +110,7 @@ def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, fac
     build = resolve(CLIENT_ALGORITHMS, spec.client, "client algorithm")
     paths = {name: store_path(artifacts, name) for name in params.federation}
     clients = [build(ClientSetup(name, [path], factory, params, spec, device)) for name, path in paths.items()]
-    held = [name for name in params.federation if name not in params.federated_training_clients]
+    held = holdout_clients(params)
     if spec.strategy == CENTRALIZED:
         pooled = [paths[n] for n in params.federated_training_clients]
         clients.insert(0, build(ClientSetup(POOLED, pooled, factory, params, spec, device)))
@@ -116,7 +118,18 @@ def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, fac
     return InProcessEngine(clients, state_root=work / "client-state", holdout=held)
 
 
-def run_method(params: Params, method: str, artifacts: str | Path, work: str | Path, progress: bool = True) -> MethodRun:
+def holdout_clients(params: Params) -> list[str]:
+    """The federation's clients that are only evaluated (the held-out site)."""
+    return [name for name in params.federation if name not in params.federated_training_clients]
+
+
+def remote_setup(params: Params, method: str) -> SetupTask:
+    """What every node builds for ``federated@<method>`` (its client algorithm over its own store)."""
+    return setup_task("federated", {"params": params.model_dump(mode="json"), "method": method})
+
+
+def run_method(params: Params, method: str, artifacts: str | Path, work: str | Path, progress: bool = True,
+               engine: Engine | None = None) -> MethodRun:
     """Train ``federated.methods[method]`` over the training clients' stores.
 
     Args:
@@ -126,13 +139,15 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
         work: the method's output folder; ``checkpoints/<config hash>/`` (the server's per-round checkpoints
             and the best weights so far), ``client-state/<client>/`` (each client's own state) and
             ``ledger.csv`` go here, so a killed run resumes where it stopped.
+        engine: how the clients are reached; None: the in-process engine over the stores under ``artifacts``.
     """
     cfg = params.federated
     spec = cfg.methods[method]
     artifacts, work = Path(artifacts), Path(work)
     device = pick_device(cfg.device)
-    factory = _model_factory(params, spec, device)
-    engine = _engine(params, spec, artifacts, work, factory, device)
+    factory = model_factory(params, spec, device)
+    if engine is None:
+        engine = _engine(params, spec, artifacts, work, factory, device)
     centralized = spec.strategy == CENTRALIZED
     info = Federation(engine, "").query(with_state=False)
     failed = {n: r.error for n, r in info.items() if not r.ok}

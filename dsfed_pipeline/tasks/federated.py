@@ -15,17 +15,14 @@ from dsfed_pipeline.tasks import transient_io
 @task(name="federated-rounds")
 def train_method(method: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """Run the rounds (resuming from the method's checkpoints) and write its outputs; returns the metrics."""
-    from dsfed.stages.federated_outputs import write_method_outputs
-    from dsfed.stages.federated_run import run_method  # torch: imported by the training task only
+    from dsfed.stages.federated_outputs import train_method as run_and_write  # torch: by the training task only
 
     params = load_params(params_path)
     if method not in params.federated.methods:
         from dsfed.errors import DsfedError
 
         raise DsfedError(f"federated.methods.{method}: no such method (have: {', '.join(params.federated.methods)})")
-    out = Path(artifacts) / "federated" / method
-    run = run_method(params, method, artifacts, out)
-    return write_method_outputs(run, out)
+    return run_and_write(params, Path(params_path), method, Path(artifacts))
 
 
 @task(name="publish-method-metrics")

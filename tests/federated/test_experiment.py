@@ -9,36 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from dsfed.config import Params, parse_params
-from dsfed.data.store import build_client_store
+from dsfed.config import parse_params
 from dsfed.federated.ledger import read_ledger
 from dsfed.federated.serialize import payload_size
 from dsfed.models import build_model
 from dsfed.stages.federated_outputs import write_method_outputs
 from dsfed.stages.federated_run import run_method
 from dsfed.stages.prepare import store_path
-from tests.conftest import phantom_client
-
-
-def _params(root: Path, methods: dict[str, dict[str, object]], rounds: int = 2) -> Params:
-    clients = {name: phantom_client(site, n=10, view="roi") for name, site in (("a", "site_a"), ("b", "site_b"), ("h", "site_d"))}
-    return parse_params(
-        {
-            "data": {"image_size": 32, "mask_size": 16, "holdout": "h"},
-            "prepare": {"split": {"val": 0.2, "test": 0.2}},
-            "federated": {"rounds": rounds, "min_clients": 2, "local": {"batch_size": 4, "lr": 1e-3}, "methods": methods},
-            "clients": clients,
-        },
-        root=root,
-    )
-
-
-@pytest.fixture
-def stores(project: Path) -> Path:
-    params = _params(project, {})
-    for name in params.clients:
-        build_client_store(params, name, store_path(project / "artifacts", name), root=project, progress=False)
-    return project / "artifacts"
+from tests.federated.project import tiny_params as _params
 
 
 def test_fedavg_method_run(project: Path, stores: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -315,7 +316,8 @@ def split_layout_items(
     Masks share the image's stem (the same file name wins if several extensions exist). Names are
     ``<split>/<stem>``; ``split`` comes from the folder.
     """
-    splits: list[GivenSplit] = [s for s in ("train", "test") if (site_dir / s).is_dir()]
+    candidates: tuple[Literal["train", "test"], ...] = ("train", "test")
+    splits: list[GivenSplit] = [s for s in candidates if (site_dir / s).is_dir()]
     if not splits:
         raise SourceError(f"{site_dir}: no train/ or test/ folder found")
     items: list[SourceItem] = []

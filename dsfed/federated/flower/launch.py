@@ -1,0 +1,65 @@
+"""Run a federated task on Flower from a stage: ``flwr run`` of dsfed's Flower app against the SuperLink.
+
+The stage's process stays the one DVC and Prefect watch: it writes the ``flwr`` command's connection
+config (``federated.flower.home``), submits the run with the task in Flower's run config, streams its log,
+and reports the ServerApp's one-line error (``<out>/flower-error.txt``) if it failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dsfed.errors import DsfedError
+from dsfed.federated.settings import FlowerSection
+
+__all__ = ["APP_DIR", "CONNECTION", "ERROR_FILE", "flwr_env", "run_on_flower", "write_connection"]
+
+log = logging.getLogger(__name__)
+APP_DIR = Path(__file__).parent / "app"
+CONNECTION = "dsfed"
+ERROR_FILE = "flower-error.txt"
+
+
+def flwr_env(home: Path) -> dict[str, str]:
+    """The environment of a ``flwr``/``flower-*`` command: this venv first on PATH (Flower starts its
+    ServerApp and ClientApp processes from PATH), its own FLWR_HOME, no telemetry or update check."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def write_connection(settings: FlowerSection, home: Path) -> Path:
+    """``<home>/config.toml`` with the ``dsfed`` connection to the SuperLink's Control API."""
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]", f"address = {json.dumps(settings.control)}"]
+    if settings.root_certificates is None:
+        lines.append("insecure = true")
+    else:
+        lines.append(f"root-certificates = {json.dumps(str(Path(settings.root_certificates).resolve()))}")
+    path = home / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any], out: Path) -> None:
+    """Submit a run of dsfed's Flower app with ``run_config`` and wait for it; one line on failure."""
+    write_connection(settings, home)
+    flwr = Path(sys.executable).parent / "flwr"
+    overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in run_config.items())
+    cmd = [str(flwr), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", overrides]
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    log.info("flower: submitting %s to the SuperLink at %s", run_config.get("task"), settings.control)
+    proc = subprocess.run(cmd, env=flwr_env(home), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    for line in proc.stdout.splitlines():
+        log.info("flower | %s", line)
+    if (out / ERROR_FILE).is_file():
+        raise DsfedError(f"the Flower run failed: {(out / ERROR_FILE).read_text().strip()}")
+    if proc.returncode != 0:
+        tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or ["no output"]
+        raise DsfedError(f"`flwr run` against {settings.control} exited with {proc.returncode}: {tail[0].strip()}")

@@ -1,0 +1,66 @@
+"""The Flower ServerApp: dsfed's own rounds loop, strategies, ledger and checkpoints, on Flower's grid.
+
+``flwr run`` (started by a federated stage, :mod:`dsfed.federated.flower.launch`) hands the run config:
+the task, the params file, the artifacts root, the output folder and the task's own keys. The ServerApp
+runs the same code as the in-process stage with a :class:`~dsfed.federated.engines.remote.RemoteEngine`
+over a :class:`~dsfed.federated.flower.transport.GridTransport`; a failure leaves one line in
+``<out>/flower-error.txt`` for the stage to report.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from dsfed.federated.flower.launch import ERROR_FILE
+from dsfed.io import atomic_path
+
+__all__ = ["app", "run_server_task"]
+
+log = logging.getLogger(__name__)
+app = ServerApp()
+
+
+def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
+    """Run one federated task on ``grid`` (``config``: Flower's run config, see the module docstring)."""
+    from dsfed.config import load_params
+    from dsfed.federated.engines.remote import RemoteEngine
+    from dsfed.federated.errors import FederatedError
+    from dsfed.federated.flower.transport import GridTransport
+    from dsfed.stages.federated_outputs import write_method_outputs
+    from dsfed.stages.federated_run import holdout_clients, remote_setup, run_method
+
+    task = str(config["task"])
+    if task != "federated":
+        raise FederatedError(f"unknown Flower task {task!r} (known: federated)")
+    params = load_params(str(config["params"]))
+    method, out = str(config["method"]), Path(str(config["out"]))
+    settings = params.federated.flower
+    transport = GridTransport(grid, list(params.federation), timeout_s=settings.timeout_s)
+    missing = transport.wait(settings.wait_nodes_s)
+    if missing:
+        log.warning("no node of %s after %.0f s: the run goes on without them while federated.min_clients holds",
+                    ", ".join(missing), settings.wait_nodes_s)
+    engine = RemoteEngine(transport, remote_setup(params, method), list(params.federation), holdout=holdout_clients(params), name="flower")
+    run = run_method(params, method, str(config["artifacts"]), out, progress=False, engine=engine)
+    write_method_outputs(run, out)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Flower's entry point: run the task; on failure leave its one line for the stage, then fail the run."""
+    config = dict(context.run_config)
+    out = Path(str(config.get("out", ".")))
+    (out / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        run_server_task(grid, config)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / ERROR_FILE, overwrite=True) as tmp:
+            tmp.write_text((text[0] if text else type(exc).__name__) + "\n")
+        raise
