@@ -21,7 +21,7 @@ from dsfed.config import load_params
 from dsfed.data.store import ClientStore, build_client_store
 from dsfed.generation.backbones import prepare_backbone
 from dsfed.models import build_model
-from dsfed.stages.federated_run import _model_factory
+from dsfed.stages.federated_run import model_factory
 from dsfed.stages.prepare import store_path
 from tests.data.test_importers import fundus_mask, rgb, save
 from tests.generation.test_stable_diffusion import build_sd_folder
@@ -72,7 +72,7 @@ def test_every_checkpoint_path_loads_through_the_stage_code(preset: Path) -> Non
     for method in ("fedsam", "fedtinysam"):
         spec = params.federated.methods[method]
         spec = spec.model_copy(update={"checkpoint": preset / spec.checkpoint})
-        model = _model_factory(params, spec, torch.device("cpu"))()
+        model = model_factory(params, spec, torch.device("cpu"))()
         assert model.input_size == 1024
         if method == "fedsam":
             key = "image_encoder.blocks.0.attn.qkv.weight"

@@ -23,13 +23,14 @@ from dsfed.federated.errors import FederatedError
 from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.local_keys import LocalKeys
+from dsfed.federated.model_factory import model_factory
 from dsfed.federated.protocol import ClientSetup, Weights
 from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.settings import MethodConfig
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
 from dsfed.io import write_json
-from dsfed.models import Segmenter, build_model
+from dsfed.models import Segmenter
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.stages.client_validation import validation_scorer
@@ -83,23 +84,6 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
         "stores": dict(sorted(fingerprints.items())),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def model_factory(params: Params, spec: MethodConfig, device: torch.device) -> Callable[[], Segmenter]:
-    def build() -> Segmenter:
-        torch.manual_seed(params.seed)  # every client and the server start from identical weights
-        return build_model(
-            spec.model,
-            num_classes=len(params.data.classes),
-            output_size=params.data.mask_size,
-            input_size=spec.input_size,
-            prompt=spec.prompt,
-            checkpoint=spec.checkpoint,
-            classes=tuple(params.data.classes),
-            adapter=spec.adapter,
-        ).to(device)
-
-    return build
 
 
 def _engine(params: Params, spec: MethodConfig, artifacts: Path, work: Path, factory: Callable[[], Segmenter], device: torch.device) -> InProcessEngine:

@@ -63,10 +63,10 @@ NodeBuilder = Callable[[NodeConfig, dict[str, Any]], ClientAlgo]
 def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
     """A ``federated@<method>`` client: ``settings = {"params": <params as JSON>, "method": <name>}``."""
     from dsfed.config import parse_params
+    from dsfed.federated.model_factory import model_factory
     from dsfed.federated.protocol import ClientSetup
     from dsfed.federated.registry import CLIENT_ALGORITHMS, resolve
     from dsfed.runtime import pick_device
-    from dsfed.stages.federated_run import model_factory
 
     params = parse_params(settings["params"], source="the server's setup")
     method = str(settings["method"])
