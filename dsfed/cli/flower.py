@@ -86,14 +86,13 @@ def node_register(
     home: Path = typer.Option(Path(".flower"), help="FLWR_HOME for the flwr command (its connection config)."),
 ) -> None:
     """Register a node's public key with the SuperLink (node authentication); prints the node's ID."""
-    from dsfed.federated.flower.launch import CONNECTION, flwr_env, write_connection
+    from dsfed.federated.flower.launch import CONNECTION, flower_bin, flwr_env, write_connection
     from dsfed.federated.settings import FlowerSection
 
     if not public_key.is_file():
         raise DsfedError(f"{public_key}: not found")
     write_connection(FlowerSection(control=control, root_certificates=root_certificates), home)
-    flwr = str(Path(flwr_env(home)["PATH"].split(os.pathsep)[0]) / "flwr")
-    proc = subprocess.run([flwr, "supernode", "register", str(public_key), CONNECTION], env=flwr_env(home), text=True,
+    proc = subprocess.run([flower_bin("flwr"), "supernode", "register", str(public_key), CONNECTION], env=flwr_env(home), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     if proc.returncode != 0 or not any("registered" in line for line in lines):

@@ -55,7 +55,6 @@ def main(grid: Grid, context: Context) -> None:
     """Flower's entry point: run the task; on failure leave its one line for the stage, then fail the run."""
     config = dict(context.run_config)
     out = Path(str(config.get("out", ".")))
-    (out / ERROR_FILE).unlink(missing_ok=True)
     try:
         run_server_task(grid, config)
     except Exception as exc:

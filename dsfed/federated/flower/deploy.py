@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsfed.errors import DsfedError
+from dsfed.federated.flower.launch import flower_bin
 from dsfed.io import safe_name
 
 __all__ = ["Certificates", "create_certificates", "node_command", "superlink_command"]
@@ -114,10 +114,6 @@ def create_certificates(folder: Path, nodes: Sequence[str], hosts: Sequence[str]
     return certs
 
 
-def _bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 9092, control_port: int = 9093,
                       serverappio_port: int = 9091, certs: Certificates | None = None, node_auth: bool = False) -> list[str]:
     """``flower-superlink``: Fleet (nodes) and Control (``flwr run``) APIs on ``host``; the ServerAppIo API
@@ -127,7 +123,7 @@ def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 90
     if certs is None and host not in ("127.0.0.1", "localhost", "::1"):
         raise DsfedError(f"--host {host}: plaintext is for 127.0.0.1 only; pass --certs for TLS")
     state.mkdir(parents=True, exist_ok=True)
-    cmd = [_bin("flower-superlink"), "--fleet-api-address", f"{host}:{fleet_port}", "--control-api-address", f"{host}:{control_port}",
+    cmd = [flower_bin("flower-superlink"), "--fleet-api-address", f"{host}:{fleet_port}", "--control-api-address", f"{host}:{control_port}",
            "--serverappio-api-address", f"127.0.0.1:{serverappio_port}", "--database", str(state / "superlink.db"),
            "--disable-runtime-dependency-installation"]
     if certs is None:
@@ -151,7 +147,7 @@ def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0
     if root_certificates is None and superlink.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
         raise DsfedError(f"--superlink {superlink}: plaintext is for 127.0.0.1 only; pass --root-certificates")
     config = {"client": client, "data": str(data.resolve()), "state": str(state.resolve()), "device": device}
-    cmd = [_bin("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
+    cmd = [flower_bin("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
            "--node-config", " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())]
     if root_certificates is None:
         return [*cmd, "--insecure"]

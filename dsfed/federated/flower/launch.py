@@ -18,12 +18,17 @@ from typing import Any
 from dsfed.errors import DsfedError
 from dsfed.federated.settings import FlowerSection
 
-__all__ = ["APP_DIR", "CONNECTION", "ERROR_FILE", "flwr_env", "run_on_flower", "write_connection"]
+__all__ = ["APP_DIR", "CONNECTION", "ERROR_FILE", "flower_bin", "flwr_env", "run_on_flower", "write_connection"]
 
 log = logging.getLogger(__name__)
 APP_DIR = Path(__file__).parent / "app"
 CONNECTION = "dsfed"
 ERROR_FILE = "flower-error.txt"
+
+
+def flower_bin(name: str) -> str:
+    """A Flower command (``flwr``, ``flower-superlink``, ...) of this environment."""
+    return str(Path(sys.executable).parent / name)
 
 
 def flwr_env(home: Path) -> dict[str, str]:
@@ -50,9 +55,8 @@ def write_connection(settings: FlowerSection, home: Path) -> Path:
 def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any], out: Path) -> None:
     """Submit a run of dsfed's Flower app with ``run_config`` and wait for it; one line on failure."""
     write_connection(settings, home)
-    flwr = Path(sys.executable).parent / "flwr"
     overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in run_config.items())
-    cmd = [str(flwr), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", overrides]
+    cmd = [flower_bin("flwr"), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", overrides]
     (out / ERROR_FILE).unlink(missing_ok=True)
     log.info("flower: submitting %s to the SuperLink at %s", run_config.get("task"), settings.control)
     proc = subprocess.run(cmd, env=flwr_env(home), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)

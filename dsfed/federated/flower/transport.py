@@ -95,7 +95,8 @@ class GridTransport:
                 pending.discard(mid)
                 node = node_of_id[mid]
                 if reply.has_error():
-                    out[node] = f"flower error {reply.error.code}: {(reply.error.reason or '').splitlines()[0] if reply.error.reason else ''}".rstrip(": ")
+                    reason = (reply.error.reason or "").strip().splitlines()
+                    out[node] = f"flower error {reply.error.code}" + (f": {reason[0]}" if reason else "")
                 else:
                     out[node] = reply
             if pending:
