@@ -93,6 +93,10 @@ class FlowerSection(Strict):
     # How long a run waits at its start for a node of every client (it goes on without late ones
     # while federated.min_clients holds)
     wait_nodes_s: Annotated[float, Field(ge=0)] = 120.0
+    # federated.engine: simulation: CPUs (and GPUs) Flower's simulation engine (Ray) reserves per simulated
+    # hospital; as many run at once as fit the machine (2 cores, client_cpus 1: two at a time)
+    client_cpus: Annotated[int, Field(ge=1)] = 1
+    client_gpus: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> FlowerSection:
@@ -115,8 +119,10 @@ class FederatedConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     methods: dict[str, MethodConfig] = {}
     # How the server reaches the clients: inprocess (every client in the stage's process, reading its
-    # store under artifacts/clients/) or flower (each hospital's own node, docs/deploy.md)
-    engine: Literal["inprocess", "flower"] = "inprocess"
+    # store under artifacts/clients/), flower (each hospital's own node, docs/deploy.md) or simulation
+    # (Flower's simulation engine on this machine: one virtual node per client over its store under
+    # artifacts/clients/, the same ServerApp and ClientApp as flower; for trying 20-100 clients)
+    engine: Literal["inprocess", "flower", "simulation"] = "inprocess"
     flower: FlowerSection = FlowerSection()
     # The folder every method's `checkpoint` lies in (or is linked into): the federated stages depend on it
     # as a whole (DVC cannot depend on an optional path from params), so a checkpoint replaced in place

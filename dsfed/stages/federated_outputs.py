@@ -78,7 +78,8 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
     """Run ``federated@<method>`` on the configured engine and write its outputs; returns its metrics.
 
     ``federated.engine: flower`` submits the run to the SuperLink (:mod:`dsfed.federated.flower.launch`),
-    whose ServerApp runs the same rounds loop against the hospitals' nodes and writes the same outputs. The
+    whose ServerApp runs the same rounds loop against the hospitals' nodes and writes the same outputs;
+    ``simulation`` does the same on Flower's simulation engine (:mod:`dsfed.federated.flower.simulation`). The
     ``centralized`` baseline pools every client's data in one place, so it runs in this process whatever
     the engine (it needs the stores under ``artifacts/clients/``).
     """
@@ -86,12 +87,19 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
     from dsfed.stages.federated_run import run_method
 
     out = artifacts / "federated" / method
-    if params.federated.engine == "flower" and params.federated.methods[method].strategy != CENTRALIZED:
-        from dsfed.federated.flower.launch import run_on_flower
-
+    engine = params.federated.engine
+    if engine != "inprocess" and params.federated.methods[method].strategy != CENTRALIZED:
         settings = params.federated.flower
-        home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
-        run_on_flower(settings, home, {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
-                                       "out": str(out.resolve()), "method": method}, out)
+        task = {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
+                "out": str(out.resolve()), "method": method}
+        if engine == "simulation":
+            from dsfed.federated.flower.simulation import run_on_simulation
+
+            run_on_simulation(settings, {**task, "device": params.federated.device}, out, list(params.federation))
+        else:
+            from dsfed.federated.flower.launch import run_on_flower
+
+            home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
+            run_on_flower(settings, home, task, out)
         return json.loads((out / "metrics.json").read_text())
     return write_method_outputs(run_method(params, method, artifacts, out, progress=progress), out)

@@ -18,7 +18,7 @@ from typing import Any
 from dsfed.errors import DsfedError
 from dsfed.federated.settings import FlowerSection
 
-__all__ = ["APP_DIR", "CONNECTION", "ERROR_FILE", "flower_bin", "flwr_env", "run_on_flower", "write_connection"]
+__all__ = ["APP_DIR", "CONNECTION", "ERROR_FILE", "flower_bin", "flwr_env", "last_words", "run_on_flower", "write_connection"]
 
 log = logging.getLogger(__name__)
 APP_DIR = Path(__file__).parent / "app"
@@ -52,11 +52,27 @@ def write_connection(settings: FlowerSection, home: Path) -> Path:
     return path
 
 
-def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any], out: Path) -> None:
-    """Submit a run of dsfed's Flower app with ``run_config`` and wait for it; one line on failure."""
+def last_words(output: str) -> str:
+    """The last line of a command's output that says something (not a box border of Flower's error panel)."""
+    lines = [line.strip(" \t│╭╮╰╯─") for line in output.splitlines()]
+    said = [line for line in lines if any(ch.isalnum() for ch in line)]
+    return said[-1] if said else "no output"
+
+
+def _overrides(values: dict[str, Any]) -> str:
+    return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any], out: Path,
+                  federation_config: dict[str, Any] | None = None) -> None:
+    """Submit a run of dsfed's Flower app with ``run_config`` and wait for it; one line on failure.
+
+    ``federation_config``: Flower's simulation settings (``num-supernodes``, ...) for a SuperLink started
+    with ``--simulation`` (:mod:`dsfed.federated.flower.simulation`)."""
     write_connection(settings, home)
-    overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in run_config.items())
-    cmd = [flower_bin("flwr"), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", overrides]
+    cmd = [flower_bin("flwr"), "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", _overrides(run_config)]
+    if federation_config:
+        cmd += ["--federation-config", _overrides(federation_config)]
     (out / ERROR_FILE).unlink(missing_ok=True)
     log.info("flower: submitting %s to the SuperLink at %s", run_config.get("task"), settings.control)
     proc = subprocess.run(cmd, env=flwr_env(home), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
@@ -65,5 +81,4 @@ def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any
     if (out / ERROR_FILE).is_file():
         raise DsfedError(f"the Flower run failed: {(out / ERROR_FILE).read_text().strip()}")
     if proc.returncode != 0:
-        tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:] or ["no output"]
-        raise DsfedError(f"`flwr run` against {settings.control} exited with {proc.returncode}: {tail[0].strip()}")
+        raise DsfedError(f"`flwr run` against {settings.control} exited with {proc.returncode}: {last_words(proc.stdout)}")
