@@ -12,7 +12,7 @@ from dsfed.data.settings import AugmentConfig
 from dsfed.settings import Device, Strict, known_model, resolve_path
 from dsfed.training.settings import LossConfig
 
-__all__ = ["FederatedConfig", "LocalSection", "MethodConfig"]
+__all__ = ["DPConfig", "FederatedConfig", "LocalSection", "MethodConfig"]
 
 
 class LocalSection(Strict):
@@ -26,6 +26,18 @@ class LocalSection(Strict):
     # keep: Adam's moments carry over from round to round (each client keeps them in its own state);
     # reset: a fresh optimiser every round, as FedAvg baselines usually do
     optimizer_state: Literal["keep", "reset"] = "keep"
+
+
+class DPConfig(Strict):
+    """Client-level differential privacy of one method (``federated.methods.<m>.dp``; :mod:`dsfed.federated.privacy`)."""
+
+    mode: Literal["central", "local"] = "central"
+    # L2 norm every client's update (its weights minus the round's global weights) is clipped to
+    clip: Annotated[float, Field(gt=0)] = 1.0
+    # z: the noise's standard deviation over the sensitivity (central: clip / clients; local: clip)
+    noise_multiplier: Annotated[float, Field(ge=0)] = 1.0
+    # the δ of the (ε, δ) budget reported
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
 
 
 class MethodConfig(Strict):
@@ -47,6 +59,8 @@ class MethodConfig(Strict):
     local_keys: list[str] = []
     rounds: Annotated[int, Field(ge=1)] | None = None
     lr: Annotated[float, Field(gt=0)] | None = None
+    # client-level differential privacy (clipping and Gaussian noise, central or local); null: none
+    dp: DPConfig | None = None
 
     _known_model = field_validator("model")(known_model)
 
@@ -67,6 +81,12 @@ class MethodConfig(Strict):
         if value not in CLIENT_ALGORITHMS:
             raise ValueError(f"unknown client algorithm {value!r} (known: {', '.join(CLIENT_ALGORITHMS)})")
         return value
+
+    @model_validator(mode="after")
+    def _dp_needs_a_federation(self) -> MethodConfig:
+        if self.dp is not None and self.strategy == "centralized":
+            raise ValueError("dp: the centralized baseline pools the data in one place; client-level DP is for federated strategies")
+        return self
 
     @field_validator("local_keys")
     @classmethod

@@ -47,6 +47,7 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
         "holdout": run.holdout,
         "communication": comm,
         "resumed_from": run.resumed_from,  # the round a crashed run resumed after (null: it ran in one go)
+        **run.extra,   # privacy: the (epsilon, delta) budget of a method with dp
     }
 
 

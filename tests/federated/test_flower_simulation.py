@@ -1,5 +1,6 @@
 """Flower's simulation engine for real: the same ServerApp and ClientApp, every client a simulated node
-(Ray actors) of a private SuperLink the stage starts; weights, ledger and metrics equal the in-process run's."""
+(Ray actors) of a private SuperLink the stage starts; weights, ledger and metrics equal the in-process run's.
+The method runs with local DP, so the clipping and seeded noise at the client are checked over the wire too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dsfed.stages.federated_run import run_method
 from tests.federated.project import tiny_raw
 
 pytestmark = pytest.mark.slow
-METHOD = {"fedunet": {"model": "unet", "input_size": 32}}
+METHOD = {"fedunet": {"model": "unet", "input_size": 32, "dp": {"mode": "local", "clip": 0.5, "noise_multiplier": 0.3}}}
 
 
 def test_two_rounds_on_the_simulation_engine_equal_the_in_process_run(project: Path, stores: Path) -> None:
@@ -33,6 +34,7 @@ def test_two_rounds_on_the_simulation_engine_equal_the_in_process_run(project: P
     assert saved.keys() == local.selected.keys()
     assert all(torch.equal(saved[k], v) for k, v in local.selected.items())          # bit-identical
     assert metrics == write_method_outputs(local, project / "inprocess")
+    assert metrics["privacy"]["mode"] == "local" and metrics["privacy"]["epsilon"] > 0
     strip = lambda rows: [(r["round"], r["client"], r["direction"], r["what"], r["bytes"]) for r in rows]  # noqa: E731
     assert strip(read_ledger(out / "ledger.csv")) == strip(read_ledger(project / "inprocess/ledger.csv"))
     # each simulated node kept its state where the in-process engine keeps a client's
