@@ -95,8 +95,10 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
                 "out": str(out.resolve()), "method": method}
         if engine == "simulation":
             from dsfed.federated.flower.simulation import run_on_simulation
+            from dsfed.stages.prepare import store_path
 
-            run_on_simulation(settings, {**task, "device": params.federated.device}, out, list(params.federation))
+            stores = {name: store_path(artifacts, name) for name in params.federation}
+            run_on_simulation(settings, {**task, "device": params.federated.device}, out, stores)
         else:
             from dsfed.federated.flower.launch import run_on_flower
 

@@ -70,8 +70,18 @@ def last_error(output: str) -> str:
     return errors[-1] if errors else last_words(output)
 
 
+def _toml_value(key: str, value: Any) -> str:
+    """A run-config value as Flower's ``--run-config`` parser takes it: a quoted value may not hold its own
+    quote, so a string with double quotes (JSON) travels as a TOML literal string in single quotes."""
+    if isinstance(value, str) and '"' in value:
+        if "'" in value:
+            raise DsfedError(f"run config {key}: {value!r} holds both quote characters; Flower's --run-config cannot carry it")
+        return f"'{value}'"
+    return json.dumps(value)
+
+
 def _overrides(values: dict[str, Any]) -> str:
-    return " ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+    return " ".join(f"{key}={_toml_value(key, value)}" for key, value in values.items())
 
 
 def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any], out: Path,

@@ -5,19 +5,20 @@ every client is a virtual SuperNode of Flower's simulation engine (Ray actors, `
 machine rather than a hospital's own process: the stage starts a private SuperLink with ``--simulation`` on
 free 127.0.0.1 ports, submits the run with ``num-supernodes`` = the federation's size, and stops the
 SuperLink when the run ends. Virtual node ``i`` (Flower's ``partition-id``) is the federation's ``i``-th
-client and reads only that client's store under ``artifacts/clients/``; its state goes where the
+client and reads only that client's store (the stage names it: ``artifacts/clients/<client>/data.zarr``); its state goes where the
 in-process engine keeps it (``<out>/client-state/<client>``), so a restarted stage resumes the same way.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +58,20 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0
 def simulated_node(node_config: dict[str, Any], run_config: dict[str, Any]) -> dict[str, Any]:
     """The node config of simulated node ``partition-id``: its client's name, store and state folder.
 
-    ``run_config`` holds ``clients`` (the federation, comma-separated, in partition order), ``artifacts``
-    and ``out`` (the stage's output folder)."""
-    from dsfed.stages.prepare import store_path
-
-    clients = [c for c in str(run_config.get("clients", "")).split(",") if c]
+    ``run_config`` holds ``clients`` (JSON: ``[[client, store], ...]`` in partition order) and ``out`` (the
+    stage's output folder, whose ``client-state/`` holds every client's state, as in process)."""
+    clients = json.loads(str(run_config.get("clients") or "[]"))
     index = int(node_config["partition-id"])
     if not 0 <= index < len(clients):
         raise DsfedError(f"simulated node {index}: the run names {len(clients)} clients")
-    client = clients[index]
-    return {"client": client, "data": str(store_path(Path(str(run_config["artifacts"])), client)),
-            "state": str(Path(str(run_config["out"])) / "client-state"), "device": str(run_config.get("device", "auto"))}
+    client, store = clients[index]
+    return {"client": client, "data": store, "state": str(Path(str(run_config["out"])) / "client-state"),
+            "device": str(run_config.get("device", "auto"))}
 
 
-def run_on_simulation(settings: FlowerSection, run_config: dict[str, Any], out: Path, clients: Sequence[str]) -> None:
-    """Run ``run_config``'s task with one simulated node per client of ``clients`` (in this order).
+def run_on_simulation(settings: FlowerSection, run_config: dict[str, Any], out: Path, stores: Mapping[str, Path]) -> None:
+    """Run ``run_config``'s task with one simulated node per client of ``stores`` (client -> its store, in
+    partition order).
 
     The SuperLink and the ``flwr`` command get a private FLWR_HOME (the user's connection config for
     ``federated.engine: flower`` is left alone); the SuperLink's log tail is logged if the run fails."""
@@ -87,11 +87,12 @@ def run_on_simulation(settings: FlowerSection, run_config: dict[str, Any], out: 
             proc = subprocess.Popen(cmd, env=flwr_env(home), stdout=log_file, stderr=subprocess.STDOUT)
         try:
             _wait_port(control, proc)
-            log.info("simulation: %d simulated nodes (%s), %d CPU(s) each", len(clients), ", ".join(clients), settings.client_cpus)
+            clients = [[name, str(path.resolve())] for name, path in stores.items()]
+            log.info("simulation: %d simulated nodes (%s), %d CPU(s) each", len(clients), ", ".join(stores), settings.client_cpus)
             local = settings.model_copy(update={"control": f"127.0.0.1:{control}", "root_certificates": None})
             federation = {"num-supernodes": len(clients), "client-resources-num-cpus": settings.client_cpus,
                           "client-resources-num-gpus": settings.client_gpus}
-            run_on_flower(local, home, {**run_config, "clients": ",".join(clients)}, out, federation_config=federation)
+            run_on_flower(local, home, {**run_config, "clients": json.dumps(clients)}, out, federation_config=federation)
         except Exception:
             for line in log_path.read_text(errors="replace").splitlines()[-20:]:
                 log.warning("simulation superlink | %s", line)
