@@ -75,6 +75,14 @@ def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
     return metrics
 
 
+def _state_at_the_nodes(folder: Path) -> None:
+    """On Flower each client's state stays on its own node: the stage's ``client-state/`` output says so."""
+    if folder.is_dir() and any(folder.iterdir()):
+        return   # a run that began in process keeps what it wrote
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.txt").write_text("federated.engine: flower: each client's state is kept by its own node (its --state folder)\n")
+
+
 def train_method(params: Params, params_path: Path, method: str, artifacts: Path, progress: bool = True) -> dict[str, Any]:
     """Run ``federated@<method>`` on the configured engine and write its outputs; returns its metrics.
 
@@ -104,5 +112,6 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
 
             home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
             run_on_flower(settings, home, task, out)
+            _state_at_the_nodes(out / "client-state")
         return json.loads((out / "metrics.json").read_text())
     return write_method_outputs(run_method(params, method, artifacts, out, progress=progress), out)
