@@ -12,7 +12,7 @@ from dsfed.data.settings import AugmentConfig
 from dsfed.settings import Device, Strict, known_model, resolve_path
 from dsfed.training.settings import LossConfig
 
-__all__ = ["FederatedConfig", "LocalSection", "MethodConfig"]
+__all__ = ["DPConfig", "FederatedConfig", "LocalSection", "MethodConfig"]
 
 
 class LocalSection(Strict):
@@ -26,6 +26,18 @@ class LocalSection(Strict):
     # keep: Adam's moments carry over from round to round (each client keeps them in its own state);
     # reset: a fresh optimiser every round, as FedAvg baselines usually do
     optimizer_state: Literal["keep", "reset"] = "keep"
+
+
+class DPConfig(Strict):
+    """Client-level differential privacy of one method (``federated.methods.<m>.dp``; :mod:`dsfed.federated.privacy`)."""
+
+    mode: Literal["central", "local"] = "central"
+    # L2 norm every client's update (its weights minus the round's global weights) is clipped to
+    clip: Annotated[float, Field(gt=0)] = 1.0
+    # z: the noise's standard deviation over the sensitivity (central: clip / clients; local: clip)
+    noise_multiplier: Annotated[float, Field(ge=0)] = 1.0
+    # the δ of the (ε, δ) budget reported
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
 
 
 class MethodConfig(Strict):
@@ -47,6 +59,8 @@ class MethodConfig(Strict):
     local_keys: list[str] = []
     rounds: Annotated[int, Field(ge=1)] | None = None
     lr: Annotated[float, Field(gt=0)] | None = None
+    # client-level differential privacy (clipping and Gaussian noise, central or local); null: none
+    dp: DPConfig | None = None
 
     _known_model = field_validator("model")(known_model)
 
@@ -67,6 +81,12 @@ class MethodConfig(Strict):
         if value not in CLIENT_ALGORITHMS:
             raise ValueError(f"unknown client algorithm {value!r} (known: {', '.join(CLIENT_ALGORITHMS)})")
         return value
+
+    @model_validator(mode="after")
+    def _dp_needs_a_federation(self) -> MethodConfig:
+        if self.dp is not None and self.strategy == "centralized":
+            raise ValueError("dp: the centralized baseline pools the data in one place; client-level DP is for federated strategies")
+        return self
 
     @field_validator("local_keys")
     @classmethod
@@ -93,6 +113,10 @@ class FlowerSection(Strict):
     # How long a run waits at its start for a node of every client (it goes on without late ones
     # while federated.min_clients holds)
     wait_nodes_s: Annotated[float, Field(ge=0)] = 120.0
+    # federated.engine: simulation: CPUs (and GPUs) Flower's simulation engine (Ray) reserves per simulated
+    # hospital; as many run at once as fit the machine (2 cores, client_cpus 1: two at a time)
+    client_cpus: Annotated[int, Field(ge=1)] = 1
+    client_gpus: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> FlowerSection:
@@ -115,8 +139,10 @@ class FederatedConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
     methods: dict[str, MethodConfig] = {}
     # How the server reaches the clients: inprocess (every client in the stage's process, reading its
-    # store under artifacts/clients/) or flower (each hospital's own node, docs/deploy.md)
-    engine: Literal["inprocess", "flower"] = "inprocess"
+    # store under artifacts/clients/), flower (each hospital's own node, docs/deploy.md) or simulation
+    # (Flower's simulation engine on this machine: one virtual node per client over its store under
+    # artifacts/clients/, the same ServerApp and ClientApp as flower; for trying 20-100 clients)
+    engine: Literal["inprocess", "flower", "simulation"] = "inprocess"
     flower: FlowerSection = FlowerSection()
     # The folder every method's `checkpoint` lies in (or is linked into): the federated stages depend on it
     # as a whole (DVC cannot depend on an optional path from params), so a checkpoint replaced in place

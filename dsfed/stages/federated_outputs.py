@@ -47,6 +47,7 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
         "holdout": run.holdout,
         "communication": comm,
         "resumed_from": run.resumed_from,  # the round a crashed run resumed after (null: it ran in one go)
+        **run.extra,   # privacy: the (epsilon, delta) budget of a method with dp
     }
 
 
@@ -74,11 +75,20 @@ def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
     return metrics
 
 
+def _state_at_the_nodes(folder: Path) -> None:
+    """On Flower each client's state stays on its own node: the stage's ``client-state/`` output says so."""
+    if folder.is_dir() and any(folder.iterdir()):
+        return   # a run that began in process keeps what it wrote
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.txt").write_text("federated.engine: flower: each client's state is kept by its own node (its --state folder)\n")
+
+
 def train_method(params: Params, params_path: Path, method: str, artifacts: Path, progress: bool = True) -> dict[str, Any]:
     """Run ``federated@<method>`` on the configured engine and write its outputs; returns its metrics.
 
     ``federated.engine: flower`` submits the run to the SuperLink (:mod:`dsfed.federated.flower.launch`),
-    whose ServerApp runs the same rounds loop against the hospitals' nodes and writes the same outputs. The
+    whose ServerApp runs the same rounds loop against the hospitals' nodes and writes the same outputs;
+    ``simulation`` does the same on Flower's simulation engine (:mod:`dsfed.federated.flower.simulation`). The
     ``centralized`` baseline pools every client's data in one place, so it runs in this process whatever
     the engine (it needs the stores under ``artifacts/clients/``).
     """
@@ -86,12 +96,22 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
     from dsfed.stages.federated_run import run_method
 
     out = artifacts / "federated" / method
-    if params.federated.engine == "flower" and params.federated.methods[method].strategy != CENTRALIZED:
-        from dsfed.federated.flower.launch import run_on_flower
-
+    engine = params.federated.engine
+    if engine != "inprocess" and params.federated.methods[method].strategy != CENTRALIZED:
         settings = params.federated.flower
-        home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
-        run_on_flower(settings, home, {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
-                                       "out": str(out.resolve()), "method": method}, out)
+        task = {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
+                "out": str(out.resolve()), "method": method}
+        if engine == "simulation":
+            from dsfed.federated.flower.simulation import run_on_simulation
+            from dsfed.stages.prepare import store_path
+
+            stores = {name: store_path(artifacts, name) for name in params.federation}
+            run_on_simulation(settings, {**task, "device": params.federated.device}, out, stores)
+        else:
+            from dsfed.federated.flower.launch import run_on_flower
+
+            home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
+            run_on_flower(settings, home, task, out)
+            _state_at_the_nodes(out / "client-state")
         return json.loads((out / "metrics.json").read_text())
     return write_method_outputs(run_method(params, method, artifacts, out, progress=progress), out)

@@ -24,6 +24,7 @@ from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.model_factory import model_factory
+from dsfed.federated.privacy import PrivateAggregation, privacy_spent
 from dsfed.federated.protocol import ClientSetup, Weights
 from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
@@ -149,6 +150,8 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     federation = Federation(engine, config_hash, None if centralized else ledger)
     trainers = [n for n, r in info.items() if r.trainable]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
+    if spec.dp is not None:
+        strategy = PrivateAggregation(strategy, spec.dp, params.seed)
     server_model = factory()
     local_keys = LocalKeys([*spec.local_keys, *server_model.frozen_keys])  # frozen weights never travel either
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
@@ -181,8 +184,9 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     test = {name: reply.metrics for name, reply in replies.items() if reply.ok}
     engine.close()
     full = local_keys.merge(selected, local_keys.split(server_model.state_dict())[1])  # + the server's own local keys
+    extra = {"privacy": privacy_spent(spec.dp, total, cfg.fraction)} if spec.dp is not None else {}
     return MethodRun(
         method=method, spec=spec, selected=full, selected_round=selected_round, final=result.weights,
         curve=curve, test=test, holdout=params.data.holdout, parameters=server_model.num_parameters(),
-        resumed_from=result.resumed_from,
+        resumed_from=result.resumed_from, extra=extra,
     )

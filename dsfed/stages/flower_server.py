@@ -3,8 +3,9 @@
 ``flwr run`` (started by a federated stage, :mod:`dsfed.federated.flower.launch`) hands the run config:
 the task, the params file, the artifacts root, the output folder and the task's own keys. The ServerApp
 runs the same code as the in-process stage with a :class:`~dsfed.federated.engines.remote.RemoteEngine`
-over a :class:`~dsfed.federated.flower.transport.GridTransport`; a failure leaves one line in
-``<out>/flower-error.txt`` for the stage to report.
+over a :class:`~dsfed.federated.flower.transport.GridTransport`; it ends by writing
+``<out>/flower-status.txt``: ``ok <token>`` (the submission's token) or ``error <one line>`` for the stage
+to report.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from dsfed.federated.flower.launch import ERROR_FILE
+from dsfed.federated.flower.launch import STATUS_FILE
 from dsfed.io import atomic_path
 
 __all__ = ["app", "run_server_task"]
@@ -52,14 +53,19 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Flower's entry point: run the task; on failure leave its one line for the stage, then fail the run."""
+    """Flower's entry point: run the task and say how it ended (the stage reads it), then fail the run on error."""
     config = dict(context.run_config)
     out = Path(str(config.get("out", ".")))
     try:
         run_server_task(grid, config)
     except Exception as exc:
         text = str(exc).strip().splitlines()
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / ERROR_FILE, overwrite=True) as tmp:
-            tmp.write_text((text[0] if text else type(exc).__name__) + "\n")
+        _status(out, "error " + (text[0] if text else type(exc).__name__))
         raise
+    _status(out, f"ok {config.get('token', '')}")
+
+
+def _status(out: Path, line: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / STATUS_FILE, overwrite=True) as tmp:
+        tmp.write_text(line + "\n")

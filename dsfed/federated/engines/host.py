@@ -25,6 +25,7 @@ from dsfed.federated.engines.base import (
 from dsfed.federated.engines.client_state import ClientStateStore
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.local_keys import LocalKeys
+from dsfed.federated.privacy import LOCAL_DP, apply_local_dp
 from dsfed.federated.protocol import ClientAlgo, FitResult
 from dsfed.federated.serialize import from_bytes, to_bytes
 
@@ -110,7 +111,10 @@ class ClientHost:
             result = self.algo.train(from_bytes(task.payload), task.round, dict(task.config))
             if not isinstance(result, FitResult):
                 raise FederatedError(f"client {self.name}: train() returned {type(result).__name__}, expected FitResult")
-            payload = to_bytes(local.shared(result.weights))  # local keys never leave the client
+            shared = local.shared(result.weights)
+            if LOCAL_DP in task.config:   # local DP: the update is clipped and noised before it leaves the client
+                shared = apply_local_dp(task.config, self.name, task.round, shared, from_bytes(task.payload))
+            payload = to_bytes(shared)  # local keys never leave the client
             self.state.save(task.run, task.round, self.algo.state_dict())
             self._holds = (task.run, task.round)
             self.state.forget(task.run, {r for r in keep if r is not None} | {task.round})

@@ -1,13 +1,16 @@
 """The Flower ClientApp of a hospital's node: every message answered by a :class:`~dsfed.federated.engines.node.Node`.
 
 The SuperNode's ``--node-config`` names the node (``dsfed node start`` writes it): ``client`` (its name in
-the server's params), ``data`` (its own store), ``state`` (its state folder) and ``device``. A SuperNode
-runs a fresh ClientApp process per message, so the node rebuilds its client from the setup on its disk.
+the server's params), ``data`` (its own store), ``state`` (its state folder) and ``device``; a simulated
+node (``federated.engine: simulation``) gets them from its partition ID. A SuperNode runs a fresh ClientApp
+process per message, so the node rebuilds its client from the setup on its disk.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -21,7 +24,7 @@ app = ClientApp()
 _NODES: dict[tuple[str, ...], Node] = {}  # one per node config, for a process that serves several (simulation)
 
 
-def node_config(values: dict[str, object]) -> NodeConfig:
+def node_config(values: Mapping[str, Any]) -> NodeConfig:
     """The node's config from its Flower ``node_config``."""
     missing = [k for k in ("client", "data", "state") if k not in values]
     if missing:
@@ -30,8 +33,18 @@ def node_config(values: dict[str, object]) -> NodeConfig:
                       device=str(values.get("device", "auto")))
 
 
+def _config(context: Context) -> NodeConfig:
+    """The node's config: a SuperNode's ``--node-config``, or a simulated node's from its partition ID."""
+    values = dict(context.node_config)
+    if "client" not in values and "partition-id" in values:
+        from dsfed.federated.flower.simulation import simulated_node
+
+        values = simulated_node(values, dict(context.run_config))
+    return node_config(values)
+
+
 def _node(context: Context) -> Node:
-    config = node_config(dict(context.node_config))
+    config = _config(context)
     key = (config.client, str(config.store), str(config.state), config.device)
     if key not in _NODES:
         _NODES[key] = Node(config)
@@ -41,7 +54,7 @@ def _node(context: Context) -> Node:
 @app.query("hello")
 def hello(msg: Message, context: Context) -> Message:
     """Who this node is (the server maps Flower node IDs to client names with it)."""
-    return Message(RecordDict({"hello": ConfigRecord({"client": str(context.node_config.get("client", ""))})}), reply_to=msg)
+    return Message(RecordDict({"hello": ConfigRecord({"client": _config(context).client})}), reply_to=msg)
 
 
 def _answer(msg: Message, context: Context) -> Message:

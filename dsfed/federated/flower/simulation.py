@@ -1,0 +1,106 @@
+"""Many simulated hospitals on one machine: the federated stages on Flower's simulation engine.
+
+``federated.engine: simulation`` runs the same ServerApp and ClientApp as ``federated.engine: flower``, but
+every client is a virtual SuperNode of Flower's simulation engine (Ray actors, ``flwr[simulation]``) in this
+machine rather than a hospital's own process: the stage starts a private SuperLink with ``--simulation`` on
+free 127.0.0.1 ports, submits the run with ``num-supernodes`` = the federation's size, and stops the
+SuperLink when the run ends. Virtual node ``i`` (Flower's ``partition-id``) is the federation's ``i``-th
+client and reads only that client's store (the stage names it: ``artifacts/clients/<client>/data.zarr``); its state goes where the
+in-process engine keeps it (``<out>/client-state/<client>``), so a restarted stage resumes the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dsfed.errors import DsfedError
+from dsfed.federated.flower.launch import flower_bin, flwr_env, run_on_flower
+from dsfed.federated.settings import FlowerSection
+
+__all__ = ["free_ports", "run_on_simulation", "simulated_node"]
+
+log = logging.getLogger(__name__)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on 127.0.0.1 right now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DsfedError(f"the simulation's SuperLink exited with {proc.returncode} before it listened")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise DsfedError(f"the simulation's SuperLink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def simulated_node(node_config: dict[str, Any], run_config: dict[str, Any]) -> dict[str, Any]:
+    """The node config of simulated node ``partition-id``: its client's name, store and state folder.
+
+    ``run_config`` holds ``clients`` (JSON: ``[[client, store], ...]`` in partition order) and ``out`` (the
+    stage's output folder, whose ``client-state/`` holds every client's state, as in process)."""
+    clients = json.loads(str(run_config.get("clients") or "[]"))
+    index = int(node_config["partition-id"])
+    if not 0 <= index < len(clients):
+        raise DsfedError(f"simulated node {index}: the run names {len(clients)} clients")
+    client, store = clients[index]
+    return {"client": client, "data": store, "state": str(Path(str(run_config["out"])) / "client-state"),
+            "device": str(run_config.get("device", "auto"))}
+
+
+def run_on_simulation(settings: FlowerSection, run_config: dict[str, Any], out: Path, stores: Mapping[str, Path]) -> None:
+    """Run ``run_config``'s task with one simulated node per client of ``stores`` (client -> its store, in
+    partition order).
+
+    The SuperLink and the ``flwr`` command get a private FLWR_HOME (the user's connection config for
+    ``federated.engine: flower`` is left alone); the SuperLink's log tail is logged if the run fails."""
+    if importlib.util.find_spec("ray") is None:
+        raise DsfedError("federated.engine: simulation needs Flower's simulation engine: pip install 'dsfed[simulation]'")
+    control, fleet, appio = free_ports(3)
+    with tempfile.TemporaryDirectory(prefix="dsfed-simulation-") as state:
+        cmd = [flower_bin("flower-superlink"), "--simulation", "--insecure", "--control-api-address", f"127.0.0.1:{control}",
+               "--fleet-api-address", f"127.0.0.1:{fleet}", "--serverappio-api-address", f"127.0.0.1:{appio}",
+               "--database", str(Path(state) / "superlink.db"), "--disable-runtime-dependency-installation"]
+        home, log_path = Path(state) / "home", Path(state) / "superlink.log"
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(cmd, env=flwr_env(home), stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            _wait_port(control, proc)
+            clients = [[name, str(path.resolve())] for name, path in stores.items()]
+            log.info("simulation: %d simulated nodes (%s), %d CPU(s) each", len(clients), ", ".join(stores), settings.client_cpus)
+            local = settings.model_copy(update={"control": f"127.0.0.1:{control}", "root_certificates": None})
+            federation = {"num-supernodes": len(clients), "client-resources-num-cpus": settings.client_cpus,
+                          "client-resources-num-gpus": settings.client_gpus}
+            run_on_flower(local, home, {**run_config, "clients": json.dumps(clients)}, out, federation_config=federation)
+        except Exception:
+            for line in log_path.read_text(errors="replace").splitlines()[-20:]:
+                log.warning("simulation superlink | %s", line)
+            raise
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

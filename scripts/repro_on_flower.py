@@ -1,0 +1,128 @@
+"""Rerun the pipeline's federated stages on Flower against local nodes and check nothing downstream changes.
+
+For the project in the current directory (its stores already prepared): creates certificates and node keys
+(``.flower/certs``), starts a SuperLink with TLS and node authentication and one node per client of the
+federation (separate processes on 127.0.0.1, each over its own store), registers the nodes' keys, sets
+``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
+``dsfed repro --force --glob 'federated@*'`` then ``dsfed repro``: every federated stage retrains on
+Flower, and DVC reruns whatever depends on an output that changed. It then compares ``dvc.lock`` with the
+one before: the same output hashes mean the report's figures are the in-process run's.
+
+    python scripts/repro_on_flower.py [--methods 'federated@*'] [--keep-lock]
+
+Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` keeps the new dvc.lock
+(default: the old one is put back when the outputs are equal, so only the engine differs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENGINE_KEYS = ("engine", "flower")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _wait_port(port: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _dsfed(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = log.open("wb") if log else None
+    return subprocess.Popen([sys.executable, "-m", "dsfed", *args], stdout=out, stderr=subprocess.STDOUT if out else None)
+
+
+def _outs(lock: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """stage -> {out path: md5} of a dvc.lock."""
+    return {stage: {o["path"]: o.get("md5", "") for o in body.get("outs", [])} for stage, body in lock.get("stages", {}).items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", default="federated@*", help="the stages to force on Flower (a dvc repro --glob pattern)")
+    parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
+    args = parser.parse_args()
+    project = Path.cwd()
+    params_path = project / "params.yaml"
+    original_params = params_path.read_bytes()
+    lock_before = (project / "dvc.lock").read_bytes()
+    raw = yaml.safe_load(original_params)
+    clients = raw["federated"].get("clients") or list(raw["clients"])
+    flower = project / ".flower"
+    logs = flower / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    fleet, control, appio, *node_ports = _free_ports(3 + len(clients))
+    certs = flower / "certs"
+    subprocess.run([sys.executable, "-m", "dsfed", "certs", "create", str(certs), *sum((["--node", c] for c in clients), [])], check=True)
+    procs = [_dsfed("server", "start", "--state", str(flower / "superlink-demo"), "--fleet-port", str(fleet), "--control-port", str(control),
+                    "--serverappio-port", str(appio), "--certs", str(certs), "--node-auth", log=logs / "superlink.log")]
+    started = time.perf_counter()
+    try:
+        _wait_port(control)
+        for client, port in zip(clients, node_ports, strict=True):
+            subprocess.run([sys.executable, "-m", "dsfed", "node", "register", str(certs / f"node_{client}.pub"), "--control", f"127.0.0.1:{control}",
+                            "--root-certificates", str(certs / "ca.crt"), "--home", str(flower)], check=True)
+            procs.append(_dsfed("node", "start", "--client", client, "--data", str(project / "artifacts/clients" / client / "data.zarr"),
+                                "--state", str(flower / "nodes" / client), "--superlink", f"127.0.0.1:{fleet}", "--clientappio-port", str(port),
+                                "--root-certificates", str(certs / "ca.crt"), "--auth-key", str(certs / f"node_{client}"),
+                                log=logs / f"node_{client}.log"))
+        raw["federated"]["engine"] = "flower"
+        raw["federated"]["flower"] = {"control": f"127.0.0.1:{control}", "root_certificates": str(certs / "ca.crt"), "timeout_s": 900,
+                                      "wait_nodes_s": 180}
+        params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        env = {**os.environ}
+        subprocess.run([sys.executable, "-m", "dsfed", "repro", "--force", "--no-run-cache", "--glob", args.methods], check=True, env=env)
+        subprocess.run([sys.executable, "-m", "dsfed", "repro"], check=True, env=env)
+    finally:
+        params_path.write_bytes(original_params)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    wall = time.perf_counter() - started
+    before = _outs(yaml.safe_load(lock_before))
+    after = _outs(yaml.safe_load((project / "dvc.lock").read_bytes()))
+    changed = {stage: sorted(p for p in outs if before.get(stage, {}).get(p) != outs[p]) for stage, outs in after.items()}
+    changed = {s: p for s, p in changed.items() if p}
+    print(f"federated stages on Flower (TLS, node auth, {len(clients)} nodes) and the rest: {wall / 60:.1f} min")
+    if changed:
+        print("outputs that differ from the in-process run's:")
+        for stage, paths in changed.items():
+            print(f"  {stage}: {', '.join(paths)}")
+    else:
+        print("every output of every stage equals the in-process run's (dvc.lock hashes): the report's figures are the same")
+        if not args.keep_lock:
+            (project / "dvc.lock").write_bytes(lock_before)
+    shutil.rmtree(flower / "superlink-demo", ignore_errors=True)
+    sys.exit(1 if changed else 0)
+
+
+if __name__ == "__main__":
+    main()
