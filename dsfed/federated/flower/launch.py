@@ -23,12 +23,13 @@ from typing import Any
 from dsfed.errors import DsfedError
 from dsfed.federated.settings import FlowerSection
 
-__all__ = ["APP_DIR", "CONNECTION", "STATUS_FILE", "flower_bin", "flwr_env", "last_error", "last_words", "run_on_flower", "write_connection"]
+__all__ = ["APP_DIR", "CONNECTION", "NOT_FINISHED", "STATUS_FILE", "flower_bin", "flwr_env", "last_error", "last_words", "run_on_flower", "write_connection"]
 
 log = logging.getLogger(__name__)
 APP_DIR = Path(__file__).parent / "app"
 CONNECTION = "dsfed"
 STATUS_FILE = "flower-status.txt"
+NOT_FINISHED = "the Flower run ended without finishing its task"
 
 
 def flower_bin(name: str) -> str:
@@ -107,4 +108,4 @@ def run_on_flower(settings: FlowerSection, home: Path, run_config: dict[str, Any
     if proc.returncode != 0:
         raise DsfedError(f"`flwr run` against {settings.control} exited with {proc.returncode}: {last_words(proc.stdout)}")
     if said != f"ok {token}":
-        raise DsfedError(f"the Flower run ended without finishing its task: {last_error(proc.stdout)}")
+        raise DsfedError(f"{NOT_FINISHED}: {last_error(proc.stdout)}")

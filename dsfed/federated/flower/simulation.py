@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from dsfed.errors import DsfedError
-from dsfed.federated.flower.launch import flower_bin, flwr_env, run_on_flower
+from dsfed.federated.flower.launch import NOT_FINISHED, flower_bin, flwr_env, run_on_flower
 from dsfed.federated.settings import FlowerSection
 
 __all__ = ["free_ports", "run_on_simulation", "simulated_node"]
+
+ATTEMPTS = 2
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,19 @@ def run_on_simulation(settings: FlowerSection, run_config: dict[str, Any], out: 
     ``federated.engine: flower`` is left alone); the SuperLink's log tail is logged if the run fails."""
     if importlib.util.find_spec("ray") is None:
         raise DsfedError("federated.engine: simulation needs Flower's simulation engine: pip install 'dsfed[simulation]'")
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            _simulate_once(settings, run_config, out, stores)
+            return
+        except DsfedError as exc:
+            if not str(exc).startswith(NOT_FINISHED) or attempt == ATTEMPTS:
+                raise
+            # Ray's head sometimes does not come up in time on a busy machine ("Simulation Runtime crashed" before
+            # any message): a fresh SuperLink and Ray, resuming from the run's last checkpoint, if there is one
+            log.warning("simulation: the engine crashed (%s); starting it again (attempt %d of %d)", exc, attempt + 1, ATTEMPTS)
+
+
+def _simulate_once(settings: FlowerSection, run_config: dict[str, Any], out: Path, stores: Mapping[str, Path]) -> None:
     control, fleet, appio = free_ports(3)
     with tempfile.TemporaryDirectory(prefix="dsfed-simulation-") as state:
         cmd = [flower_bin("flower-superlink"), "--simulation", "--insecure", "--control-api-address", f"127.0.0.1:{control}",
