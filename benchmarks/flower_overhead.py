@@ -15,15 +15,11 @@ About 5 min on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +28,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from engine_compare import engine_report, timed_run  # noqa: E402  (this folder, first on sys.path)
 
 from dsfed.config import load_params  # noqa: E402
 from dsfed.data.store import build_client_store  # noqa: E402
-from dsfed.stages.federated_outputs import train_method  # noqa: E402
+from dsfed.federated.flower.ports import free_ports, wait_port  # noqa: E402
 from dsfed.stages.prepare import store_path  # noqa: E402
 
 SITES = {"a": "site_a", "b": "site_b", "h": "site_d"}
@@ -52,42 +48,6 @@ def _raw(rounds: int, engine: str, control: str) -> dict[str, Any]:
         "clients": {n: {"source": {"kind": "phantom", "task": "fundus", "path": "sites.yaml", "site": s, "n": 10, "view": "roi"}}
                     for n, s in SITES.items()},
     }
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _wait(port: int) -> None:
-    for _ in range(300):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(port)
-
-
-def _run(root: Path, rounds: int, engine: str, control: str) -> tuple[float, dict[str, torch.Tensor]]:
-    folder = root / f"{engine}-{rounds}"
-    folder.mkdir()
-    shutil.copy(REPO / "data/phantom/sites.yaml", folder / "sites.yaml")
-    (folder / "params.yaml").write_text(yaml.safe_dump(_raw(rounds, engine, control)))
-    params = load_params(folder / "params.yaml")
-    artifacts = root / "artifacts"   # the stores, shared; each run writes its own federated/ folder below
-    out = artifacts / "federated" / "fedunet"
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    train_method(params, folder / "params.yaml", "fedunet", artifacts, progress=False)
-    wall = time.perf_counter() - start
-    return wall, load_file(str(out / "model.safetensors"))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -100,13 +60,13 @@ def main() -> None:
     params = load_params(root / "params.yaml")
     for name in SITES:
         build_client_store(params, name, store_path(root / "artifacts", name), root=root, progress=False)
-    fleet, control, appio, *node_ports = _ports(3 + len(SITES))
+    fleet, control, appio, *node_ports = free_ports(3 + len(SITES))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "dsfed", "server", "start", "--state", str(root / "superlink"), "--fleet-port", str(fleet),
                                "--control-port", str(control), "--serverappio-port", str(appio)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
     try:
-        _wait(control)
+        wait_port(control)
         for (name, _), port in zip(SITES.items(), node_ports, strict=True):
             procs.append(subprocess.Popen([sys.executable, "-m", "dsfed", "node", "start", "--client", name, "--data",
                                            str(store_path(root / "artifacts", name)), "--state", str(root / "nodes"),
@@ -116,7 +76,7 @@ def main() -> None:
         weights: dict[str, dict[str, torch.Tensor]] = {}
         for engine in ("inprocess", "flower"):
             for rounds in (1, args.rounds):
-                times[engine][rounds], w = _run(root, rounds, engine, f"127.0.0.1:{control}")
+                times[engine][rounds], w = timed_run(root, _raw(rounds, engine, f"127.0.0.1:{control}"), f"{engine}-{rounds}")
                 weights[f"{engine}-{rounds}"] = w
                 print(f"{engine} {rounds} rounds: {times[engine][rounds]:.1f} s", file=sys.stderr)
     finally:
@@ -125,24 +85,8 @@ def main() -> None:
         for p in procs:
             p.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
-    per_round = {e: (t[args.rounds] - t[1]) / (args.rounds - 1) for e, t in times.items()}
-    same = all(torch.equal(weights[f"flower-{args.rounds}"][k], v) for k, v in weights[f"inprocess-{args.rounds}"].items())
-    result = {
-        "benchmark": "flower_overhead", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch_threads": 1,
-        "federation": "3 nodes (a, b train; h held out), 10 phantom fundus images each, U-Net 32 px, batch 4",
-        "rounds": args.rounds,
-        "wall_s": {e: {str(r): round(v, 2) for r, v in t.items()} for e, t in times.items()},
-        "per_round_s": {e: round(v, 2) for e, v in per_round.items()},
-        "overhead_per_round_s": round(per_round["flower"] - per_round["inprocess"], 2),
-        "fixed_overhead_s": round((times["flower"][1] - per_round["flower"]) - (times["inprocess"][1] - per_round["inprocess"]), 2),
-        "weights_bit_identical": same,
-        "command": f"python benchmarks/flower_overhead.py --rounds {args.rounds}",
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-
+    engine_report("flower_overhead", "flower", times, weights, args.rounds, "3 nodes (a, b train; h held out), 10 phantom fundus images each, U-Net 32 px, batch 4",
+                  f"python benchmarks/flower_overhead.py --rounds {args.rounds}", args.out)
 
 if __name__ == "__main__":
     main()

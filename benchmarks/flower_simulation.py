@@ -15,13 +15,10 @@ About 10 min on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +27,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from engine_compare import engine_report, timed_run  # noqa: E402  (this folder, first on sys.path)
 
 from dsfed.config import load_params  # noqa: E402
 from dsfed.data.store import build_client_store  # noqa: E402
-from dsfed.stages.federated_outputs import train_method  # noqa: E402
 from dsfed.stages.prepare import store_path  # noqa: E402
 
 SITES = ["site_a", "site_b", "site_c", "site_d", "site_e"]
@@ -51,21 +47,6 @@ def _raw(clients: int, rounds: int, engine: str) -> dict[str, Any]:
         "clients": {n: {"source": {"kind": "phantom", "task": "fundus", "path": "sites.yaml", "site": SITES[i % len(SITES)],
                                    "n": 10, "view": "roi", "seed": i}} for i, n in enumerate(names)},
     }
-
-
-def _run(root: Path, clients: int, rounds: int, engine: str) -> tuple[float, dict[str, torch.Tensor]]:
-    folder = root / f"{engine}-{rounds}"
-    folder.mkdir()
-    shutil.copy(REPO / "data/phantom/sites.yaml", folder / "sites.yaml")
-    (folder / "params.yaml").write_text(yaml.safe_dump(_raw(clients, rounds, engine)))
-    params = load_params(folder / "params.yaml")
-    artifacts = root / "artifacts"
-    out = artifacts / "federated" / "fedunet"
-    shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    train_method(params, folder / "params.yaml", "fedunet", artifacts, progress=False)
-    wall = time.perf_counter() - start
-    return wall, load_file(str(out / "model.safetensors"))
 
 
 def main() -> None:
@@ -87,30 +68,14 @@ def main() -> None:
         weights: dict[str, dict[str, torch.Tensor]] = {}
         for engine in ("inprocess", "simulation"):
             for rounds in (1, args.rounds):
-                times[engine][rounds], weights[f"{engine}-{rounds}"] = _run(root, args.clients, rounds, engine)
+                times[engine][rounds], weights[f"{engine}-{rounds}"] = timed_run(root, _raw(args.clients, rounds, engine), f"{engine}-{rounds}")
                 print(f"{engine} {rounds} rounds: {times[engine][rounds]:.1f} s", file=sys.stderr)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    per_round = {e: (t[args.rounds] - t[1]) / (args.rounds - 1) for e, t in times.items()}
-    final = weights[f"simulation-{args.rounds}"]
-    same = all(torch.equal(final[k], v) for k, v in weights[f"inprocess-{args.rounds}"].items())
-    result = {
-        "benchmark": "flower_simulation", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "torch_threads": 1,
-        "federation": f"{args.clients} simulated clients ({args.clients - 1} train, 1 held out), 10 phantom fundus images each, "
-                      "U-Net 32 px, batch 4; simulation: client_cpus 1",
-        "rounds": args.rounds,
-        "wall_s": {e: {str(r): round(v, 2) for r, v in t.items()} for e, t in times.items()},
-        "per_round_s": {e: round(v, 2) for e, v in per_round.items()},
-        "overhead_per_round_s": round(per_round["simulation"] - per_round["inprocess"], 2),
-        "fixed_overhead_s": round((times["simulation"][1] - per_round["simulation"]) - (times["inprocess"][1] - per_round["inprocess"]), 2),
-        "weights_bit_identical": same,
-        "command": f"python benchmarks/flower_simulation.py --clients {args.clients} --rounds {args.rounds}",
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-
+    engine_report("flower_simulation", "simulation", times, weights, args.rounds,
+                  f"{args.clients} simulated clients ({args.clients - 1} train, 1 held out), 10 phantom fundus images each, "
+                  "U-Net 32 px, batch 4; simulation: client_cpus 1",
+                  f"python benchmarks/flower_simulation.py --clients {args.clients} --rounds {args.rounds}", args.out)
 
 if __name__ == "__main__":
     main()

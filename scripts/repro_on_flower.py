@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,29 +30,9 @@ from typing import Any
 
 import yaml
 
+from dsfed.federated.flower.ports import free_ports, wait_port
+
 ENGINE_KEYS = ("engine", "flower")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _wait_port(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def _dsfed(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     out = log.open("wb") if log else None
     return subprocess.Popen([sys.executable, "-m", "dsfed", *args], stdout=out, stderr=subprocess.STDOUT if out else None)
@@ -78,14 +57,14 @@ def main() -> None:
     flower = project / ".flower"
     logs = flower / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    fleet, control, appio, *node_ports = _free_ports(3 + len(clients))
+    fleet, control, appio, *node_ports = free_ports(3 + len(clients))
     certs = flower / "certs"
     subprocess.run([sys.executable, "-m", "dsfed", "certs", "create", str(certs), *sum((["--node", c] for c in clients), [])], check=True)
     procs = [_dsfed("server", "start", "--state", str(flower / "superlink-demo"), "--fleet-port", str(fleet), "--control-port", str(control),
                     "--serverappio-port", str(appio), "--certs", str(certs), "--node-auth", log=logs / "superlink.log")]
     started = time.perf_counter()
     try:
-        _wait_port(control)
+        wait_port(control, 120.0)
         for client, port in zip(clients, node_ports, strict=True):
             subprocess.run([sys.executable, "-m", "dsfed", "node", "register", str(certs / f"node_{client}.pub"), "--control", f"127.0.0.1:{control}",
                             "--root-certificates", str(certs / "ca.crt"), "--home", str(flower)], check=True)

@@ -4,7 +4,6 @@ and node authentication, run two rounds; weights, ledger and metrics equal the i
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from dsfed.data.store import build_client_store
 from dsfed.errors import DsfedError
 from dsfed.federated.checkpoint import latest_checkpoint
 from dsfed.federated.flower.deploy import create_certificates
+from dsfed.federated.flower.ports import free_ports, wait_port
 from dsfed.federated.ledger import read_ledger
 from dsfed.stages.federated_outputs import train_method, write_method_outputs
 from dsfed.stages.federated_run import run_method
@@ -33,28 +33,6 @@ from tests.federated.project import tiny_raw
 pytestmark = pytest.mark.slow
 METHOD = {"fedunet": {"model": "unet", "input_size": 32}}
 _NONE = SimpleNamespace(round=-1)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 def load_params_from(project: Path, raw: dict[str, Any]) -> Params:
     """Write ``raw`` as the project's params.yaml (what the ServerApp reads) and load it."""
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -82,7 +60,7 @@ def flower(project: Path, stores: Path, request: pytest.FixtureRequest) -> Itera
         if not store_path(stores, name).exists():
             build_client_store(params, name, store_path(stores, name), root=project, progress=False)
     certs = create_certificates(project / "certs", [*clients, "intruder"])
-    fleet, control, appio, *node_ports = _free_ports(4 + len(clients))
+    fleet, control, appio, *node_ports = free_ports(4 + len(clients))
     logs = project / "logs"
     logs.mkdir()
     server_args = ["server", "start", "--state", str(project / ".flower/superlink"), "--fleet-port", str(fleet), "--control-port", str(control),
@@ -112,7 +90,7 @@ def flower(project: Path, stores: Path, request: pytest.FixtureRequest) -> Itera
         procs[0].wait()
         time.sleep(6)   # Flower's children notice their parent is gone within ~5 s
         procs[0] = _dsfed(*server_args, log=logs / "superlink-restarted.log")
-        _wait_port(control)
+        wait_port(control)
         for client in [c for c in nodes if c != "intruder"]:   # refused ("could not be activated") until the restarted
             for _ in range(20):                                  # SuperLink marks the old session offline: retry
                 start_node(client)
@@ -123,7 +101,7 @@ def flower(project: Path, stores: Path, request: pytest.FixtureRequest) -> Itera
                 time.sleep(5)
 
     try:
-        _wait_port(control)
+        wait_port(control)
         for client in clients:
             out = subprocess.run([sys.executable, "-m", "dsfed", "node", "register", str(certs.node_key(client)) + ".pub",
                                   "--control", f"127.0.0.1:{control}", "--root-certificates", str(certs.ca),

@@ -14,47 +14,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dsfed.errors import DsfedError
 from dsfed.federated.flower.launch import NOT_FINISHED, flower_bin, flwr_env, run_on_flower
+from dsfed.federated.flower.ports import free_ports, wait_port
 from dsfed.federated.settings import FlowerSection
 
-__all__ = ["free_ports", "run_on_simulation", "simulated_node"]
+__all__ = ["run_on_simulation", "simulated_node"]
 
 ATTEMPTS = 2
 
 log = logging.getLogger(__name__)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` TCP ports free on 127.0.0.1 right now."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DsfedError(f"the simulation's SuperLink exited with {proc.returncode} before it listened")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise DsfedError(f"the simulation's SuperLink did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
 
 def simulated_node(node_config: dict[str, Any], run_config: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +76,7 @@ def _simulate_once(settings: FlowerSection, run_config: dict[str, Any], out: Pat
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(cmd, env=flwr_env(home), stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            _wait_port(control, proc)
+            wait_port(control, 60.0, proc, "the simulation's SuperLink")
             clients = [[name, str(path.resolve())] for name, path in stores.items()]
             log.info("simulation: %d simulated nodes (%s), %d CPU(s) each", len(clients), ", ".join(stores), settings.client_cpus)
             local = settings.model_copy(update={"control": f"127.0.0.1:{control}", "root_certificates": None})
