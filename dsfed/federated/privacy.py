@@ -29,6 +29,7 @@ import torch
 from dsfed.federated.protocol import FitResult, Weights
 from dsfed.federated.settings import DPConfig
 from dsfed.federated.strategies.base import DEFAULT_GROUP, Strategy
+from dsfed.federated.strategies.fedavg import weighted_average
 
 __all__ = ["LOCAL_DP", "PrivateAggregation", "apply_local_dp", "clip_and_noise", "dp_generator", "local_dp_config", "privacy_spent"]
 
@@ -109,20 +110,15 @@ class PrivateAggregation(Strategy):
         if self.config.mode == "local":
             return self.inner.aggregate(round, global_weights, results, group=group)
         clip, m = self.config.clip, len(results)
-        clipped = [clip_and_noise(r.weights, global_weights, clip, 0.0, None) for _, r in results]
+        # one vote per client (FedAvg's mean with every count 1): one client moves the mean by at most clip / m
+        clipped = [(name, FitResult(clip_and_noise(r.weights, global_weights, clip, 0.0, None), 1)) for name, r in results]
+        mean = weighted_average(round, clipped)
         std = self.config.noise_multiplier * clip / m   # Flower's compute_stdv
         generator = dp_generator(self.seed, "central", group, round)
-        noisy: Weights = {}
-        for key in sorted(clipped[0]):   # in a fixed order: the noise is drawn key by key
-            first = clipped[0][key]
-            if not first.dtype.is_floating_point:
-                noisy[key] = torch.stack([c[key] for c in clipped]).amax(dim=0)
-                continue
-            total = torch.zeros(first.shape, dtype=torch.float64)
-            for c in clipped:
-                total += c[key].double()
-            noise = torch.randn(first.shape, generator=generator, dtype=torch.float64) * std if std > 0 else 0.0
-            noisy[key] = (total / m + noise).to(first.dtype)
+        noisy = dict(mean)
+        for key in _floating(mean) if std > 0 else []:   # in a fixed order: the noise is drawn key by key
+            noise = torch.randn(mean[key].shape, generator=generator, dtype=torch.float64) * std
+            noisy[key] = (mean[key].double() + noise).to(mean[key].dtype)
         return self.inner.aggregate(round, global_weights, [("dp-mean", FitResult(noisy, 1))], group=group)
 
     def state_dict(self) -> dict[str, Any]:
