@@ -1,4 +1,4 @@
-"""Atomic writes: build under a temporary sibling path, then rename into place."""
+"""Atomic writes (build under a temporary sibling path, then rename into place) and byte-stable safetensors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -80,3 +83,31 @@ def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
 def safe_name(name: str) -> str:
     """``name`` as one path component: every character but letters, digits, ``_``, ``.`` and ``-`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` (a safetensors file) with its ``__metadata__`` keys in sorted order, nothing else changed.
+
+    safetensors writes the metadata from a Rust hash map, so the same weights and metadata give different
+    bytes in every process (and a different hash in ``dvc.lock``). The tensors' order and offsets are already
+    deterministic; the header is re-serialised compactly and padded with spaces to 8 bytes, as the format allows.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (contiguous CPU copies are made) with ``metadata`` to ``path`` as byte-stable safetensors.
+
+    The same tensors and metadata give the same bytes in every process (:func:`canonical_safetensors`).
+    Writes ``path`` directly: callers wrap it in :func:`atomic_path`.
+    """
+    from safetensors.torch import save
+
+    blob = save({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, metadata=metadata)
+    Path(path).write_bytes(canonical_safetensors(blob))

@@ -34,10 +34,22 @@ def code_hash(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _portable(program: str) -> str:
+    """``program`` relative to the working directory when it lies under it (a checkout's own path stays out of
+    the bytes, so the same run in another folder or on another machine writes the same file), else its name."""
+    path = Path(program)
+    if not path.is_absolute():
+        return program
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.name
+
+
 def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"command", "params", "dsfed_version", "code_hash"}`` for the json configs and safetensors metadata."""
     return {
-        "command": shlex.join(sys.argv),
+        "command": shlex.join([_portable(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
         "params": params or {},
         "dsfed_version": dsfed.__version__,
         "code_hash": code_hash(),

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dsfed.distill.rounds import DistillSettings, RoundResult, distill_round
+from dsfed.io import write_safetensors
 from dsfed.round_checkpoints import RoundCheckpointer
 
 __all__ = ["latest_round", "run_distillation"]
@@ -39,8 +40,8 @@ def latest_round(work: str | Path) -> int:
 def _save(checkpointer: RoundCheckpointer, round: int, sam: nn.Module, tiny: nn.Module, optimizers: dict[str, Any],
           generator: torch.Generator, history: list[dict[str, Any]]) -> None:
     def write(tmp: Path) -> None:
-        save_file(_state(sam), str(tmp / "sam.safetensors"))
-        save_file(_state(tiny), str(tmp / "tiny.safetensors"))
+        write_safetensors(_state(sam), str(tmp / "sam.safetensors"))
+        write_safetensors(_state(tiny), str(tmp / "tiny.safetensors"))
         torch.save({"optimizers": {k: opt.state_dict() for k, opt in optimizers.items() if opt is not None},
                     "generator": generator.get_state()}, tmp / "state.pt")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from dsfed.federated.protocol import Weights
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, write_safetensors
 
 __all__ = ["BestWeights"]
 
@@ -41,7 +40,7 @@ class BestWeights:
             return False
         with atomic_path(self.path, overwrite=True) as tmp:
             meta = {"round": str(round), self.metric: repr(float(score))}
-            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
+            write_safetensors({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
         return True
 
     def round(self) -> int:

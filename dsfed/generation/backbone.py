@@ -10,14 +10,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from dsfed.errors import DsfedError
 from dsfed.generation.notes import prompt_note, prompt_row
 from dsfed.generation.settings import BackboneSpec
-from dsfed.io import atomic_path, write_json
+from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.provenance import provenance, to_safetensors_metadata
 
@@ -179,7 +178,7 @@ class EmbeddedBackbone(nn.Module):
         config = {**meta, "spec": self.spec.model_dump(mode="json"), "scheduler": self.scheduler_config}
         state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in self.state_dict().items()}
         with atomic_path(directory / BACKBONE_WEIGHTS, overwrite=True) as tmp:
-            save_file(state, str(tmp), metadata=to_safetensors_metadata(config))
+            write_safetensors(state, str(tmp), metadata=to_safetensors_metadata(config))
         write_json(directory / BACKBONE_CONFIG, config)
         return directory
 

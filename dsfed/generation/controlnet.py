@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from dsfed.generation.condition import CONDITION_CHANNELS
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, write_safetensors
 from dsfed.models.checkpoint import CheckpointError, load_weights, read_state_dict
 from dsfed.provenance import provenance, to_safetensors_metadata
 
@@ -144,7 +143,7 @@ def save_controlnet(
             "conditioning_embedding_out_channels": list(controlnet.config.conditioning_embedding_out_channels)}
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in controlnet.state_dict().items()}
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(state, str(tmp), metadata=to_safetensors_metadata(meta))
+        write_safetensors(state, str(tmp), metadata=to_safetensors_metadata(meta))
     return path
 
 

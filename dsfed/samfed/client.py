@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import ConcatDataset, DataLoader
 
 from dsfed.data.dataset import StoreDataset
@@ -28,7 +27,7 @@ from dsfed.data.store import ClientStore
 from dsfed.data.transforms import AugmentConfig
 from dsfed.evaluation.metrics import evaluate, summarise
 from dsfed.federated.protocol import ClientInfo, FitResult, Weights
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, write_safetensors
 from dsfed.models import Segmenter
 from dsfed.samfed.agreement import agreement_targets, confidence_histogram, next_threshold, sam_targets, self_targets
 from dsfed.samfed.losses import bernoulli_kd, weighted_bce_dice
@@ -130,7 +129,7 @@ class SamFedClient:
         full = torch.zeros((len(self.store), *probs.shape[1:]), dtype=torch.float16)
         full[rows] = probs.half()
         with atomic_path(self._cache_file(), overwrite=True) as tmp:
-            save_file({"probs": full}, str(tmp), metadata={"digest": digest})
+            write_safetensors({"probs": full}, str(tmp), metadata={"digest": digest})
         self.teacher_probs, self._digest = full, digest
         del teacher
         log.info("client %s: cached the teacher's predictions on %d own images", self.name, len(rows))

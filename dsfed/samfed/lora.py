@@ -26,12 +26,12 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dsfed.errors import DsfedError
+from dsfed.io import write_safetensors
 from dsfed.models.checkpoint import CheckpointError
 from dsfed.models.sam import SamSegmenter
 from dsfed.training.loop import train_epochs
@@ -147,7 +147,7 @@ def save_adapter(path: str | Path, model: SamSegmenter, spec: LoraSpec, metadata
         raise ValueError(f"metadata keys {clash} are reserved for the LoRA spec")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in adapter_state(model).items()}, str(path), metadata={**extra, **spec.metadata()})
+    write_safetensors({k: v.contiguous() for k, v in adapter_state(model).items()}, str(path), metadata={**extra, **spec.metadata()})
     return path
 
 

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
 from dsfed.config import Params
 from dsfed.data.store import ClientStore
 from dsfed.federated.best import BestWeights
@@ -28,7 +26,7 @@ from dsfed.federated.ledger import Ledger, ledger_totals
 from dsfed.federated.protocol import Weights
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
-from dsfed.io import atomic_path, safe_name, write_json
+from dsfed.io import atomic_path, safe_name, write_json, write_safetensors
 from dsfed.models import Segmenter
 from dsfed.models.card import model_card
 from dsfed.models.checkpoint import read_state_dict
@@ -156,7 +154,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        save_file({k: v.contiguous() for k, v in selected.items()}, str(tmp), metadata={"round": str(selected_round)})
+        write_safetensors({k: v.contiguous() for k, v in selected.items()}, str(tmp), metadata={"round": str(selected_round)})
     write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", server.num_parameters(), stage="samfed",
                                               variant=variant, architecture=spec.model, selected_round=selected_round))
     totals = ledger_totals(out / "ledger.csv")
@@ -223,7 +221,7 @@ def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoi
     engine.close()
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:   # the server's condensed model (never sent)
-        save_file({k: v.detach().cpu().contiguous() for k, v in strategy.server.state_dict().items()}, str(tmp), metadata={"round": str(total)})
+        write_safetensors({k: v.detach().cpu().contiguous() for k, v in strategy.server.state_dict().items()}, str(tmp), metadata={"round": str(total)})
     write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", strategy.server.num_parameters(), stage="samfed",
                                               variant=variant, architecture=server_arch, role="rcrf server model"))
     totals = ledger_totals(out / "ledger.csv")

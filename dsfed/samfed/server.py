@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from dsfed.data.dataset import StoreDataset
@@ -21,7 +20,7 @@ from dsfed.data.splits import stable_seed
 from dsfed.data.store import ClientStore
 from dsfed.errors import DsfedError
 from dsfed.evaluation.metrics import evaluate, summarise
-from dsfed.io import atomic_path, write_json
+from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.models import Segmenter, build_model
 from dsfed.models.card import model_card
 from dsfed.models.sam import SamSegmenter
@@ -107,7 +106,7 @@ def train_teacher_stage(cfg: SamFedConfig, public_path: Path, out: Path, seed: i
     save_adapter(out / "adapter.safetensors", model, spec, metadata={"epoch": str(selected)})
     merged = merge_lora(model)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
+        write_safetensors({k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
     write_json(out / "model.json", model_card(t.model, merged.input_size, "none", merged.num_parameters(), stage="samfed_teacher"))
     metrics = {"selected_epoch": selected, "val_dice": curve[selected]["val_dice"], "foundation_val_dice": curve[0]["val_dice"],
                "trainable_parameters": sum(p.numel() for p in trainable), "parameters": merged.num_parameters(),
@@ -127,7 +126,7 @@ def train_init(cfg: SamFedConfig, architecture: str, public_path: Path, out: Pat
     selected = max(range(len(curve)), key=lambda i: (curve[i]["val_dice"], -i))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
+        write_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
     write_json(out / "model.json", model_card(spec.model, spec.input_size, "none", model.num_parameters(), stage="samfed_init",
                                               architecture=architecture))
     metrics = {"architecture": architecture, "selected_epoch": selected, "val_dice": curve[selected]["val_dice"], "curve": curve,

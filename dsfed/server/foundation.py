@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from dsfed.io import atomic_path
+from dsfed.io import atomic_path, write_safetensors
 from dsfed.models import build_model
 from dsfed.provenance import provenance, to_safetensors_metadata
 
@@ -129,7 +128,7 @@ def pretrain_foundation(out_dir: str | Path, spec: FoundationSpec | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights, overwrite=True) as tmp:
         meta = {"model": spec.model, "classes": list(classes), **provenance(summary["params"])}
-        save_file(best, str(tmp), metadata=to_safetensors_metadata(meta))
+        write_safetensors(best, str(tmp), metadata=to_safetensors_metadata(meta))
     with atomic_path(summary_path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -6,9 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
-from dsfed.io import atomic_path, write_json
+from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.models import Segmenter
 from dsfed.models.card import model_card
 
@@ -21,7 +19,7 @@ def save_model(folder: Path, model: Segmenter, name: str, input_size: int | None
     card = model_card(name, input_size, model.prompt, model.num_parameters(), **extra)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / f"{stem}.safetensors", overwrite=True) as tmp:
-        save_file(state, str(tmp), metadata={"model": name})
+        write_safetensors(state, str(tmp), metadata={"model": name})
     write_json(folder / f"{stem}.json", card)
     return card
 

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from dvclive import Live
-from safetensors.torch import save_file
 
 from dsfed.config import Params
 from dsfed.federated.ledger import ledger_totals
-from dsfed.io import atomic_path, write_json
+from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.stages.federated_run import MethodRun
 
 __all__ = ["method_metrics", "train_method", "write_method_outputs"]
@@ -61,7 +60,7 @@ def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
         "parameters": run.parameters,
     }
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        save_file({k: v.contiguous() for k, v in run.selected.items()}, str(tmp), metadata={"model": run.spec.model, "round": str(run.selected_round)})
+        write_safetensors({k: v.contiguous() for k, v in run.selected.items()}, str(tmp), metadata={"model": run.spec.model, "round": str(run.selected_round)})
     write_json(out / "model.json", card)
     metrics = method_metrics(run, out / "ledger.csv" if run.spec.strategy != "centralized" else None)
     write_json(out / "metrics.json", metrics)
