@@ -147,7 +147,7 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
 
     ledger = Ledger(work / "ledger.csv")
     ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
-    federation = Federation(engine, config_hash, None if centralized else ledger)
+    federation = Federation(engine, config_hash, None if centralized else ledger, secure=spec.secagg)
     trainers = [n for n, r in info.items() if r.trainable]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     if spec.dp is not None:

@@ -17,10 +17,11 @@ from flwr.clientapp import ClientApp
 
 from dsfed.federated.engines.node import Node, NodeConfig
 from dsfed.federated.flower.messages import from_record, to_record
+from dsfed.federated.flower.secagg import answer_secure_fit, is_secure_fit, secagg_when_asked
 
 __all__ = ["app", "node_config"]
 
-app = ClientApp()
+app = ClientApp(mods=[secagg_when_asked])  # SecAgg+ messages go through Flower's secaggplus_mod
 _NODES: dict[tuple[str, ...], Node] = {}  # one per node config, for a process that serves several (simulation)
 
 
@@ -64,7 +65,9 @@ def _answer(msg: Message, context: Context) -> Message:
 
 @app.train()
 def fit(msg: Message, context: Context) -> Message:
-    """A round's local training."""
+    """A round's local training (under SecAgg+: the masked part of the update, :mod:`dsfed.federated.flower.secagg`)."""
+    if is_secure_fit(msg):
+        return Message(answer_secure_fit(_node(context), msg.content), reply_to=msg)
     return _answer(msg, context)
 
 
