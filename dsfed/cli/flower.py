@@ -70,11 +70,13 @@ def node_start(
     root_certificates: Path | None = typer.Option(None, help="The federation's CA certificate (ca.crt): TLS on."),
     auth_key: Path | None = typer.Option(None, help="This node's private key (node_<client>) when the server authenticates nodes."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto."),
+    pretrained: Path | None = typer.Option(None, help="This node's copy of the server's federated.pretrained_dir (the methods' "
+                                           "checkpoints, checked against the server's by sha256); default: the server's own path."),
 ) -> None:
     """Start this hospital's node (foreground; Ctrl-C stops it). It serves every federated run the server sends."""
     from dsfed.federated.flower.deploy import node_command
 
-    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device)
+    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device, pretrained)
     _run(cmd, state)
 
 

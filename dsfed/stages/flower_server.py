@@ -11,6 +11,7 @@ to report.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,11 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
     task = str(config["task"])
     if task != "federated":
         raise FederatedError(f"unknown Flower task {task!r} (known: federated)")
-    params = load_params(str(config["params"]))
+    params_path = Path(str(config["params"]))
+    # paths in params (checkpoints, pretrained_dir) are relative to the project, where stages run; this
+    # process is Flower's own ServerApp process, started in whatever folder the SuperLink was
+    os.chdir(params_path.parent)
+    params = load_params(params_path)
     method, out = str(config["method"]), Path(str(config["out"]))
     settings = params.federated.flower
     transport = GridTransport(grid, list(params.federation), timeout_s=settings.timeout_s)

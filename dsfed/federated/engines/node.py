@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsfed.federated.engines.base import (
     DeliverReply,
@@ -31,7 +31,11 @@ from dsfed.federated.engines.host import ClientHost, one_line
 from dsfed.federated.engines.wire import Message, QueryTask, SetupTask, decode, encode
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import ClientAlgo
-from dsfed.io import safe_name, write_json
+from dsfed.io import safe_name, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from dsfed.config import Params
+    from dsfed.federated.settings import MethodConfig
 
 __all__ = ["NODE_BUILDERS", "Node", "NodeConfig"]
 
@@ -48,6 +52,7 @@ class NodeConfig:
         state: where it keeps its per-run state (resume after a restart).
         trainable: False for a held-out site: it is evaluated, never trained.
         device: ``auto``, ``cpu`` or ``cuda``.
+        pretrained: its copy of the server's ``federated.pretrained_dir`` (None: the server's own path).
     """
 
     client: str
@@ -55,9 +60,31 @@ class NodeConfig:
     state: Path
     trainable: bool = True
     device: str = "auto"
+    pretrained: Path | None = None
 
 
 NodeBuilder = Callable[[NodeConfig, dict[str, Any]], ClientAlgo]
+
+
+def local_checkpoint(params: Params, spec: MethodConfig, node: NodeConfig, expected: str | None) -> MethodConfig:
+    """``spec`` with its checkpoint at this node: under ``node.pretrained`` when given (the same path relative
+    to the server's ``federated.pretrained_dir``), and with the server's bytes (sha256 ``expected``)."""
+    if spec.checkpoint is None:
+        return spec
+    path = Path(spec.checkpoint)
+    if node.pretrained is not None:
+        try:
+            path = node.pretrained / path.relative_to(params.federated.pretrained_dir)
+        except ValueError:
+            raise FederatedError(f"client {node.client}: the server's checkpoint {spec.checkpoint} is outside its "
+                                 f"federated.pretrained_dir {params.federated.pretrained_dir}") from None
+    if not path.is_file():
+        raise FederatedError(f"client {node.client}: checkpoint {path} not found; copy the server's federated.pretrained_dir "
+                             "to this node and pass it as `dsfed node start --pretrained DIR`")
+    if expected is not None and sha256_file(path) != expected:
+        raise FederatedError(f"client {node.client}: checkpoint {path} differs from the server's (sha256 {expected[:12]}...); "
+                             "copy the server's file")
+    return spec.model_copy(update={"checkpoint": path})
 
 
 def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
@@ -72,7 +99,7 @@ def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
     method = str(settings["method"])
     if method not in params.federated.methods:
         raise FederatedError(f"the server asked for method {method!r}, which its own params do not define")
-    spec = params.federated.methods[method]
+    spec = local_checkpoint(params, params.federated.methods[method], node, settings.get("checkpoint_sha256"))
     device = pick_device(node.device)
     build = resolve(CLIENT_ALGORITHMS, spec.client, "client algorithm")
     algo: ClientAlgo = build(ClientSetup(node.client, [node.store], model_factory(params, spec, device), params, spec, device))

@@ -134,9 +134,11 @@ def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 90
 
 
 def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0.1:9092", clientappio_port: int = 9094,
-                 root_certificates: Path | None = None, auth_key: Path | None = None, device: str = "auto") -> list[str]:
+                 root_certificates: Path | None = None, auth_key: Path | None = None, device: str = "auto",
+                 pretrained: Path | None = None) -> list[str]:
     """``flower-supernode`` for one hospital: its client name, its own store and state folder in its node
-    config (what the ClientApp reads), TLS with the federation's CA, and its key when nodes authenticate."""
+    config (what the ClientApp reads), TLS with the federation's CA, and its key when nodes authenticate.
+    ``pretrained``: its copy of the server's ``federated.pretrained_dir`` (default: the server's path)."""
     from dsfed.data.store import ClientStore
 
     if not (data / "zarr.json").is_file() and not (data / ".zgroup").is_file():
@@ -147,6 +149,10 @@ def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0
     if root_certificates is None and superlink.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
         raise DsfedError(f"--superlink {superlink}: plaintext is for 127.0.0.1 only; pass --root-certificates")
     config = {"client": client, "data": str(data.resolve()), "state": str(state.resolve()), "device": device}
+    if pretrained is not None:
+        if not pretrained.is_dir():
+            raise DsfedError(f"--pretrained {pretrained}: not a folder (this node's copy of the server's federated.pretrained_dir)")
+        config["pretrained"] = str(pretrained.resolve())
     cmd = [flower_bin("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
            "--node-config", " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())]
     if root_certificates is None:
