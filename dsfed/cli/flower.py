@@ -72,11 +72,13 @@ def node_start(
     device: str = typer.Option("auto", help="cpu, cuda, or auto."),
     pretrained: Path | None = typer.Option(None, help="This node's copy of the server's federated.pretrained_dir (the methods' "
                                            "checkpoints, checked against the server's by sha256); default: the server's own path."),
+    public: Path | None = typer.Option(None, help="SAM-Fed only: this node's copy of the public store (public images the "
+                                       "clients distil on); default: the server's own path."),
 ) -> None:
     """Start this hospital's node (foreground; Ctrl-C stops it). It serves every federated run the server sends."""
     from dsfed.federated.flower.deploy import node_command
 
-    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device, pretrained)
+    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device, pretrained, public)
     _run(cmd, state)
 
 

@@ -30,9 +30,10 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
     missing = [k for k in ("client", "data", "state") if k not in values]
     if missing:
         raise KeyError(f"the SuperNode's --node-config lacks {', '.join(missing)} (start it with `dsfed node start`)")
-    pretrained = values.get("pretrained")
+    pretrained, public = values.get("pretrained"), values.get("public")
     return NodeConfig(client=str(values["client"]), store=Path(str(values["data"])), state=Path(str(values["state"])),
-                      device=str(values.get("device", "auto")), pretrained=Path(str(pretrained)) if pretrained else None)
+                      device=str(values.get("device", "auto")), pretrained=Path(str(pretrained)) if pretrained else None,
+                      public=Path(str(public)) if public else None)
 
 
 def _config(context: Context) -> NodeConfig:
@@ -47,7 +48,7 @@ def _config(context: Context) -> NodeConfig:
 
 def _node(context: Context) -> Node:
     config = _config(context)
-    key = (config.client, str(config.store), str(config.state), config.device, str(config.pretrained))
+    key = (config.client, str(config.store), str(config.state), config.device, str(config.pretrained), str(config.public))
     if key not in _NODES:
         _NODES[key] = Node(config)
     return _NODES[key]

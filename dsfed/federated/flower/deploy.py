@@ -135,10 +135,11 @@ def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 90
 
 def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0.1:9092", clientappio_port: int = 9094,
                  root_certificates: Path | None = None, auth_key: Path | None = None, device: str = "auto",
-                 pretrained: Path | None = None) -> list[str]:
+                 pretrained: Path | None = None, public: Path | None = None) -> list[str]:
     """``flower-supernode`` for one hospital: its client name, its own store and state folder in its node
     config (what the ClientApp reads), TLS with the federation's CA, and its key when nodes authenticate.
-    ``pretrained``: its copy of the server's ``federated.pretrained_dir`` (default: the server's path)."""
+    ``pretrained``: its copy of the server's ``federated.pretrained_dir``; ``public``: its copy of SAM-Fed's
+    public store (default for both: the server's path)."""
     from dsfed.data.store import ClientStore
 
     if not (data / "zarr.json").is_file() and not (data / ".zgroup").is_file():
@@ -153,6 +154,10 @@ def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0
         if not pretrained.is_dir():
             raise DsfedError(f"--pretrained {pretrained}: not a folder (this node's copy of the server's federated.pretrained_dir)")
         config["pretrained"] = str(pretrained.resolve())
+    if public is not None:
+        if not public.is_dir():
+            raise DsfedError(f"--public {public}: not a folder (this node's copy of SAM-Fed's public store, a data.zarr folder)")
+        config["public"] = str(public.resolve())
     cmd = [flower_bin("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
            "--node-config", " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())]
     if root_certificates is None:
