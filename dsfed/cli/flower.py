@@ -54,9 +54,11 @@ def server_start(
     node_auth: bool = typer.Option(False, help="Only registered node keys may connect (needs --certs)."),
 ) -> None:
     """Start the SuperLink (foreground; Ctrl-C stops it). Point federated.flower.control at HOST:CONTROL_PORT."""
-    from dsfed.federated.flower.deploy import Certificates, superlink_command
+    from dsfed.federated.flower.deploy import Certificates, stop_orphan_serverapps, superlink_command
 
     cmd = superlink_command(state, host, fleet_port, control_port, serverappio_port, Certificates(certs) if certs else None, node_auth)
+    for pid in stop_orphan_serverapps(serverappio_port):
+        typer.echo(f"stopped ServerApp process {pid}, left running by an earlier SuperLink on port {serverappio_port}")
     _run(cmd, state.parent)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from dsfed.errors import DsfedError
 from dsfed.federated.flower.launch import flower_bin
 from dsfed.io import safe_name
 
-__all__ = ["Certificates", "create_certificates", "node_command", "superlink_command"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Certificates", "create_certificates", "node_command", "stop_orphan_serverapps", "superlink_command"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,30 @@ def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 90
     certs.require(certs.ca, certs.server_cert, certs.server_key)
     cmd += ["--ssl-ca-certfile", str(certs.ca), "--ssl-certfile", str(certs.server_cert), "--ssl-keyfile", str(certs.server_key)]
     return [*cmd, "--enable-supernode-auth"] if node_auth else cmd
+
+
+def stop_orphan_serverapps(serverappio_port: int, timeout_s: float = 10.0) -> list[int]:
+    """Stop ServerApp processes of an earlier SuperLink on this ServerAppIo port; returns their PIDs.
+
+    A SuperLink killed hard (a crash, SIGKILL) leaves its ``flwr-serverapp`` child running; when a new SuperLink
+    comes up on the same port and database, the orphan reconnects and carries on with its run's rounds from
+    memory, beside the resumed run (seen on a loaded machine). A restarted server must not have two.
+    """
+    import psutil
+
+    address = f"127.0.0.1:{serverappio_port}"
+    orphans = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(part.endswith("flwr-serverapp") for part in cmdline) and address in cmdline:
+            orphans.append(proc)
+    for proc in orphans:
+        log.warning("stopping ServerApp process %d left by an earlier SuperLink on %s", proc.pid, address)
+        proc.terminate()
+    _, alive = psutil.wait_procs(orphans, timeout=timeout_s)
+    for proc in alive:
+        proc.kill()
+    return [p.pid for p in orphans]
 
 
 def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0.1:9092", clientappio_port: int = 9094,
