@@ -63,3 +63,28 @@ def test_a_node_without_the_public_store_fails_its_setup_with_one_line(task: Pat
     with pytest.raises(FederatedError, match=r"client c1 did not answer: setup failed: FederatedError: client c1: the public store .*missing not found"):
         run_variant(params, "samfed", art, tmp_path / "out", progress=False,
                     engine=_engine(params, "samfed", art, tmp_path / "state", public=tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_a_variant_on_the_simulation_engine_equals_the_in_process_run(task: Path, tmp_path: Path) -> None:
+    """The samfed stage with federated.engine: simulation: Flower's ServerApp and ClientApp, the teacher
+    delivered through Flower messages; the same curve, test metrics and weights as in process."""
+    import yaml
+
+    from dsfed.config import load_params
+    from dsfed.stages.samfed import run_samfed_variant
+
+    params = build_task(task, rounds=2)
+    art = task / "artifacts"
+    local = run_variant(params, "samfed", art, tmp_path / "local", progress=False)
+    raw = params.model_dump(mode="json")
+    raw["federated"] |= {"engine": "simulation", "flower": {**raw["federated"]["flower"], "client_cpus": 1, "timeout_s": 300}}
+    (task / "params-simulation.yaml").write_text(yaml.safe_dump(raw))
+    simulated = load_params(task / "params-simulation.yaml")
+    metrics = run_samfed_variant(simulated, "samfed", art, params_path=task / "params-simulation.yaml")
+    out = art / "samfed/variants/samfed"
+    assert metrics["curve"] == local["curve"] and metrics["test"] == local["test"]
+    a, b = (from_bytes(p.read_bytes()) for p in (tmp_path / "local/model.safetensors", out / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["what"] for r in read_ledger(out / "ledger.csv")][:2] == ["teacher", "teacher"]
+    assert (out / "client-cache/README.txt").is_file()
