@@ -76,7 +76,12 @@ def test_a_variant_on_the_simulation_engine_equals_the_in_process_run(task: Path
 
     params = build_task(task, rounds=2)
     art = task / "artifacts"
-    local = run_variant(params, "samfed", art, tmp_path / "local", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as a simulated node with client_cpus 1 (Ray sets one OpenMP thread): the same sums
+    try:
+        local = run_variant(params, "samfed", art, tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     raw = params.model_dump(mode="json")
     raw["federated"] |= {"engine": "simulation", "flower": {**raw["federated"]["flower"], "client_cpus": 1, "timeout_s": 300}}
     (task / "params-simulation.yaml").write_text(yaml.safe_dump(raw))
