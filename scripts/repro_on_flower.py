@@ -5,7 +5,8 @@ For the project in the current directory (its stores already prepared): creates 
 federation (separate processes on 127.0.0.1, each over its own store), registers the nodes' keys, sets
 ``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
 ``dsfed repro --force --single-item --no-run-cache --glob 'federated@*'``: every federated stage retrains on
-Flower. It then compares the stages' outputs in ``dvc.lock`` with the in-process run's (the lock before):
+Flower. It then compares the stages' outputs in ``dvc.lock`` with the in-process run's (the lock before;
+a ``metrics.json`` that differs only in ``resumed_from``, how the in-process run went, counts as equal):
 the same weights, metrics and ledgers mean every stage downstream, and so the report, gets the same
 inputs. ``checkpoints/`` and ``client-state/`` are left out of the comparison: the checkpoints' folder is
 named by the run's config hash, which includes the federated code's hash, and on Flower the clients' state
@@ -20,6 +21,7 @@ Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` kee
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -53,6 +55,8 @@ def main() -> None:
     original_params = params_path.read_bytes()
     lock_before = (project / "dvc.lock").read_bytes()
     raw = yaml.safe_load(original_params)
+    # the in-process run's metrics, to tell a real difference from `resumed_from` (how a run went, not what it gave)
+    metrics_before = {str(p.relative_to(project)): json.loads(p.read_text()) for p in project.glob("artifacts/federated/*/metrics.json")}
     clients = raw["federated"].get("clients") or list(raw["clients"])
     flower = project / ".flower"
     logs = flower / "logs"
@@ -96,7 +100,16 @@ def main() -> None:
     skip = ("/checkpoints", "/client-state")
     changed = {stage: sorted(p for p in outs if before.get(stage, {}).get(p) != outs[p] and not p.endswith(skip))
                for stage, outs in after.items()}
+    history_only = []
+    for stage, paths in changed.items():
+        for path in [p for p in paths if p in metrics_before]:
+            now = json.loads((project / path).read_text())
+            if {k: v for k, v in now.items() if k != "resumed_from"} == {k: v for k, v in metrics_before[path].items() if k != "resumed_from"}:
+                paths.remove(path)
+                history_only.append(f"{path} (resumed_from {metrics_before[path].get('resumed_from')} -> {now.get('resumed_from')})")
     changed = {s: p for s, p in changed.items() if p}
+    if history_only:
+        print("equal but for resumed_from (the in-process run had resumed from a checkpoint):", "; ".join(history_only))
     print(f"federated stages on Flower (TLS, node auth, {len(clients)} nodes): {wall / 60:.1f} min")
     if changed:
         print("outputs that differ from the in-process run's:")

@@ -54,9 +54,11 @@ def server_start(
     node_auth: bool = typer.Option(False, help="Only registered node keys may connect (needs --certs)."),
 ) -> None:
     """Start the SuperLink (foreground; Ctrl-C stops it). Point federated.flower.control at HOST:CONTROL_PORT."""
-    from dsfed.federated.flower.deploy import Certificates, superlink_command
+    from dsfed.federated.flower.deploy import Certificates, stop_orphan_serverapps, superlink_command
 
     cmd = superlink_command(state, host, fleet_port, control_port, serverappio_port, Certificates(certs) if certs else None, node_auth)
+    for pid in stop_orphan_serverapps(serverappio_port):
+        typer.echo(f"stopped ServerApp process {pid}, left running by an earlier SuperLink on port {serverappio_port}")
     _run(cmd, state.parent)
 
 
@@ -70,11 +72,15 @@ def node_start(
     root_certificates: Path | None = typer.Option(None, help="The federation's CA certificate (ca.crt): TLS on."),
     auth_key: Path | None = typer.Option(None, help="This node's private key (node_<client>) when the server authenticates nodes."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto."),
+    pretrained: Path | None = typer.Option(None, help="This node's copy of the server's federated.pretrained_dir (the methods' "
+                                           "checkpoints, checked against the server's by sha256); default: the server's own path."),
+    public: Path | None = typer.Option(None, help="SAM-Fed only: this node's copy of the public store (public images the "
+                                       "clients distil on); default: the server's own path."),
 ) -> None:
     """Start this hospital's node (foreground; Ctrl-C stops it). It serves every federated run the server sends."""
     from dsfed.federated.flower.deploy import node_command
 
-    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device)
+    cmd = node_command(client, data, state, superlink, clientappio_port, root_certificates, auth_key, device, pretrained, public)
     _run(cmd, state)
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsfed.federated.engines.base import (
     DeliverReply,
@@ -28,7 +28,10 @@ from dsfed.federated.engines.base import (
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.protocol import Weights
-from dsfed.federated.serialize import to_bytes
+from dsfed.federated.serialize import from_bytes, to_bytes
+
+if TYPE_CHECKING:
+    from dsfed.federated.settings import SecAggConfig
 
 __all__ = ["Federation"]
 
@@ -48,12 +51,15 @@ class Federation:
         engine: how clients are reached.
         run: the run's identity (its config hash); clients key their state by it.
         ledger: every payload's size goes here; None records nothing (pooled training, where nothing travels).
+        secure: SecAgg+ for every fit (the engine must offer ``secure_fit``: Flower's); None: plain fits.
     """
 
-    def __init__(self, engine: Engine, run: str, ledger: Ledger | None = None) -> None:
+    def __init__(self, engine: Engine, run: str, ledger: Ledger | None = None, secure: SecAggConfig | None = None) -> None:
         self.engine = engine
         self.run = run
         self.ledger = ledger
+        self.secure = secure
+        self._max_weight: float | None = None
 
     def _record(self, round: int, client: str, direction: str, what: str, nbytes: int) -> None:
         if self.ledger is not None:
@@ -73,7 +79,10 @@ class Federation:
         """Send each client its weights (``weights[client]``) and config; return the replies (errors included).
 
         Ledger: ``down``/``global_weights`` for every client asked, ``up``/``update`` for every update received.
+        With ``secure``, see :meth:`_fit_secure`.
         """
+        if self.secure is not None:
+            return self._fit_secure(round, weights, configs, committed=committed, keep=keep, local_keys=local_keys)
         payloads: dict[int, bytes] = {}  # one serialisation per distinct weights object
         tasks: dict[str, FitTask] = {}
         for name, own in weights.items():
@@ -88,6 +97,52 @@ class Federation:
             if reply.ok:
                 self._record(round, name, "up", "update", len(reply.payload))
         return replies
+
+    def _fit_secure(
+        self, round: int, weights: Mapping[str, Weights], configs: Mapping[str, Mapping[str, Any]], *, committed: int,
+        keep: Iterable[int], local_keys: Sequence[str],
+    ) -> dict[str, FitReply]:
+        """A fit whose updates the server sees only as their weighted mean (SecAgg+, :mod:`dsfed.federated.secure`).
+
+        Every client must start from the same weights. Each ok reply carries the weights the strategy would
+        have got from a FedAvg of the round: the global weights plus the mean update, with the client's own
+        integer buffers. Ledger: one row per protocol message (``secagg_*``, ``global_weights``, ``masked_update``)
+        with its size as Flower serialises it.
+        """
+        from dsfed.federated.secure import rebuild
+
+        assert self.secure is not None
+        secure_fit = getattr(self.engine, "secure_fit", None)
+        if secure_fit is None:
+            raise FederatedError(f"secagg needs federated.engine flower or simulation; the {self.engine.name} engine has no secure aggregation")
+        if len({id(w) for w in weights.values()}) > 1:
+            raise FederatedError(f"round {round}: secagg needs every client to start from the same global weights (one weight group)")
+        if not weights:
+            return {}
+        start = next(iter(weights.values()))
+        payload = to_bytes(start)
+        tasks = {name: FitTask(self.run, round, payload, dict(configs.get(name, {})), committed, tuple(sorted(set(keep))), tuple(local_keys))
+                 for name in weights}
+        result = secure_fit(tasks, self.secure, self._weight_bound(), round)
+        for client, direction, what, nbytes in result.traffic:
+            self._record(round, client, direction, what, nbytes)
+        _raise_fatal(result.replies, f"round {round}")
+        out: dict[str, FitReply] = {}
+        for name, reply in result.replies.items():
+            if reply.ok and result.mean is not None:
+                merged = rebuild(start, result.layout, result.mean, from_bytes(reply.payload))
+                out[name] = FitReply(name, payload=to_bytes(merged), num_samples=reply.num_samples, metrics=reply.metrics)
+            else:
+                out[name] = reply if not reply.ok else FitReply(name, error="SecAgg+ returned no sum")
+        return out
+
+    def _weight_bound(self) -> float:
+        """SecAgg+'s ``max_weight``: the most training samples any client holds (asked once per run)."""
+        if self._max_weight is None:
+            replies = self.query(with_state=False)
+            counts = [r.samples.get("train", 0) for r in replies.values() if r.ok and r.trainable]
+            self._max_weight = float(max(counts, default=0) or 1)
+        return self._max_weight
 
     def deliver(self, round: int, what: str, payload: bytes, clients: Sequence[str]) -> dict[str, DeliverReply]:
         """Send ``payload`` as ``what`` to each of ``clients`` that does not hold it yet (by sha256, from a query).

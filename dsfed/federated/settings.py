@@ -40,6 +40,51 @@ class DPConfig(Strict):
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
 
 
+class SecAggConfig(Strict):
+    """Flower's SecAgg+ for one method's aggregation (``federated.methods.<m>.secagg``; :mod:`dsfed.federated.secure`).
+
+    The server learns only the sample-weighted mean of the clients' updates (their weights minus the round's
+    global weights), never one client's. Each entry of an update is clipped to ``clipping_range`` (a client
+    whose update exceeds it fails its round with one line) and quantised to ``quantization_range`` levels, so
+    the mean differs from plain FedAvg's by at most about ``2 * clipping_range / quantization_range`` per entry.
+    Needs ``federated.engine: flower`` or ``simulation`` and a strategy that aggregates the weighted mean
+    (fedavg, fedprox, fedadam).
+    """
+
+    # how many neighbours share each client's key secrets: an int > 2, or a fraction of the round's clients
+    num_shares: int | float = 1.0
+    # shares needed to rebuild a dropped client's mask: an int >= 2, or a fraction of num_shares (at least 2)
+    reconstruction_threshold: int | float = 0.6
+    # every entry of an update must lie in [-clipping_range, clipping_range]
+    clipping_range: Annotated[float, Field(gt=0)] = 8.0
+    quantization_range: Annotated[int, Field(gt=1)] = 2**22
+    # masks are drawn in [0, modulus_range): a power of 2, above quantization_range, at most 2**32
+    modulus_range: Annotated[int, Field(gt=1, le=2**32)] = 2**32
+
+    @field_validator("num_shares", "reconstruction_threshold")
+    @classmethod
+    def _count_or_fraction(cls, value: int | float, info: ValidationInfo) -> int | float:
+        lowest = 3 if info.field_name == "num_shares" else 2
+        if isinstance(value, bool) or value == 1:
+            return 1.0 if value == 1 else value
+        if isinstance(value, int) and value < lowest:
+            raise ValueError(f"as a count it must be at least {lowest}, got {value}")
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError(f"as a fraction it must lie in (0, 1], got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SecAggConfig:
+        if self.modulus_range & (self.modulus_range - 1) or self.modulus_range <= self.quantization_range:
+            raise ValueError(f"secagg.modulus_range must be a power of 2 above quantization_range ({self.quantization_range}), "
+                             f"got {self.modulus_range}")
+        return self
+
+
+SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam")
+"""Strategies whose aggregate is the clients' sample-weighted mean (what SecAgg+ gives the server)."""
+
+
 class MethodConfig(Strict):
     """One ``federated@<method>`` stage: a model trained by a strategy over the training clients.
 
@@ -61,6 +106,8 @@ class MethodConfig(Strict):
     lr: Annotated[float, Field(gt=0)] | None = None
     # client-level differential privacy (clipping and Gaussian noise, central or local); null: none
     dp: DPConfig | None = None
+    # Flower's SecAgg+: the server sees only the sum of the clients' updates; null: plain aggregation
+    secagg: SecAggConfig | None = None
 
     _known_model = field_validator("model")(known_model)
 
@@ -86,6 +133,12 @@ class MethodConfig(Strict):
     def _dp_needs_a_federation(self) -> MethodConfig:
         if self.dp is not None and self.strategy == "centralized":
             raise ValueError("dp: the centralized baseline pools the data in one place; client-level DP is for federated strategies")
+        if self.secagg is not None:
+            if self.strategy not in SECURE_STRATEGIES:
+                raise ValueError(f"secagg: strategy {self.strategy!r} needs each client's update; SecAgg+ gives the server only "
+                                 f"their weighted mean (use one of {', '.join(SECURE_STRATEGIES)})")
+            if self.dp is not None and self.dp.mode == "central":
+                raise ValueError("secagg with dp.mode central: the server cannot clip updates it never sees; use dp.mode local")
         return self
 
     @field_validator("local_keys")
@@ -159,6 +212,14 @@ class FederatedConfig(Strict):
         if value is not None and len(set(value)) != len(value):
             raise ValueError(f"a client is listed twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _secagg_needs_flower(self) -> FederatedConfig:
+        secure = [name for name, spec in self.methods.items() if spec.secagg is not None]
+        if secure and self.engine == "inprocess":
+            raise ValueError(f"federated.methods.{secure[0]}.secagg needs federated.engine flower or simulation: "
+                             "SecAgg+ runs between Flower's SuperLink and the nodes")
+        return self
 
     @model_validator(mode="after")
     def _checkpoints_in_pretrained_dir(self, info: ValidationInfo) -> FederatedConfig:

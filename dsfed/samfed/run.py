@@ -19,7 +19,7 @@ from dsfed.config import Params
 from dsfed.data.store import ClientStore
 from dsfed.federated.best import BestWeights
 from dsfed.federated.checkpoint import latest_checkpoint
-from dsfed.federated.engines import InProcessEngine
+from dsfed.federated.engines import Engine, InProcessEngine
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import Ledger, ledger_totals
@@ -32,10 +32,11 @@ from dsfed.models.card import model_card
 from dsfed.models.checkpoint import read_state_dict
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
-from dsfed.samfed.client import TEACHER, SamFedClient, SamFedTraining
-from dsfed.samfed.hetero import INIT, HeteroClient
+from dsfed.samfed.client import TEACHER
+from dsfed.samfed.clients import build_samfed_client
+from dsfed.samfed.hetero import INIT
 from dsfed.samfed.rcrf import RCRF, WEIGHT_PREFIX
-from dsfed.samfed.server import build_architecture, public_dice, teacher_factory
+from dsfed.samfed.server import build_architecture, public_dice
 from dsfed.samfed.task import init_folder, public_store, samfed_root, teacher_folder
 from dsfed.stages.prepare import store_path
 
@@ -63,19 +64,18 @@ def _config_hash(params: Params, variant: str, fingerprints: dict[str, str | Non
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train ``samfed.variants[variant]`` and write its model, card, metrics and curve under ``out``."""
+def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | Path, progress: bool = True,
+                engine: Engine | None = None) -> dict[str, Any]:
+    """Train ``samfed.variants[variant]`` and write its model, card, metrics and curve under ``out``.
+
+    ``engine``: how the clients are reached (a remote engine over hospitals' nodes, each building its client
+    from :func:`~dsfed.samfed.clients.samfed_setup`); None: in this process over the stores under ``artifacts``.
+    """
     cfg = params.samfed
     spec = cfg.variants[variant]
     artifacts, out = Path(artifacts), Path(out)
     device = pick_device("auto")
     arch = cfg.architectures[spec.model]
-    training = SamFedTraining(
-        pseudo=spec.pseudo, global_kd=spec.global_kd, public_pass=spec.public_pass, agreement=cfg.agreement,
-        threshold=spec.threshold or cfg.agreement.threshold, lam_sam=cfg.distill.lam_sam, lam_kd=cfg.distill.lam_kd,
-        temperature=cfg.distill.temperature, epochs=cfg.local["epochs"], batch_size=cfg.local["batch_size"], lr=arch.lr,
-        loss=cfg.loss, augment=cfg.augment,
-    )
     needs_teacher = spec.pseudo in ("agreement", "sam")
     hetero = spec.aggregation == "rcrf"
     root = samfed_root(artifacts)
@@ -84,18 +84,10 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
         return lambda: build_architecture(cfg, cfg.architectures[architecture], params.seed, device)
 
     factory = factory_of(spec.model)
-    teacher = teacher_factory(cfg, device) if needs_teacher else None
-    clients: list[SamFedClient] = []
-    for name in cfg.clients:
-        cache = out / "client-cache" / safe_name(name)
-        own = factory_of(cfg.architecture_of(variant, name))
-        if hetero:
-            clients.append(HeteroClient(name, store_path(root, name), public_store(artifacts), own, teacher, training, cache,
-                                        params.seed, device, rf_epochs=spec.rf_epochs))
-        else:
-            clients.append(SamFedClient(name, store_path(root, name), public_store(artifacts), own, teacher, training, cache,
-                                        params.seed, device))
-    engine = InProcessEngine(clients, state_root=out / "client-state")
+    if engine is None:
+        clients = [build_samfed_client(cfg, params.seed, variant, name, store_path(root, name), public_store(artifacts),
+                                       out / "client-cache" / safe_name(name), device) for name in cfg.clients]
+        engine = InProcessEngine(clients, state_root=out / "client-state")
     info = Federation(engine, "").query(with_state=False)
     failed = {n: r.error for n, r in info.items() if not r.ok}
     if failed:
@@ -143,7 +135,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
         return {"public_val_dice": dice}
 
     total = spec.rounds or cfg.rounds
-    rounds = RoundsConfig(rounds=total, fraction=1.0, min_clients=min(cfg.min_clients, len(clients)), seed=params.seed)
+    rounds = RoundsConfig(rounds=total, fraction=1.0, min_clients=min(cfg.min_clients, len(cfg.clients)), seed=params.seed)
     result = run_rounds(federation, build_strategy("fedavg"), initial, rounds, checkpoints=checkpoints, on_round_end=on_round_end,
                         clients=list(cfg.clients), progress=progress)
     curve = [json.loads(curve_path.read_text())] + [{"round": r.round, **r.metrics} for r in result.history]
@@ -160,12 +152,12 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
     totals = ledger_totals(out / "ledger.csv")
     metrics = {"variant": variant, "spec": spec.model_dump(mode="json"), "selected_round": selected_round,
                "resumed_from": result.resumed_from, "curve": curve, "test": test,
-               "communication": {"bytes_total": int(totals["total"]), "per_client": int(totals["total"] / max(len(clients), 1))}}
+               "communication": {"bytes_total": int(totals["total"]), "per_client": int(totals["total"] / max(len(cfg.clients), 1))}}
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoints: Path, federation: Federation, engine: InProcessEngine,
+def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoints: Path, federation: Federation, engine: Engine,
               factory_of: Callable[[str], Callable[[], Segmenter]], public: ClientStore, progress: bool) -> dict[str, Any]:
     """The heterogeneous run: each architecture's init delivered to its clients once, RC + RF rounds (only public-set
     logits travel), each client selected on its public val Dice and tested with its own model at that round."""

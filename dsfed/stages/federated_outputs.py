@@ -82,6 +82,24 @@ def _state_at_the_nodes(folder: Path) -> None:
     (folder / "README.txt").write_text("federated.engine: flower: each client's state is kept by its own node (its --state folder)\n")
 
 
+def run_on_engine(params: Params, params_path: Path, task: dict[str, Any], artifacts: Path, out: Path, stores: dict[str, Path]) -> None:
+    """Run a stage's ``task`` (``{"task": "federated" | "samfed", ...}``) on ``federated.engine`` (flower or
+    simulation): its ServerApp writes the stage's outputs under ``out``. ``stores``: the clients' stores, for
+    the simulated nodes (a real node names its own)."""
+    settings = params.federated.flower
+    task = {**task, "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()), "out": str(out.resolve())}
+    if params.federated.engine == "simulation":
+        from dsfed.federated.flower.simulation import run_on_simulation
+
+        run_on_simulation(settings, {**task, "device": params.federated.device}, out, stores)
+        return
+    from dsfed.federated.flower.launch import run_on_flower
+
+    home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
+    run_on_flower(settings, home, task, out)
+    _state_at_the_nodes(out / "client-state")
+
+
 def train_method(params: Params, params_path: Path, method: str, artifacts: Path, progress: bool = True) -> dict[str, Any]:
     """Run ``federated@<method>`` on the configured engine and write its outputs; returns its metrics.
 
@@ -95,22 +113,10 @@ def train_method(params: Params, params_path: Path, method: str, artifacts: Path
     from dsfed.stages.federated_run import run_method
 
     out = artifacts / "federated" / method
-    engine = params.federated.engine
-    if engine != "inprocess" and params.federated.methods[method].strategy != CENTRALIZED:
-        settings = params.federated.flower
-        task = {"task": "federated", "params": str(params_path.resolve()), "artifacts": str(artifacts.resolve()),
-                "out": str(out.resolve()), "method": method}
-        if engine == "simulation":
-            from dsfed.federated.flower.simulation import run_on_simulation
-            from dsfed.stages.prepare import store_path
+    if params.federated.engine != "inprocess" and params.federated.methods[method].strategy != CENTRALIZED:
+        from dsfed.stages.prepare import store_path
 
-            stores = {name: store_path(artifacts, name) for name in params.federation}
-            run_on_simulation(settings, {**task, "device": params.federated.device}, out, stores)
-        else:
-            from dsfed.federated.flower.launch import run_on_flower
-
-            home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
-            run_on_flower(settings, home, task, out)
-            _state_at_the_nodes(out / "client-state")
+        run_on_engine(params, params_path, {"task": "federated", "method": method}, artifacts, out,
+                      {name: store_path(artifacts, name) for name in params.federation})
         return json.loads((out / "metrics.json").read_text())
     return write_method_outputs(run_method(params, method, artifacts, out, progress=progress), out)

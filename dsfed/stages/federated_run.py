@@ -30,7 +30,7 @@ from dsfed.federated.registry import CENTRALIZED, CLIENT_ALGORITHMS, resolve
 from dsfed.federated.rounds import RoundRecord, RoundsConfig, run_rounds
 from dsfed.federated.settings import MethodConfig
 from dsfed.federated.strategies import DEFAULT_GROUP, build_strategy
-from dsfed.io import write_json
+from dsfed.io import sha256_file, write_json
 from dsfed.models import Segmenter
 from dsfed.provenance import FEDERATED_CODE, code_hash
 from dsfed.runtime import pick_device
@@ -109,8 +109,13 @@ def holdout_clients(params: Params) -> list[str]:
 
 
 def remote_setup(params: Params, method: str) -> SetupTask:
-    """What every node builds for ``federated@<method>`` (its client algorithm over its own store)."""
-    return setup_task("federated", {"params": params.model_dump(mode="json"), "method": method})
+    """What every node builds for ``federated@<method>`` (its client algorithm over its own store); with the
+    sha256 of the method's checkpoint, which every node's copy must match."""
+    checkpoint = params.federated.methods[method].checkpoint
+    settings: dict[str, Any] = {"params": params.model_dump(mode="json"), "method": method}
+    if checkpoint is not None and Path(checkpoint).is_file():
+        settings["checkpoint_sha256"] = sha256_file(checkpoint)
+    return setup_task("federated", settings)
 
 
 def run_method(params: Params, method: str, artifacts: str | Path, work: str | Path, progress: bool = True,
@@ -147,7 +152,7 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
 
     ledger = Ledger(work / "ledger.csv")
     ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
-    federation = Federation(engine, config_hash, None if centralized else ledger)
+    federation = Federation(engine, config_hash, None if centralized else ledger, secure=spec.secagg)
     trainers = [n for n, r in info.items() if r.trainable]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     if spec.dp is not None:

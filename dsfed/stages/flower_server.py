@@ -11,6 +11,7 @@ to report.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,31 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
     from dsfed.stages.federated_run import holdout_clients, remote_setup, run_method
 
     task = str(config["task"])
-    if task != "federated":
-        raise FederatedError(f"unknown Flower task {task!r} (known: federated)")
-    params = load_params(str(config["params"]))
-    method, out = str(config["method"]), Path(str(config["out"]))
-    settings = params.federated.flower
-    transport = GridTransport(grid, list(params.federation), timeout_s=settings.timeout_s)
+    if task not in ("federated", "samfed"):
+        raise FederatedError(f"unknown Flower task {task!r} (known: federated, samfed)")
+    params_path = Path(str(config["params"]))
+    # paths in params (checkpoints, pretrained_dir) are relative to the project, where stages run; this
+    # process is Flower's own ServerApp process, started in whatever folder the SuperLink was
+    os.chdir(params_path.parent)
+    params = load_params(params_path)
+    out, settings = Path(str(config["out"])), params.federated.flower
+    clients = list(params.samfed.clients) if task == "samfed" else list(params.federation)
+    transport = GridTransport(grid, clients, timeout_s=settings.timeout_s)
     missing = transport.wait(settings.wait_nodes_s)
     if missing:
         log.warning("no node of %s after %.0f s: the run goes on without them while federated.min_clients holds",
                     ", ".join(missing), settings.wait_nodes_s)
-    engine = RemoteEngine(transport, remote_setup(params, method), list(params.federation), holdout=holdout_clients(params), name="flower")
+    if task == "samfed":
+        from dsfed.samfed.clients import samfed_setup
+        from dsfed.samfed.run import run_variant
+        from dsfed.samfed.task import public_store
+
+        variant, artifacts = str(config["variant"]), Path(str(config["artifacts"]))
+        engine = RemoteEngine(transport, samfed_setup(params, variant, public_store(artifacts)), clients, name="flower")
+        run_variant(params, variant, artifacts, out, progress=False, engine=engine)
+        return
+    method = str(config["method"])
+    engine = RemoteEngine(transport, remote_setup(params, method), clients, holdout=holdout_clients(params), name="flower")
     run = run_method(params, method, str(config["artifacts"]), out, progress=False, engine=engine)
     write_method_outputs(run, out)
 

@@ -72,13 +72,30 @@ def run_samfed_init(params: Params, architecture: str, artifacts: str | Path) ->
                       pick_device("auto"))
 
 
-def run_samfed_variant(params: Params, variant: str, artifacts: str | Path) -> dict[str, Any]:
+def run_samfed_variant(params: Params, variant: str, artifacts: str | Path, params_path: str | Path | None = None) -> dict[str, Any]:
+    """Train one SAM-Fed variant on ``federated.engine``: in this process, or through Flower (the ServerApp
+    runs the same code against the SAM-Fed clients' nodes; ``params_path`` is then needed)."""
     from dsfed.samfed.run import run_variant
 
     _enabled(params)
     if variant not in params.samfed.variants:
         raise DsfedError(f"samfed.variants.{variant}: no such variant (have: {', '.join(params.samfed.variants)})")
-    return run_variant(params, variant, artifacts, variant_folder(artifacts, variant))
+    out = variant_folder(artifacts, variant)
+    if params.federated.engine != "inprocess":
+        from dsfed.stages.federated_outputs import run_on_engine
+        from dsfed.stages.prepare import store_path
+
+        if params_path is None:
+            raise DsfedError(f"samfed@{variant}: federated.engine {params.federated.engine} needs the params file's path")
+        root = samfed_root(artifacts)
+        run_on_engine(params, Path(params_path), {"task": "samfed", "variant": variant}, Path(artifacts), out,
+                      {name: store_path(root, name) for name in params.samfed.clients})
+        cache = out / "client-cache"
+        if not (cache.is_dir() and any(cache.iterdir())):
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / "README.txt").write_text("federated.engine: flower: each client caches the teacher's predictions at its own node\n")
+        return dict(json.loads((out / "metrics.json").read_text()))
+    return run_variant(params, variant, artifacts, out)
 
 
 def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:

@@ -48,7 +48,7 @@ def train_variant(variant: str, params_path: str, artifacts: str) -> dict[str, A
     """The variant's federated rounds (resuming from its checkpoints); writes its model and metrics."""
     from dsfed.stages.samfed import run_samfed_variant
 
-    return run_samfed_variant(load_params(params_path), variant, artifacts)
+    return run_samfed_variant(load_params(params_path), variant, artifacts, params_path=params_path)
 
 
 @task(name="samfed-evaluate")

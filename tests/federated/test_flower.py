@@ -75,7 +75,9 @@ def flower(project: Path, stores: Path, request: pytest.FixtureRequest) -> Itera
         procs.append(nodes[client])
 
     def restart_server() -> None:
-        """SIGKILL the SuperLink (its ServerApp dies with it), stop the nodes, start all again on the same database.
+        """SIGKILL the SuperLink, stop the nodes, start all again on the same database. The ServerApp may outlive its
+        SuperLink on a loaded machine; the restarted `dsfed server start` stops it (else it would carry on beside
+        the resumed run).
 
         The nodes are restarted too: a SuperNode whose ClientApp was mid-task for the killed run was seen to hold
         a later task unanswered (Flower 1.32.1); a restarted node keeps its state folder, so nothing is lost."""
@@ -88,7 +90,6 @@ def flower(project: Path, stores: Path, request: pytest.FixtureRequest) -> Itera
                 nodes[client].kill()
                 nodes[client].wait()
         procs[0].wait()
-        time.sleep(6)   # Flower's children notice their parent is gone within ~5 s
         procs[0] = _dsfed(*server_args, log=logs / "superlink-restarted.log")
         wait_port(control)
         for client in [c for c in nodes if c != "intruder"]:   # refused ("could not be activated") until the restarted

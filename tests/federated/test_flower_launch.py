@@ -32,3 +32,30 @@ def test_a_failed_run_is_reported_by_its_last_error_line() -> None:
           "RuntimeError: Simulation Runtime crashed.\nERROR: Exit Code: 700\n"
     assert last_error(log) == "RuntimeError: Simulation Runtime crashed."
     assert last_words("╭─ Error ─╮\n│ 'float' object cannot be interpreted │\n╰────╯\n") == "'float' object cannot be interpreted"
+
+
+def test_a_restarted_server_stops_the_serverapp_an_earlier_superlink_left(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A SuperLink killed hard leaves its ``flwr-serverapp`` child running; `dsfed server start` stops the one on
+    its ServerAppIo port (and only that one) before it starts the new SuperLink."""
+    import subprocess
+    import sys
+    import time
+
+    from dsfed.federated.flower.deploy import stop_orphan_serverapps
+
+    program = tmp_path / "flwr-serverapp"   # a stand-in with Flower's program name and arguments
+    program.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    program.chmod(0o755)
+    orphan = subprocess.Popen([str(program), "--serverappio-api-address", "127.0.0.1:47011", "--token", "x"])
+    other = subprocess.Popen([str(program), "--serverappio-api-address", "127.0.0.1:47012", "--token", "y"])
+    try:
+        time.sleep(0.5)
+        assert stop_orphan_serverapps(47011) == [orphan.pid]
+        import psutil
+
+        assert not psutil.pid_exists(orphan.pid) and other.poll() is None   # (psutil reaped our own child)
+        assert stop_orphan_serverapps(47013) == []
+    finally:
+        for proc in (orphan, other):
+            proc.kill()
+            proc.wait()

@@ -73,3 +73,34 @@ def test_a_node_that_is_gone_is_left_out_and_a_lost_quorum_is_one_line(project: 
     with pytest.raises(FederatedError) as info:
         run_method(params, "fedunet", stores, stores / "federated/quorum", progress=False, engine=engine)
     assert "\n" not in str(info.value) and "b" in str(info.value)
+
+
+def test_a_node_finds_the_checkpoint_in_its_own_copy_of_the_pretrained_dir(project: Path, stores: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``dsfed node start --pretrained DIR``: the same file under the node's own folder, checked by sha256."""
+    monkeypatch.chdir(project)   # params paths are relative to the project, where stages run
+    from safetensors.torch import save_file
+
+    from dsfed.federated.engines.node import local_checkpoint
+
+    server_dir = project / "data/pretrained"
+    (server_dir / "unet").mkdir(parents=True)
+    save_file({"w": torch.ones(3)}, str(server_dir / "unet/init.safetensors"))
+    params = _params(project, {"fedunet": {"model": "unet", "input_size": 32, "checkpoint": "data/pretrained/unet/init.safetensors"}})
+    spec = params.federated.methods["fedunet"]
+    setup = remote_setup(params, "fedunet")
+    digest = setup.settings["checkpoint_sha256"]
+    node_dir = tmp_path / "hospital-copy"
+    (node_dir / "unet").mkdir(parents=True)
+    (node_dir / "unet/init.safetensors").write_bytes((server_dir / "unet/init.safetensors").read_bytes())
+    node = NodeConfig("a", store_path(stores, "a"), tmp_path / "state", pretrained=node_dir)
+    assert local_checkpoint(params, spec, node, digest).checkpoint == node_dir / "unet/init.safetensors"
+    save_file({"w": torch.zeros(3)}, str(node_dir / "unet/init.safetensors"))
+    with pytest.raises(FederatedError, match=r"client a: checkpoint .*hospital-copy/unet/init.safetensors differs from the server's"):
+        local_checkpoint(params, spec, node, digest)
+    (node_dir / "unet/init.safetensors").unlink()
+    with pytest.raises(FederatedError, match=r"client a: checkpoint .* not found; copy the server's federated.pretrained_dir"):
+        local_checkpoint(params, spec, node, digest)
+    # without --pretrained the node uses the server's path (one machine, or a shared mount)
+    (server_dir / "unet/init.safetensors").write_bytes((server_dir / "unet/init.safetensors").read_bytes())
+    assert local_checkpoint(params, spec, NodeConfig("a", store_path(stores, "a"), tmp_path / "s"), digest).checkpoint == spec.checkpoint

@@ -8,12 +8,13 @@ every task through a :class:`~dsfed.federated.engines.host.ClientHost`, as the i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsfed.federated.engines.base import (
     DeliverReply,
@@ -31,7 +32,11 @@ from dsfed.federated.engines.host import ClientHost, one_line
 from dsfed.federated.engines.wire import Message, QueryTask, SetupTask, decode, encode
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import ClientAlgo
-from dsfed.io import safe_name, write_json
+from dsfed.io import safe_name, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from dsfed.config import Params
+    from dsfed.federated.settings import MethodConfig
 
 __all__ = ["NODE_BUILDERS", "Node", "NodeConfig"]
 
@@ -48,6 +53,8 @@ class NodeConfig:
         state: where it keeps its per-run state (resume after a restart).
         trainable: False for a held-out site: it is evaluated, never trained.
         device: ``auto``, ``cpu`` or ``cuda``.
+        pretrained: its copy of the server's ``federated.pretrained_dir`` (None: the server's own path).
+        public: its copy of SAM-Fed's public store (None: the server's path).
     """
 
     client: str
@@ -55,9 +62,62 @@ class NodeConfig:
     state: Path
     trainable: bool = True
     device: str = "auto"
+    pretrained: Path | None = None
+    public: Path | None = None
 
 
 NodeBuilder = Callable[[NodeConfig, dict[str, Any]], ClientAlgo]
+
+
+def local_file(params: Params, server_path: Path, node: NodeConfig, expected: str | None) -> Path:
+    """Where this node holds the server's checkpoint ``server_path``: under ``node.pretrained`` when given (the
+    same path relative to the server's ``federated.pretrained_dir``), else the same path; its bytes must be the
+    server's (sha256 ``expected``; None: not checked). Raises :class:`FederatedError` with one line otherwise."""
+    path = Path(server_path)
+    if node.pretrained is not None:
+        try:
+            path = node.pretrained / path.relative_to(params.federated.pretrained_dir)
+        except ValueError:
+            raise FederatedError(f"client {node.client}: the server's checkpoint {server_path} is outside its "
+                                 f"federated.pretrained_dir {params.federated.pretrained_dir}") from None
+    if not path.is_file():
+        raise FederatedError(f"client {node.client}: checkpoint {path} not found; copy the server's federated.pretrained_dir "
+                             "to this node and pass it as `dsfed node start --pretrained DIR`")
+    if expected is not None and sha256_file(path) != expected:
+        raise FederatedError(f"client {node.client}: checkpoint {path} differs from the server's (sha256 {expected[:12]}...); "
+                             "copy the server's file")
+    return path
+
+
+def local_checkpoint(params: Params, spec: MethodConfig, node: NodeConfig, expected: str | None) -> MethodConfig:
+    """``spec`` with its checkpoint where this node holds it (:func:`local_file`)."""
+    if spec.checkpoint is None:
+        return spec
+    return spec.model_copy(update={"checkpoint": local_file(params, spec.checkpoint, node, expected)})
+
+
+def _build_samfed(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
+    """A ``samfed@<variant>`` client: ``settings`` from :func:`dsfed.samfed.clients.samfed_setup`."""
+    from dsfed.config import parse_params
+    from dsfed.runtime import pick_device
+    from dsfed.samfed.clients import build_samfed_client, client_checkpoints, with_checkpoints
+
+    params = parse_params(settings["params"], source="the server's setup")
+    cfg, variant = params.samfed, str(settings["variant"])
+    if variant not in cfg.variants:
+        raise FederatedError(f"the server asked for SAM-Fed variant {variant!r}, which its own params do not define")
+    if node.client not in cfg.clients:
+        raise FederatedError(f"client {node.client} is not one of samfed.clients ({', '.join(cfg.clients)})")
+    expected = dict(settings.get("checkpoint_sha256", {}).get(node.client, {}))
+    paths = {name: local_file(params, path, node, expected.get(name)) for name, path in client_checkpoints(cfg, variant, node.client).items()}
+    public = node.public if node.public is not None else Path(str(settings["public"]))
+    if not public.is_dir():
+        raise FederatedError(f"client {node.client}: the public store {public} not found; copy the server's public store "
+                             "(artifacts/samfed/public/data.zarr) and pass it as `dsfed node start --public DIR`")
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]   # a new setup: a fresh cache
+    cache = node.state / "samfed-cache" / safe_name(node.client) / key   # beside its state folder, which keeps one run only
+    return build_samfed_client(with_checkpoints(cfg, variant, node.client, paths), params.seed, variant, node.client, node.store,
+                               public, cache, pick_device(node.device))
 
 
 def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
@@ -72,7 +132,7 @@ def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
     method = str(settings["method"])
     if method not in params.federated.methods:
         raise FederatedError(f"the server asked for method {method!r}, which its own params do not define")
-    spec = params.federated.methods[method]
+    spec = local_checkpoint(params, params.federated.methods[method], node, settings.get("checkpoint_sha256"))
     device = pick_device(node.device)
     build = resolve(CLIENT_ALGORITHMS, spec.client, "client algorithm")
     algo: ClientAlgo = build(ClientSetup(node.client, [node.store], model_factory(params, spec, device), params, spec, device))
@@ -81,6 +141,7 @@ def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
 
 NODE_BUILDERS: dict[str, NodeBuilder] = {
     "federated": _build_federated,
+    "samfed": _build_samfed,
 }
 """Setup kind -> builder of the node's client algorithm from the server's settings."""
 

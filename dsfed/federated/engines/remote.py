@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dsfed.federated.engines.base import (
     DeliverReply,
@@ -27,6 +27,10 @@ from dsfed.federated.engines.base import (
 from dsfed.federated.engines.node import Node
 from dsfed.federated.engines.wire import Message, QueryTask, SetupTask, decode, encode
 from dsfed.federated.errors import FederatedError
+
+if TYPE_CHECKING:
+    from dsfed.federated.secure import SecureRound
+    from dsfed.federated.settings import SecAggConfig
 
 __all__ = ["LoopbackTransport", "RemoteEngine", "Transport", "WireMessage", "setup_task"]
 
@@ -84,19 +88,24 @@ class RemoteEngine:
     def clients(self) -> list[str]:
         return list(self._clients)
 
-    def _send(self, tasks: Mapping[str, Message], reply_type: type[R]) -> dict[str, R]:
-        """Set up the nodes not set up yet, then send ``tasks``; every asked client gets a reply."""
-        unknown = [n for n in tasks if n not in self._clients]
+    def _set_up(self, names: Sequence[str], reply_type: type[R]) -> dict[str, R]:
+        """Set up the nodes of ``names`` not set up yet; an error reply for each that could not be."""
+        unknown = [n for n in names if n not in self._clients]
         if unknown:
             raise FederatedError(f"no client named {unknown[0]!r} in this engine (have: {', '.join(self._clients)})")
-        replies: dict[str, R] = {}
-        new = [n for n in tasks if n not in self._ready]
+        failed: dict[str, R] = {}
+        new = [n for n in names if n not in self._ready]
         if new:
             for name, reply in self._exchange({n: self._setup for n in new}, QueryReply).items():
                 if reply.ok:
                     self._ready.add(name)
                 else:
-                    replies[name] = reply_type(name, error=f"setup failed: {reply.error}", fatal=reply.fatal)
+                    failed[name] = reply_type(name, error=f"setup failed: {reply.error}", fatal=reply.fatal)
+        return failed
+
+    def _send(self, tasks: Mapping[str, Message], reply_type: type[R]) -> dict[str, R]:
+        """Set up the nodes not set up yet, then send ``tasks``; every asked client gets a reply."""
+        replies: dict[str, R] = self._set_up(list(tasks), reply_type)
         todo = {n: t for n, t in tasks.items() if n not in replies}
         replies.update(self._exchange(todo, reply_type))
         return {n: replies[n] for n in tasks}
@@ -141,6 +150,26 @@ class RemoteEngine:
 
     def deliver(self, tasks: Mapping[str, DeliverTask]) -> dict[str, DeliverReply]:
         return self._send(tasks, DeliverReply)
+
+    def secure_fit(self, tasks: Mapping[str, FitTask], cfg: SecAggConfig, max_weight: float, round: int) -> SecureRound:
+        """Local training on each named client, aggregated by the transport's SecAgg+ (Flower only)."""
+        exchange = getattr(self.transport, "secure_exchange", None)
+        if exchange is None:
+            raise FederatedError(f"secagg: the {self.name} engine's transport has no secure aggregation (use federated.engine flower or simulation)")
+        held = [n for n in tasks if n in self._holdout]
+        if held:
+            raise FederatedError(f"client {held[0]} is held out: the server must not ask it to train")
+        failed = self._set_up(list(tasks), FitReply)
+        connected = set(self.transport.nodes)
+        for name in tasks:
+            if name not in failed and name not in connected:
+                failed[name] = FitReply(name, error=f"node {name} is not connected")
+        result: SecureRound = exchange({n: encode(t) for n, t in tasks.items() if n not in failed}, cfg, max_weight, round)
+        for name, reply in result.replies.items():
+            if not reply.ok and ("not connected" in str(reply.error) or "no reply" in str(reply.error)):
+                self._ready.discard(name)  # a node that comes back may have restarted: set it up again
+        result.replies = {n: failed[n] if n in failed else result.replies[n] for n in tasks}
+        return result
 
     def close(self) -> None:
         self.transport.close()

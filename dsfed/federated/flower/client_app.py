@@ -17,10 +17,11 @@ from flwr.clientapp import ClientApp
 
 from dsfed.federated.engines.node import Node, NodeConfig
 from dsfed.federated.flower.messages import from_record, to_record
+from dsfed.federated.flower.secagg import answer_secure_fit, is_secure_fit, secagg_when_asked
 
 __all__ = ["app", "node_config"]
 
-app = ClientApp()
+app = ClientApp(mods=[secagg_when_asked])  # SecAgg+ messages go through Flower's secaggplus_mod
 _NODES: dict[tuple[str, ...], Node] = {}  # one per node config, for a process that serves several (simulation)
 
 
@@ -29,8 +30,10 @@ def node_config(values: Mapping[str, Any]) -> NodeConfig:
     missing = [k for k in ("client", "data", "state") if k not in values]
     if missing:
         raise KeyError(f"the SuperNode's --node-config lacks {', '.join(missing)} (start it with `dsfed node start`)")
+    pretrained, public = values.get("pretrained"), values.get("public")
     return NodeConfig(client=str(values["client"]), store=Path(str(values["data"])), state=Path(str(values["state"])),
-                      device=str(values.get("device", "auto")))
+                      device=str(values.get("device", "auto")), pretrained=Path(str(pretrained)) if pretrained else None,
+                      public=Path(str(public)) if public else None)
 
 
 def _config(context: Context) -> NodeConfig:
@@ -45,7 +48,7 @@ def _config(context: Context) -> NodeConfig:
 
 def _node(context: Context) -> Node:
     config = _config(context)
-    key = (config.client, str(config.store), str(config.state), config.device)
+    key = (config.client, str(config.store), str(config.state), config.device, str(config.pretrained), str(config.public))
     if key not in _NODES:
         _NODES[key] = Node(config)
     return _NODES[key]
@@ -64,7 +67,9 @@ def _answer(msg: Message, context: Context) -> Message:
 
 @app.train()
 def fit(msg: Message, context: Context) -> Message:
-    """A round's local training."""
+    """A round's local training (under SecAgg+: the masked part of the update, :mod:`dsfed.federated.flower.secagg`)."""
+    if is_secure_fit(msg):
+        return Message(answer_secure_fit(_node(context), msg.content), reply_to=msg)
     return _answer(msg, context)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ from dsfed.errors import DsfedError
 from dsfed.federated.flower.launch import flower_bin
 from dsfed.io import safe_name
 
-__all__ = ["Certificates", "create_certificates", "node_command", "superlink_command"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Certificates", "create_certificates", "node_command", "stop_orphan_serverapps", "superlink_command"]
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,37 @@ def superlink_command(state: Path, host: str = "127.0.0.1", fleet_port: int = 90
     return [*cmd, "--enable-supernode-auth"] if node_auth else cmd
 
 
+def stop_orphan_serverapps(serverappio_port: int, timeout_s: float = 10.0) -> list[int]:
+    """Stop ServerApp processes of an earlier SuperLink on this ServerAppIo port; returns their PIDs.
+
+    A SuperLink killed hard (a crash, SIGKILL) leaves its ``flwr-serverapp`` child running; when a new SuperLink
+    comes up on the same port and database, the orphan reconnects and carries on with its run's rounds from
+    memory, beside the resumed run (seen on a loaded machine). A restarted server must not have two.
+    """
+    import psutil
+
+    address = f"127.0.0.1:{serverappio_port}"
+    orphans = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if any(part.endswith("flwr-serverapp") for part in cmdline) and address in cmdline:
+            orphans.append(proc)
+    for proc in orphans:
+        log.warning("stopping ServerApp process %d left by an earlier SuperLink on %s", proc.pid, address)
+        proc.terminate()
+    _, alive = psutil.wait_procs(orphans, timeout=timeout_s)
+    for proc in alive:
+        proc.kill()
+    return [p.pid for p in orphans]
+
+
 def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0.1:9092", clientappio_port: int = 9094,
-                 root_certificates: Path | None = None, auth_key: Path | None = None, device: str = "auto") -> list[str]:
+                 root_certificates: Path | None = None, auth_key: Path | None = None, device: str = "auto",
+                 pretrained: Path | None = None, public: Path | None = None) -> list[str]:
     """``flower-supernode`` for one hospital: its client name, its own store and state folder in its node
-    config (what the ClientApp reads), TLS with the federation's CA, and its key when nodes authenticate."""
+    config (what the ClientApp reads), TLS with the federation's CA, and its key when nodes authenticate.
+    ``pretrained``: its copy of the server's ``federated.pretrained_dir``; ``public``: its copy of SAM-Fed's
+    public store (default for both: the server's path)."""
     from dsfed.data.store import ClientStore
 
     if not (data / "zarr.json").is_file() and not (data / ".zgroup").is_file():
@@ -147,6 +177,14 @@ def node_command(client: str, data: Path, state: Path, superlink: str = "127.0.0
     if root_certificates is None and superlink.rsplit(":", 1)[0] not in ("127.0.0.1", "localhost", "[::1]"):
         raise DsfedError(f"--superlink {superlink}: plaintext is for 127.0.0.1 only; pass --root-certificates")
     config = {"client": client, "data": str(data.resolve()), "state": str(state.resolve()), "device": device}
+    if pretrained is not None:
+        if not pretrained.is_dir():
+            raise DsfedError(f"--pretrained {pretrained}: not a folder (this node's copy of the server's federated.pretrained_dir)")
+        config["pretrained"] = str(pretrained.resolve())
+    if public is not None:
+        if not public.is_dir():
+            raise DsfedError(f"--public {public}: not a folder (this node's copy of SAM-Fed's public store, a data.zarr folder)")
+        config["public"] = str(public.resolve())
     cmd = [flower_bin("flower-supernode"), "--superlink", superlink, "--clientappio-api-address", f"127.0.0.1:{clientappio_port}",
            "--node-config", " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())]
     if root_certificates is None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from dsfed.federated.engines.remote import WireMessage
 from dsfed.federated.flower.messages import flower_type, from_record, to_record
+
+if TYPE_CHECKING:
+    from dsfed.federated.secure import SecureRound
+    from dsfed.federated.settings import SecAggConfig
 
 __all__ = ["GridTransport"]
 
@@ -121,6 +126,19 @@ class GridTransport:
                 name = client_of[node]
                 out[name] = f"node {name}: {reply}" if isinstance(reply, str) else from_record(reply.content)
         return {name: out[name] for name in messages}
+
+    def secure_exchange(self, messages: Mapping[str, WireMessage], cfg: SecAggConfig, max_weight: float, round: int) -> SecureRound:
+        """Send fit ``messages`` as one SecAgg+ round (:func:`dsfed.federated.flower.secagg.secure_fit`)."""
+        from dsfed.federated.engines.base import FitReply
+        from dsfed.federated.flower.secagg import secure_fit
+
+        here = {name: msg for name, msg in messages.items() if name in self.node_of}
+        result = secure_fit(self.grid, self.node_of, here, cfg, max_weight, round, self.timeout_s)
+        for name in messages:
+            if name not in here:
+                result.replies[name] = FitReply(name, error=f"node {name} is not connected")
+        result.replies = {name: result.replies[name] for name in messages}
+        return result
 
     def close(self) -> None:
         """Nothing to release: the grid belongs to the ServerApp."""
