@@ -61,6 +61,7 @@ def main() -> None:
     flower = project / ".flower"
     logs = flower / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(flower / "superlink-demo", ignore_errors=True)   # a killed earlier run's registrations and runs
     fleet, control, appio, *node_ports = free_ports(3 + len(clients))
     certs = flower / "certs"
     subprocess.run([sys.executable, "-m", "dsfed", "certs", "create", str(certs), *sum((["--node", c] for c in clients), [])], check=True)
