@@ -110,6 +110,8 @@ class _CountingGrid:
         self.errors: dict[str, str] = {}
 
     def send_and_receive(self, messages: list[Message], *, timeout: float | None = None) -> list[Message]:
+        if not messages:
+            return list(self.grid.send_and_receive(messages, timeout=timeout))
         stage = ""
         for msg in messages:
             stage = str(msg.content.config_records[RECORD_KEY_CONFIGS].get("stage", stage))
