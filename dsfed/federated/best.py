@@ -40,7 +40,7 @@ class BestWeights:
             return False
         with atomic_path(self.path, overwrite=True) as tmp:
             meta = {"round": str(round), self.metric: repr(float(score))}
-            write_safetensors({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
+            write_safetensors(dict(weights), str(tmp), metadata=meta)
         return True
 
     def round(self) -> int:

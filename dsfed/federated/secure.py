@@ -16,13 +16,13 @@ rounding from (run, round, client), so a run and its resume give the same bits.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from dsfed.data.splits import stable_seed
 from dsfed.federated.engines.base import FitReply
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import Weights
@@ -110,8 +110,8 @@ def rebuild(start: Weights, layout: Sequence[tuple[str, Sequence[int]]], mean: S
 
 
 def quantization_seed(run: str, round: int, client: str) -> int:
-    """The seed of a client's stochastic rounding in SecAgg+ (32 bits of sha256 over run, round and client)."""
-    return int.from_bytes(hashlib.sha256(f"{run}/{round}/{client}".encode()).digest()[:4], "little")
+    """The seed of a client's stochastic rounding in SecAgg+ (:func:`~dsfed.data.splits.stable_seed` of run, round, client)."""
+    return stable_seed(run, round, client, "secagg")
 
 
 def secure_tolerance(clipping_range: float, quantization_range: int, counts: Mapping[str, int]) -> float:

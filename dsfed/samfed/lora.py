@@ -147,7 +147,7 @@ def save_adapter(path: str | Path, model: SamSegmenter, spec: LoraSpec, metadata
         raise ValueError(f"metadata keys {clash} are reserved for the LoRA spec")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors({k: v.contiguous() for k, v in adapter_state(model).items()}, str(path), metadata={**extra, **spec.metadata()})
+    write_safetensors(dict(adapter_state(model)), str(path), metadata={**extra, **spec.metadata()})
     return path
 
 

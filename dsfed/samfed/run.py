@@ -146,7 +146,7 @@ def run_variant(params: Params, variant: str, artifacts: str | Path, out: str | 
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        write_safetensors({k: v.contiguous() for k, v in selected.items()}, str(tmp), metadata={"round": str(selected_round)})
+        write_safetensors(dict(selected), str(tmp), metadata={"round": str(selected_round)})
     write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", server.num_parameters(), stage="samfed",
                                               variant=variant, architecture=spec.model, selected_round=selected_round))
     totals = ledger_totals(out / "ledger.csv")
@@ -213,7 +213,7 @@ def _run_rcrf(params: Params, variant: str, artifacts: Path, out: Path, checkpoi
     engine.close()
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:   # the server's condensed model (never sent)
-        write_safetensors({k: v.detach().cpu().contiguous() for k, v in strategy.server.state_dict().items()}, str(tmp), metadata={"round": str(total)})
+        write_safetensors(dict(strategy.server.state_dict()), str(tmp), metadata={"round": str(total)})
     write_json(out / "model.json", model_card(arch.model, arch.input_size, "none", strategy.server.num_parameters(), stage="samfed",
                                               variant=variant, architecture=server_arch, role="rcrf server model"))
     totals = ledger_totals(out / "ledger.csv")

@@ -106,7 +106,7 @@ def train_teacher_stage(cfg: SamFedConfig, public_path: Path, out: Path, seed: i
     save_adapter(out / "adapter.safetensors", model, spec, metadata={"epoch": str(selected)})
     merged = merge_lora(model)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        write_safetensors({k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
+        write_safetensors(dict(merged.state_dict()), str(tmp), metadata={"epoch": str(selected)})
     write_json(out / "model.json", model_card(t.model, merged.input_size, "none", merged.num_parameters(), stage="samfed_teacher"))
     metrics = {"selected_epoch": selected, "val_dice": curve[selected]["val_dice"], "foundation_val_dice": curve[0]["val_dice"],
                "trainable_parameters": sum(p.numel() for p in trainable), "parameters": merged.num_parameters(),
@@ -126,7 +126,7 @@ def train_init(cfg: SamFedConfig, architecture: str, public_path: Path, out: Pat
     selected = max(range(len(curve)), key=lambda i: (curve[i]["val_dice"], -i))
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        write_safetensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"epoch": str(selected)})
+        write_safetensors(dict(model.state_dict()), str(tmp), metadata={"epoch": str(selected)})
     write_json(out / "model.json", model_card(spec.model, spec.input_size, "none", model.num_parameters(), stage="samfed_init",
                                               architecture=architecture))
     metrics = {"architecture": architecture, "selected_epoch": selected, "val_dice": curve[selected]["val_dice"], "curve": curve,

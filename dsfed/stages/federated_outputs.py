@@ -60,7 +60,7 @@ def write_method_outputs(run: MethodRun, out: Path) -> dict[str, Any]:
         "parameters": run.parameters,
     }
     with atomic_path(out / "model.safetensors", overwrite=True) as tmp:
-        write_safetensors({k: v.contiguous() for k, v in run.selected.items()}, str(tmp), metadata={"model": run.spec.model, "round": str(run.selected_round)})
+        write_safetensors(dict(run.selected), str(tmp), metadata={"model": run.spec.model, "round": str(run.selected_round)})
     write_json(out / "model.json", card)
     metrics = method_metrics(run, out / "ledger.csv" if run.spec.strategy != "centralized" else None)
     write_json(out / "metrics.json", metrics)

@@ -29,7 +29,7 @@ from flwr.common.serde import recorddict_to_proto
 from flwr.compat.common import recorddict_compat as compat
 from flwr.serverapp import Grid
 
-from dsfed.federated.engines.base import FitReply
+from dsfed.federated.engines.base import FitReply, FitTask
 from dsfed.federated.engines.node import Node
 from dsfed.federated.engines.remote import WireMessage
 from dsfed.federated.engines.wire import decode, meta_from_json, meta_to_json
@@ -81,18 +81,20 @@ def answer_secure_fit(node: Node, content: RecordDict) -> RecordDict:
     meta = meta_from_json(str(config["dsfed.json"]))
     payload = bytes(fitins.parameters.tensors[0]) if fitins.parameters.tensors else b""
     task = decode("fit", meta, payload)
+    if not isinstance(task, FitTask):
+        raise FederatedError(f"a SecAgg+ fit carried a {type(task).__name__}")
     kind, reply_meta, reply_payload = node.answer("fit", meta, payload)
     reply = decode(kind, reply_meta, reply_payload)
     if not isinstance(reply, FitReply) or not reply.ok:
         raise FederatedError(str(getattr(reply, "error", "")) or f"a {kind} instead of a fit reply")
     start = from_bytes(payload)
     layout, arrays, clear = masked_part(from_bytes(reply.payload), start, float(cast(float, config["dsfed.clipping_range"])),
-                                        node.config.client, int(getattr(task, "round")))
+                                        node.config.client, task.round)
     max_weight = float(cast(float, config["dsfed.max_weight"]))
     if reply.num_samples > max_weight:
         raise FederatedError(f"client {node.config.client}: trained on {reply.num_samples} samples, more than the {max_weight:g} "
                              "the server announced for SecAgg+")
-    np.random.seed(quantization_seed(str(getattr(task, "run")), int(getattr(task, "round")), node.config.client))  # secaggplus_mod's rounding
+    np.random.seed(quantization_seed(task.run, task.round, node.config.client))  # secaggplus_mod's rounding
     clear_meta = {"client": reply.client, "num_samples": reply.num_samples, "metrics": reply.metrics}
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), int(reply.num_samples),
                     {"dsfed.reply": json.dumps(clear_meta, sort_keys=True), "dsfed.layout": json.dumps(layout), "dsfed.clear": to_bytes(clear)})
