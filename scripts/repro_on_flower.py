@@ -1,18 +1,19 @@
-"""Rerun the pipeline's federated stages on Flower against local nodes and check nothing downstream changes.
+"""Rerun the pipeline's client-facing stages on Flower against local nodes and check nothing downstream changes.
 
 For the project in the current directory (its stores already prepared): creates certificates and node keys
-(``.flower/certs``), starts a SuperLink with TLS and node authentication and one node per client of the
-federation (separate processes on 127.0.0.1, each over its own store), registers the nodes' keys, sets
-``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
-``dsfed repro --force --single-item --no-run-cache --glob 'federated@*'``: every federated stage retrains on
-Flower. It then compares the stages' outputs in ``dvc.lock`` with the in-process run's (the lock before;
+(``.flower/certs``), starts a SuperLink with TLS and node authentication and one node per client (the
+pipeline's hospitals and SAM-Fed's; separate processes on 127.0.0.1, each over its own store), registers the
+nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
+``dsfed repro --force --single-item --no-run-cache --glob 'federated@*' server_sam distill 'samfed@*'``: every
+stage that reaches the clients reruns on Flower (the federated methods and SAM-Fed's variants train there,
+DSFedMed's server SAM and distillation validate on the nodes and deliver the student to them). It then compares the stages' outputs in ``dvc.lock`` with the in-process run's (the lock before;
 a ``metrics.json`` that differs only in ``resumed_from``, how the in-process run went, counts as equal):
 the same weights, metrics and ledgers mean every stage downstream, and so the report, gets the same
 inputs. ``checkpoints/`` and ``client-state/`` are left out of the comparison: the checkpoints' folder is
 named by the run's config hash, which includes the federated code's hash, and on Flower the clients' state
 is at the nodes (``client-state/`` holds a note saying so).
 
-    python scripts/repro_on_flower.py [--methods 'federated@*'] [--keep-lock]
+    python scripts/repro_on_flower.py [--stages 'federated@*' server_sam distill 'samfed@*'] [--keep-lock]
 
 Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` keeps the new dvc.lock
 (default: the old one is put back when the outputs are equal, so only the engine differs).
@@ -47,7 +48,8 @@ def _outs(lock: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", default="federated@*", help="the stages to force on Flower (a dvc repro --glob pattern)")
+    parser.add_argument("--stages", nargs="+", default=["federated@*", "server_sam", "distill", "samfed@*"],
+                        help="the stages to force on Flower (dvc repro --glob patterns)")
     parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
     args = parser.parse_args()
     project = Path.cwd()
@@ -57,7 +59,10 @@ def main() -> None:
     raw = yaml.safe_load(original_params)
     # the in-process run's metrics, to tell a real difference from `resumed_from` (how a run went, not what it gave)
     metrics_before = {str(p.relative_to(project)): json.loads(p.read_text()) for p in project.glob("artifacts/federated/*/metrics.json")}
-    clients = raw["federated"].get("clients") or list(raw["clients"])
+    stores = {name: project / "artifacts/clients" / name / "data.zarr" for name in raw["clients"]}
+    if any(p.startswith("samfed") for p in args.stages):
+        stores |= {name: project / "artifacts/samfed/clients" / name / "data.zarr" for name in (raw.get("samfed") or {}).get("clients") or {}}
+    clients = list(stores)
     flower = project / ".flower"
     logs = flower / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,7 @@ def main() -> None:
         for client, port in zip(clients, node_ports, strict=True):
             subprocess.run([sys.executable, "-m", "dsfed", "node", "register", str(certs / f"node_{client}.pub"), "--control", f"127.0.0.1:{control}",
                             "--root-certificates", str(certs / "ca.crt"), "--home", str(flower)], check=True)
-            procs.append(_dsfed("node", "start", "--client", client, "--data", str(project / "artifacts/clients" / client / "data.zarr"),
+            procs.append(_dsfed("node", "start", "--client", client, "--data", str(stores[client]),
                                 "--state", str(flower / "nodes" / client), "--superlink", f"127.0.0.1:{fleet}", "--clientappio-port", str(port),
                                 "--root-certificates", str(certs / "ca.crt"), "--auth-key", str(certs / f"node_{client}"),
                                 log=logs / f"node_{client}.log"))
@@ -81,10 +86,11 @@ def main() -> None:
         raw["federated"]["flower"] = {"control": f"127.0.0.1:{control}", "root_certificates": str(certs / "ca.crt"), "timeout_s": 900,
                                       "wait_nodes_s": 180}
         params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        for checkpoints in project.glob("artifacts/federated/*/checkpoints"):   # a fresh run, not a resume of the last one
-            shutil.rmtree(checkpoints)
+        for pattern in ("artifacts/federated/*/checkpoints", "artifacts/distill/checkpoints", "artifacts/samfed/variants/*/checkpoints"):
+            for checkpoints in project.glob(pattern):   # a fresh run, not a resume of the last one
+                shutil.rmtree(checkpoints)
         env = {**os.environ}
-        subprocess.run([sys.executable, "-m", "dsfed", "repro", "--force", "--single-item", "--no-run-cache", "--glob", args.methods],
+        subprocess.run([sys.executable, "-m", "dsfed", "repro", "--force", "--single-item", "--no-run-cache", "--glob", *args.stages],
                        check=True, env=env)
     finally:
         params_path.write_bytes(original_params)
@@ -111,7 +117,7 @@ def main() -> None:
     changed = {s: p for s, p in changed.items() if p}
     if history_only:
         print("equal but for resumed_from (the in-process run had resumed from a checkpoint):", "; ".join(history_only))
-    print(f"federated stages on Flower (TLS, node auth, {len(clients)} nodes): {wall / 60:.1f} min")
+    print(f"{' '.join(args.stages)} on Flower (TLS, node auth, {len(clients)} nodes): {wall / 60:.1f} min")
     if changed:
         print("outputs that differ from the in-process run's:")
         for stage, paths in changed.items():

@@ -168,19 +168,20 @@ class Federation:
         return replies
 
     def evaluate(
-        self, round: int, weights: Weights, split: str, clients: Sequence[str], state_round: int | None = None
+        self, round: int, weights: Weights, split: str, clients: Sequence[str], state_round: int | None = None, model: str = ""
     ) -> dict[str, EvaluateReply]:
         """Every client in ``clients`` scores ``weights`` on its ``split``; numbers come back, nothing else.
 
         Each client pairs the weights with its own state as of ``state_round`` (default: ``round``), so a
-        client restarted after a crash evaluates as it would have without the crash.
+        client restarted after a crash evaluates as it would have without the crash. ``model`` names which of
+        the clients' models the weights are for, when they hold several (empty: their only one).
         Ledger (under ``round``): ``down``/``<split>_weights`` and ``up``/``<split>_metrics`` per client.
         """
         if not clients:
             return {}
         payload = to_bytes(weights)
         at = round if state_round is None else state_round
-        tasks = {name: EvaluateTask(self.run, payload, split, at) for name in clients}
+        tasks = {name: EvaluateTask(self.run, payload, split, at, model) for name in clients}
         for name in clients:
             self._record(round, name, "down", f"{split}_weights", len(payload))
         replies = self.engine.evaluate(tasks)

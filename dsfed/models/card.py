@@ -17,7 +17,7 @@ from dsfed.models.checkpoint import load_weights, read_state_dict
 from dsfed.models.registry import build_model
 from dsfed.models.segmenter import Segmenter
 
-__all__ = ["build_carded_model", "load_carded_model", "model_card"]
+__all__ = ["architecture", "build_architecture", "build_carded_model", "card_architecture", "load_carded_model", "model_card"]
 
 
 def model_card(model: str, input_size: int | None, prompt: str, parameters: int, **extra: Any) -> dict[str, Any]:
@@ -25,19 +25,35 @@ def model_card(model: str, input_size: int | None, prompt: str, parameters: int,
     return {"model": model, "options": {"input_size": input_size, "prompt": prompt}, "parameters": parameters, **extra}
 
 
-def build_carded_model(folder: str | Path, num_classes: int, output_size: int, card: str = "model.json") -> Segmenter:
-    """The segmenter described by ``folder/card``, freshly initialised (no weights loaded)."""
+def architecture(model: str, input_size: int | None = None, prompt: str = "none", adapter: str = "none") -> dict[str, Any]:
+    """What builds an empty segmenter, as JSON (sent to clients that score weights they receive)."""
+    return {"model": model, "input_size": input_size, "prompt": prompt, "adapter": adapter}
+
+
+def card_architecture(folder: str | Path, card: str = "model.json") -> dict[str, Any]:
+    """The :func:`architecture` of the model whose card is ``folder/card``."""
     card_path = Path(folder) / card
     if not card_path.is_file():
         raise DsfedError(f"{card_path}: no model card (run the stage that writes it first)")
     info = json.loads(card_path.read_text())
     options = info.get("options", {})
+    if "model" not in info:
+        raise DsfedError(f"{card_path}: no 'model' field")
+    return architecture(info["model"], options.get("input_size"), options.get("prompt", "none"), options.get("adapter", "none"))
+
+
+def build_architecture(arch: dict[str, Any], num_classes: int, output_size: int) -> Segmenter:
+    """An empty segmenter of :func:`architecture` ``arch`` (no weights loaded)."""
+    return build_model(arch["model"], num_classes=num_classes, output_size=output_size, input_size=arch.get("input_size"),
+                       prompt=arch.get("prompt", "none"), adapter=arch.get("adapter", "none"))
+
+
+def build_carded_model(folder: str | Path, num_classes: int, output_size: int, card: str = "model.json") -> Segmenter:
+    """The segmenter described by ``folder/card``, freshly initialised (no weights loaded)."""
     try:
-        return build_model(info["model"], num_classes=num_classes, output_size=output_size,
-                           input_size=options.get("input_size"), prompt=options.get("prompt", "none"),
-                           adapter=options.get("adapter", "none"))
+        return build_architecture(card_architecture(folder, card), num_classes, output_size)
     except KeyError as exc:
-        raise DsfedError(f"{card_path}: {exc}") from None
+        raise DsfedError(f"{Path(folder) / card}: {exc}") from None
 
 
 def load_carded_model(folder: str | Path, num_classes: int, output_size: int, weights: str = "model.safetensors",

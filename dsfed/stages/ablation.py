@@ -84,6 +84,8 @@ def run_ablation(params: Params, artifacts: str | Path, variants: dict[str, dict
     for name, overrides in variants.items():
         raw = params.model_dump(mode="json")
         raw["distill"] = {**raw["distill"], **overrides, "warm_start": False}
+        # an experimenter's tool (it scores every client's test split here): in this process whatever the engine
+        raw["federated"] = {**raw["federated"], "engine": "inprocess"}
         variant = parse_params(raw)
         run_dir = out / "runs" / _slug(name)
         if run_dir.exists():

@@ -35,14 +35,15 @@ from dsfed.distill.rounds import DistillSettings, RoundResult
 from dsfed.distill.run import latest_round, run_distillation
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import Ledger
+from dsfed.federated.validator import DEPLOYED_MODEL
 from dsfed.generation.client import read_pairs
 from dsfed.io import atomic_path, sha256_file, write_csv, write_json
-from dsfed.models.card import build_carded_model, load_carded_model
+from dsfed.models.card import card_architecture, load_carded_model
 from dsfed.provenance import DISTILL_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.server.finetune import freeze_image_encoder, synthetic_val_dice
 from dsfed.server.outputs import save_model, write_curve
-from dsfed.stages.client_validation import ClientValidation
+from dsfed.stages.client_validation import ClientValidation, Connect
 from dsfed.stages.federated import LABELS, method_folder
 from dsfed.stages.producers import ModelEntry
 from dsfed.stages.server_sam import generation_ledgers, server_sam_ledger, source_synthetic_stores
@@ -101,12 +102,6 @@ def _warm_source(root: Path, run_hash: str, settings_hash: str, student_sha: str
     return None
 
 
-def _validation_factories(params: Params, folders: dict[str, Path], device: torch.device) -> dict[str, Any]:
-    """Per model, a builder of its empty architecture (what a client builds to score weights it receives)."""
-    classes, size = len(params.data.classes), params.data.mask_size
-    return {stem: (lambda folder=folder: build_carded_model(folder, classes, size).to(device)) for stem, folder in folders.items()}
-
-
 def _load_snapshot(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(torch.load(path, weights_only=True))
 
@@ -116,7 +111,8 @@ def _snapshot(model: torch.nn.Module, path: Path) -> None:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
 
 
-def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | None = None, connect: Connect | None = None,
+                      params_path: str | Path | None = None) -> dict[str, Any]:
     """Distil, select each model on the clients' real validation (the guard), write ``artifacts/distill``.
 
     Writes ``sam/model.*`` and ``tiny/model.*`` (the guarded models: a distilled round only if it beats the
@@ -124,6 +120,9 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     (selected on synthetic validation alone, as DSFedMed's code does),
     ``metrics.json`` (a DVC metric), ``rounds.csv`` (per round and sample: score and pool membership),
     ``dvclive/``, and ``ledger.csv`` (the validation payloads and the student sent down to every client).
+    ``connect``: how the clients are reached (a Flower ServerApp's). None: in this process (each keeps the
+    delivered student under ``checkpoints/<run>/received/<client>/``), or, with ``federated.engine`` flower or
+    simulation, the stage runs as a ServerApp task (``params_path`` needed) whose nodes validate and receive.
 
     Returns:
         the metrics JSON.
@@ -133,6 +132,13 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         raise DsfedError(f"distill.student: no federated method named {cfg.student!r} (have: {', '.join(params.federated.methods)})")
     artifacts = Path(artifacts)
     out = Path(out) if out is not None else artifacts / "distill"
+    if connect is None and params.federated.engine != "inprocess":
+        from dsfed.stages.federated_outputs import run_server_stage_on_engine
+
+        if out != artifacts / "distill":
+            raise DsfedError(f"distill: federated.engine {params.federated.engine} writes artifacts/distill only (asked for {out})")
+        run_server_stage_on_engine(params, params_path, "distill", artifacts)
+        return dict(json.loads((out / "metrics.json").read_text()))
     classes = list(params.data.classes)
     device = pick_device(cfg.device)
     stores = source_synthetic_stores(params, artifacts)
@@ -153,14 +159,15 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(work / "ledger.csv")
     ledger.truncate_after(done)  # a round redone after a crash is recorded once
-    validation = ClientValidation(params, artifacts, params.training_clients, ledger, run_hash, device)
-    factories = _validation_factories(params, folders, device)
+    validation = ClientValidation(params, artifacts, params.training_clients, ledger, run_hash, device,
+                                  {stem: card_architecture(folder) for stem, folder in folders.items()}, connect=connect,
+                                  received=work / "received")
     real_path = work / "real_val.json"
     real: dict[str, Any] = json.loads(real_path.read_text()) if real_path.exists() else {"rounds": {}}
 
     def score(round: int) -> dict[str, dict[str, float]]:
         """Both models as they are now, scored at the clients (mean and per-client real val Dice)."""
-        return {stem: validation.score(round, model, stem, factories[stem]) for stem, model in models.items()}
+        return {stem: validation.score(round, model, stem) for stem, model in models.items()}
 
     if "undistilled" not in real:  # the models as distillation receives them
         real["undistilled"] = score(0)
@@ -218,7 +225,6 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
     history = run_distillation(sam, tiny, sam_opt, tiny_opt, images, masks, settings, rounds, seed=params.seed,
                                work=work, run=run_hash, keep=2, on_round=on_round, device=device) if rounds else []
     wall = time.perf_counter() - t0
-    validation.close()
     guard = {stem: choose(real["undistilled"][stem]["val_dice"], _curve(real["rounds"], stem)) for stem in models}
     synthetic_round = {stem: best_round(_curve(val_curve, stem)) for stem in models}
     for stem, model in models.items():
@@ -244,11 +250,15 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
         if stale != work:
             shutil.rmtree(stale, ignore_errors=True)
 
+    try:   # every client (the held-out one too) receives the student it deploys
+        taken = validation.deliver(0, DEPLOYED_MODEL, (out / "tiny" / "model.safetensors").read_bytes())
+    finally:
+        validation.close()
+    refused = sorted(name for name, ok in taken.items() if not ok)
+    if refused:
+        log.warning("distill: %s could not take the distilled student (see the lines above)", ", ".join(refused))
     with atomic_path(out / "ledger.csv", overwrite=True) as tmp:  # validation traffic, then the student sent to every client
         shutil.copyfile(ledger.path, tmp)
-        final = Ledger(tmp)
-        for client in params.clients:
-            final.record(0, client, "down", "distilled_model", (out / "tiny" / "model.safetensors").stat().st_size)
     rows = [{"round": 0, "val_dice_sam": start["sam"], "val_dice_tiny": start["tiny"],
              "real_val_dice_sam": real["rounds"].get("0", {}).get("sam", check.teacher_val_dice),
              "real_val_dice_tiny": real["rounds"].get("0", {}).get("tiny", check.student_val_dice)}]

@@ -14,9 +14,11 @@ from dsfed.federated.ledger import ledger_totals
 from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.stages.federated_run import MethodRun
 
-__all__ = ["method_metrics", "train_method", "write_method_outputs"]
+__all__ = ["ENGINE_RUNS", "method_metrics", "run_server_stage_on_engine", "train_method", "write_method_outputs"]
 
 HEADLINE = ("dice", "iou")
+ENGINE_RUNS = ".engine-runs"
+"""Under the artifacts root: the engine's run folders of the server stages (status, simulated nodes' state)."""
 
 
 def _finite(value: float) -> float | None:
@@ -98,6 +100,20 @@ def run_on_engine(params: Params, params_path: Path, task: dict[str, Any], artif
     home = Path(settings.home) if Path(settings.home).is_absolute() else params_path.resolve().parent / settings.home
     run_on_flower(settings, home, task, out)
     _state_at_the_nodes(out / "client-state")
+
+
+def run_server_stage_on_engine(params: Params, params_path: str | Path | None, task: str, artifacts: Path) -> None:
+    """Run DSFedMed's server stage ``task`` (``server_sam`` or ``distill``) as a ServerApp task on
+    ``federated.engine``: it trains in the ServerApp, every client of the task (``params.clients``) is reached
+    through its node. The run's status (and, on the simulation engine, the simulated nodes' state) goes to
+    ``artifacts/.engine-runs/<task>/``, outside the stage's outputs."""
+    from dsfed.errors import DsfedError
+    from dsfed.stages.prepare import store_path
+
+    if params_path is None:
+        raise DsfedError(f"{task}: federated.engine {params.federated.engine} needs the params file's path")
+    run_on_engine(params, Path(params_path), {"task": task}, artifacts, artifacts / ENGINE_RUNS / task,
+                  {name: store_path(artifacts, name) for name in params.clients})
 
 
 def train_method(params: Params, params_path: Path, method: str, artifacts: Path, progress: bool = True) -> dict[str, Any]:

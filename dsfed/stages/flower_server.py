@@ -5,7 +5,9 @@ the task, the params file, the artifacts root, the output folder and the task's 
 runs the same code as the in-process stage with a :class:`~dsfed.federated.engines.remote.RemoteEngine`
 over a :class:`~dsfed.federated.flower.transport.GridTransport`; it ends by writing
 ``<out>/flower-status.txt``: ``ok <token>`` (the submission's token) or ``error <one line>`` for the stage
-to report.
+to report. Tasks: ``federated`` (a method's rounds), ``samfed`` (a SAM-Fed variant), ``server_sam`` and
+``distill`` (DSFedMed's server stages: they train here, the nodes score the models on their own val splits and
+receive the deployed student).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from flwr.serverapp import Grid, ServerApp
 from dsfed.federated.flower.launch import STATUS_FILE
 from dsfed.io import atomic_path
 
-__all__ = ["app", "run_server_task"]
+__all__ = ["DSFEDMED_TASKS", "SERVER_TASKS", "app", "run_server_task"]
+
+DSFEDMED_TASKS = ("server_sam", "distill")
+SERVER_TASKS = ("federated", "samfed", *DSFEDMED_TASKS)
 
 log = logging.getLogger(__name__)
 app = ServerApp()
@@ -37,20 +42,39 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
     from dsfed.stages.federated_run import holdout_clients, remote_setup, run_method
 
     task = str(config["task"])
-    if task not in ("federated", "samfed"):
-        raise FederatedError(f"unknown Flower task {task!r} (known: federated, samfed)")
+    if task not in SERVER_TASKS:
+        raise FederatedError(f"unknown Flower task {task!r} (known: {', '.join(SERVER_TASKS)})")
     params_path = Path(str(config["params"]))
     # paths in params (checkpoints, pretrained_dir) are relative to the project, where stages run; this
     # process is Flower's own ServerApp process, started in whatever folder the SuperLink was
     os.chdir(params_path.parent)
     params = load_params(params_path)
     out, settings = Path(str(config["out"])), params.federated.flower
-    clients = list(params.samfed.clients) if task == "samfed" else list(params.federation)
+    clients = list(params.samfed.clients) if task == "samfed" else list(params.clients) if task in DSFEDMED_TASKS else list(params.federation)
     transport = GridTransport(grid, clients, timeout_s=settings.timeout_s)
     missing = transport.wait(settings.wait_nodes_s)
     if missing:
         log.warning("no node of %s after %.0f s: the run goes on without them while federated.min_clients holds",
                     ", ".join(missing), settings.wait_nodes_s)
+    if task in DSFEDMED_TASKS:   # DSFedMed's server stages: the clients validate and receive, the server trains
+        from collections.abc import Sequence
+
+        from dsfed.federated.engines import Engine
+        from dsfed.federated.engines.wire import SetupTask
+
+        def connect(setup: SetupTask, names: Sequence[str]) -> Engine:
+            return RemoteEngine(transport, setup, names, name="flower")
+
+        artifacts = Path(str(config["artifacts"]))
+        if task == "server_sam":
+            from dsfed.stages.server_sam import run_server_sam_stage
+
+            run_server_sam_stage(params, artifacts, progress=False, connect=connect)
+        else:
+            from dsfed.stages.distill import run_distill_stage
+
+            run_distill_stage(params, artifacts, connect=connect)
+        return
     if task == "samfed":
         from dsfed.samfed.clients import samfed_setup
         from dsfed.samfed.run import run_variant

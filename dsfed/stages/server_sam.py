@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from dsfed.data.store import ClientStore
     from dsfed.federated.ledger import Ledger
     from dsfed.models import Segmenter
-    from dsfed.stages.client_validation import ClientValidation
+    from dsfed.stages.client_validation import ClientValidation, Connect
 
 __all__ = ["foundation_kept", "generation_ledgers", "produced_models", "run_server_sam_stage", "server_sam_ledger", "server_sam_metrics",
            "source_synthetic_stores"]
@@ -44,21 +44,20 @@ def server_sam_ledger(artifacts: Path) -> Path:
     return Path(artifacts) / "server_sam" / "ledger.csv"
 
 
-def _real_scorer(params: Params, artifacts: Path, ledger: Ledger) -> tuple[Callable[[int, Segmenter], float], ClientValidation]:
-    """``score(epoch, model)``: the source clients' mean real val Dice of the model's weights (sent through an engine)."""
-    from dsfed.models import build_model
+def _real_scorer(params: Params, artifacts: Path, ledger: Ledger,
+                 connect: Connect | None = None) -> tuple[Callable[[int, Segmenter], float], ClientValidation]:
+    """``score(epoch, model)``: the source clients' mean real val Dice of the model's weights (sent through an
+    engine: in process, or ``connect``'s)."""
+    from dsfed.models.card import architecture
     from dsfed.runtime import pick_device
     from dsfed.stages.client_validation import ClientValidation
 
-    cfg, classes = params.server_sam, params.data.classes
-    device = pick_device(cfg.device)
-    validation = ClientValidation(params, artifacts, params.training_clients, ledger, "server_sam", device)
-
-    def empty() -> Segmenter:  # what a client builds to hold the weights it receives
-        return build_model(cfg.model, num_classes=len(classes), output_size=params.data.mask_size, input_size=cfg.input_size).to(device)
+    cfg = params.server_sam
+    validation = ClientValidation(params, artifacts, params.training_clients, ledger, "server_sam", pick_device(cfg.device),
+                                  {"server_sam": architecture(cfg.model, cfg.input_size)}, connect=connect)
 
     def score(epoch: int, model: Segmenter) -> float:
-        return float(validation.score(epoch, model, "server_sam", empty)["val_dice"])
+        return float(validation.score(epoch, model, "server_sam")["val_dice"])
 
     return score, validation
 
@@ -102,10 +101,20 @@ def produced_models(params: Params, artifacts: Path) -> list[ModelEntry]:
     return entries
 
 
-def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool = True, connect: Connect | None = None,
+                         params_path: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune, then write ``artifacts/server_sam``: ``model.safetensors`` + ``model.json`` (the selected
     epoch), ``metrics.json`` (a DVC metric), ``dvclive/`` (per-epoch loss, synthetic and real val Dice) and,
-    with ``select: real``, ``ledger.csv`` (the weights sent to the source clients, the metrics they returned)."""
+    with ``select: real``, ``ledger.csv`` (the weights sent to the source clients, the metrics they returned).
+
+    ``connect``: how the clients are reached (a Flower ServerApp's). None: in this process, or, with
+    ``select: real`` and ``federated.engine`` flower or simulation, the stage runs as a ServerApp task
+    (``params_path`` needed) whose nodes validate."""
+    if connect is None and params.server_sam.select == "real" and params.federated.engine != "inprocess":
+        from dsfed.stages.federated_outputs import run_server_stage_on_engine
+
+        run_server_stage_on_engine(params, params_path, "server_sam", Path(artifacts))
+        return server_sam_metrics(Path(artifacts))
     from dsfed.federated.ledger import Ledger
     from dsfed.io import sha256_file, write_json
     from dsfed.server.finetune import finetune_server_sam
@@ -117,7 +126,7 @@ def run_server_sam_stage(params: Params, artifacts: str | Path, progress: bool =
     out.mkdir(parents=True, exist_ok=True)
     partial = out / ".ledger.csv.partial"
     partial.unlink(missing_ok=True)
-    scorer, validation = _real_scorer(params, artifacts, Ledger(partial)) if cfg.select == "real" else (None, None)
+    scorer, validation = _real_scorer(params, artifacts, Ledger(partial), connect) if cfg.select == "real" else (None, None)
     try:
         run = finetune_server_sam(params, source_synthetic_stores(params, artifacts), progress, real_score=scorer)
     finally:

@@ -125,3 +125,33 @@ def test_registries_are_the_single_source_of_names(monkeypatch: pytest.MonkeyPat
         MethodConfig(model="unet", strategy="fedsgd")
     monkeypatch.setitem(CLIENT_ALGORITHMS, "semi", "tests.federated.toy:ToyClient")
     assert MethodConfig(model="unet", client="semi").client == "semi"  # registering is all it takes
+
+
+def test_training_does_not_depend_on_the_process_global_generators(tmp_path) -> None:
+    """A fresh Flower node starts its global generators wherever its imports left them; the toy's dropout and
+    jitter draw from torch's, numpy's and Python's. The host seeds them per (seed, client, round), so the
+    same task gives the same weights in any process, and restores them afterwards."""
+    import random
+
+    import numpy as np
+
+    payload = to_bytes(BN_LOCAL.shared(initial_weights()))
+    task = {"site_a": FitTask("run1", 1, payload, {}, committed=0, local_keys=tuple(BN_LOCAL.patterns))}
+    replies = []
+    for i, process_seed in enumerate((1, 987654)):
+        torch.manual_seed(process_seed)
+        np.random.seed(process_seed)
+        random.seed(process_seed)
+        engine = InProcessEngine(toy_clients(1, local_keys=BN_LOCAL), state_root=tmp_path / str(i))
+        replies.append(engine.fit(task)["site_a"])
+        # the process's own streams go on as if no training had happened
+        after = (torch.rand(1).item(), float(np.random.rand()), random.random())
+        torch.manual_seed(process_seed)
+        np.random.seed(process_seed)
+        random.seed(process_seed)
+        assert after == (torch.rand(1).item(), float(np.random.rand()), random.random())
+    assert replies[0].ok and replies[0].payload == replies[1].payload
+    # a different round draws other dropout masks (the seed is per round, not one constant)
+    again = InProcessEngine(toy_clients(1, local_keys=BN_LOCAL), state_root=tmp_path / "r2")
+    other = again.fit({"site_a": FitTask("run1", 2, payload, {}, committed=0, local_keys=tuple(BN_LOCAL.patterns))})["site_a"]
+    assert other.payload != replies[0].payload

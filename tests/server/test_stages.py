@@ -119,10 +119,15 @@ def test_distill_outputs_rounds_pools_and_ledger(server: tuple[Path, Params]) ->
         assert sum(int(x["in_pool"]) for x in rows if int(x["round"]) == r) == metrics["pool_size"]
     ledger = read_ledger(out / "ledger.csv")
     size = (out / "tiny/model.safetensors").stat().st_size
-    sent = [(x["client"], x["direction"], x["what"], x["bytes"]) for x in ledger if x["what"] == "distilled_model"]
-    assert sent == [(c, "down", "distilled_model", size) for c in params.clients]
+    sent = [(x["client"], x["direction"], x["what"], x["bytes"]) for x in ledger if x["what"] == "deployed_model"]
+    assert sent == [(c, "down", "deployed_model", size) for c in params.clients]
+    assert sorted(x["client"] for x in ledger if x["what"] == "deployed_model_receipt") == sorted(params.clients)
+    # every client (the held-out one too) keeps the student it deploys, byte for byte
+    (work,) = (out / "checkpoints").iterdir()
+    for client in params.clients:
+        assert (work / "received" / client / "deployed_model.safetensors").read_bytes() == (out / "tiny/model.safetensors").read_bytes()
     # validation at the clients: both models before distillation and after each round, at the source client only
-    validation = [x for x in ledger if x["what"] != "distilled_model"]
+    validation = [x for x in ledger if not x["what"].startswith("deployed_model")]
     assert {x["client"] for x in validation} == {"a"} and len(validation) == 3 * 2 * 2
     assert {x["what"] for x in validation if x["direction"] == "down"} == {"val_weights"}
     assert {x["what"] for x in validation if x["direction"] == "up"} == {"val_metrics"}

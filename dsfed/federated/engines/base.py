@@ -97,12 +97,15 @@ class EvaluateTask:
         split: ``val`` or ``test``.
         state_round: pair the weights with the client's local state as of this round (FedBN-style local
             keys); ``None``: as the client holds it now.
+        model: which of the client's models the weights are for, when its algorithm holds several
+            (:class:`~dsfed.federated.validator.ValidationClient`); empty: its only one.
     """
 
     run: str
     payload: bytes
     split: str
     state_round: int | None = None
+    model: str = ""
 
 
 @dataclass(frozen=True)

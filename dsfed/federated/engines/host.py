@@ -12,6 +12,7 @@ import copy
 import logging
 from typing import Any
 
+from dsfed.data.splits import stable_seed
 from dsfed.federated.engines.base import (
     DeliverReply,
     DeliverTask,
@@ -27,6 +28,7 @@ from dsfed.federated.errors import FederatedError
 from dsfed.federated.local_keys import LocalKeys
 from dsfed.federated.privacy import LOCAL_DP, apply_local_dp
 from dsfed.federated.protocol import ClientAlgo, FitResult
+from dsfed.federated.rng import global_rngs_seeded
 from dsfed.federated.serialize import from_bytes, to_bytes
 
 __all__ = ["ClientHost", "one_line"]
@@ -72,6 +74,11 @@ class ClientHost:
             self.algo.load_state_dict(self.state.load(run, wanted))
         self._holds = (run, wanted)
 
+    def training_seed(self, round: int) -> int:
+        """The seed of the global generators while this client trains ``round``: from the algorithm's run seed
+        (its ``seed`` attribute, 0 without one), the client's name and the round; never from the process."""
+        return stable_seed(int(getattr(self.algo, "seed", 0)), self.name, round, "global-rngs")
+
     def query(self, run: str | None) -> QueryReply:
         """Sample counts, data fingerprint and the state rounds held for ``run``."""
         try:
@@ -108,7 +115,8 @@ class ClientHost:
             self._bring_state_to(task.run, task.committed)
             keep = {self.state.latest_at(task.run, r) for r in (task.committed, *task.keep)}
             self._holds = None  # training moves the state; a failure leaves it unknown (restored next time)
-            result = self.algo.train(from_bytes(task.payload), task.round, dict(task.config))
+            with global_rngs_seeded(self.training_seed(task.round)):  # dropout & co: the same on every engine
+                result = self.algo.train(from_bytes(task.payload), task.round, dict(task.config))
             if not isinstance(result, FitResult):
                 raise FederatedError(f"client {self.name}: train() returned {type(result).__name__}, expected FitResult")
             shared = local.shared(result.weights)
@@ -124,13 +132,22 @@ class ClientHost:
             return FitReply(self.name, error=one_line(exc))
         return FitReply(self.name, payload=payload, num_samples=int(result.num_samples), metrics={k: float(v) for k, v in result.metrics.items()})
 
+    def _evaluator(self, model: str) -> Any:
+        """``evaluate(weights, split)`` of the algorithm, or of its model ``model`` when it holds several."""
+        if not model:
+            return self.algo.evaluate
+        evaluate_model = getattr(self.algo, "evaluate_model", None)
+        if evaluate_model is None:
+            raise FederatedError(f"client {self.name}: its algorithm holds one model (the server named {model!r})")
+        return lambda weights, split: evaluate_model(model, weights, split)
+
     def evaluate(self, task: EvaluateTask) -> EvaluateReply:
         """Score the task's weights on one split, with the local state of ``task.state_round`` when given."""
         try:
             if task.state_round is not None:
                 self._bring_state_to(task.run, task.state_round)
             samples = int(self.algo.describe().samples.get(task.split, 0))
-            metrics: dict[str, Any] = self.algo.evaluate(from_bytes(task.payload), task.split) if samples else {}
+            metrics: dict[str, Any] = self._evaluator(task.model)(from_bytes(task.payload), task.split) if samples else {}
         except Exception as exc:
             if not is_client_failure(exc):
                 raise

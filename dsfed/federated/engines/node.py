@@ -139,9 +139,24 @@ def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
     return algo
 
 
+def _build_validate(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
+    """DSFedMed's client after training: scores the server's models, keeps the deployed one
+    (``settings`` from :func:`dsfed.federated.validator.validation_settings`)."""
+    from dsfed.config import parse_params
+    from dsfed.federated.validator import ValidationClient
+    from dsfed.runtime import pick_device
+
+    params = parse_params(settings["params"], source="the server's setup")
+    if node.client not in params.clients:
+        raise FederatedError(f"client {node.client} is not one of the server's clients ({', '.join(params.clients)})")
+    return ValidationClient(node.client, node.store, dict(settings["architectures"]), len(params.data.classes), params.data.mask_size,
+                            node.state / safe_name(node.client) / "received", params.seed, pick_device(node.device))
+
+
 NODE_BUILDERS: dict[str, NodeBuilder] = {
     "federated": _build_federated,
     "samfed": _build_samfed,
+    "validate": _build_validate,
 }
 """Setup kind -> builder of the node's client algorithm from the server's settings."""
 
