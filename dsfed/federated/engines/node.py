@@ -9,6 +9,7 @@ every task through a :class:`~dsfed.federated.engines.host.ClientHost`, as the i
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 from collections.abc import Callable
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from dsfed.config import Params
     from dsfed.federated.settings import MethodConfig
 
-__all__ = ["NODE_BUILDERS", "Node", "NodeConfig"]
+__all__ = ["NODE_BUILDERS", "Node", "NodeConfig", "node_builder"]
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,28 @@ def _build_validate(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
                             node.state / safe_name(node.client) / "received", params.seed, pick_device(node.device))
 
 
-NODE_BUILDERS: dict[str, NodeBuilder] = {
+NODE_BUILDERS: dict[str, NodeBuilder | str] = {
     "federated": _build_federated,
     "samfed": _build_samfed,
     "validate": _build_validate,
+    "controlnet": "dsfed.generation.node:build_generator_client",
 }
-"""Setup kind -> builder of the node's client algorithm from the server's settings."""
+"""Setup kind -> builder of the node's client algorithm from the server's settings; a ``"module:function"``
+string is imported when a setup of its kind arrives (the generation client needs diffusers, which a node
+without DSFedMed's generation does not install)."""
+
+
+def node_builder(kind: str) -> NodeBuilder | None:
+    """The builder of setup kind ``kind`` (None: unknown), importing a lazily named one."""
+    builder = NODE_BUILDERS.get(kind)
+    if isinstance(builder, str):
+        module, _, name = builder.partition(":")
+        try:
+            found: NodeBuilder = getattr(importlib.import_module(module), name)
+        except ImportError as exc:
+            raise FederatedError(f"setup kind {kind!r} needs {exc.name or module}, which this node does not have installed") from None
+        return found
+    return builder
 
 
 class Node:
@@ -191,10 +208,10 @@ class Node:
         """Build the client algorithm the server asks for (once per setup key) and keep the setup on the
         node's disk (``save``); reply with its query (no state)."""
         if task.run != self.setup_key or self.host is None:
-            builder = NODE_BUILDERS.get(task.kind)
-            if builder is None:
-                return QueryReply(self.config.client, error=f"unknown setup kind {task.kind!r} (known: {', '.join(NODE_BUILDERS)})")
             try:
+                builder = node_builder(task.kind)
+                if builder is None:
+                    return QueryReply(self.config.client, error=f"unknown setup kind {task.kind!r} (known: {', '.join(NODE_BUILDERS)})")
                 algo = builder(self.config, task.settings)
             except Exception as exc:
                 if not is_client_failure(exc):
