@@ -41,6 +41,7 @@ __all__ = [
     "read_pairs",
     "read_uploaded_masks",
     "train_client_generator",
+    "write_held_out",
     "write_masks",
 ]
 
@@ -127,11 +128,24 @@ def _write_curve(out: Path, losses: list[float]) -> None:
             live.next_step()
 
 
+def write_held_out(out: Path, client: str) -> dict[str, Any]:
+    """The held-out client's folder: no generator, an empty ledger and ``generator.json`` saying so."""
+    held: dict[str, Any] = {"client": client, "held_out": True, "uploads": {}}
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.mkdir(parents=True)
+        Ledger(tmp / "ledger.csv").ensure()
+        write_json(tmp / GENERATOR_SUMMARY, held)
+    log.info("client %s is held out (data.holdout): it trains no generator", client)
+    return held
+
+
 def train_client_generator(
-    params: Params, client: str, store_dir: str | Path, backbone_dir: str | Path, out: str | Path, progress: bool = True
+    params: Params, client: str, store_dir: str | Path, backbone_dir: str | Path, out: str | Path, progress: bool = True,
+    recorded_manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the generic ControlNet on ``client``'s training pairs (its store ``store_dir``, the backbone
-    resolved in ``backbone_dir``); write its upload folder ``out`` atomically.
+    resolved in ``backbone_dir``); write its upload folder ``out`` atomically. ``recorded_manifest``: the
+    backbone manifest the ControlNet's provenance records (a node's: the server's, not its local copy's paths).
 
     The held-out client trains no generator: its folder then holds only ``generator.json`` saying so.
 
@@ -144,13 +158,7 @@ def train_client_generator(
     out = Path(out)
     store = ClientStore(store_dir)
     if store.is_holdout:
-        held: dict[str, Any] = {"client": client, "held_out": True, "uploads": {}}
-        with atomic_path(out, overwrite=True) as tmp:
-            tmp.mkdir(parents=True)
-            Ledger(tmp / "ledger.csv").ensure()
-            write_json(tmp / GENERATOR_SUMMARY, held)
-        log.info("client %s is held out (data.holdout): it trains no generator", client)
-        return held
+        return write_held_out(out, client)
 
     cfg = params.controlnet
     device = pick_device(cfg.device)
@@ -172,7 +180,12 @@ def train_client_generator(
     seconds = time.perf_counter() - t0
     after = {name: fixed_noise_loss(backbone, controlnet, *pair, draws=draws, device=device) for name, pair in checks.items()}
 
-    meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"), "backbone": manifest.to_json()})
+    meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"),
+                       "backbone": recorded_manifest if recorded_manifest is not None else manifest.to_json()})
+    # the stage, not the process's command line: the same upload whether the client ran in the stage's process
+    # or as a Flower node (whose command names its ClientApp)
+    del meta["command"]
+    meta["stage"] = f"controlnet@{client}"
     meta["classes"] = list(store.classes)
     summary: dict[str, Any] = {
         "client": client,

@@ -1,8 +1,15 @@
 """The ``controlnet@<client>`` stage, at the client: its store and the backbone in, its upload folder
-``artifacts/generators/<client>/`` out (ControlNet weights, masks, the ledger of what it uploads)."""
+``artifacts/generators/<client>/`` out (ControlNet weights, masks, the ledger of what it uploads).
+
+In process the client's code runs here over ``artifacts/clients/<client>``. With ``federated.engine`` flower or
+simulation the stage is a ServerApp task: the client's node trains on its own store and sends the upload
+folder's files (:mod:`dsfed.generation.node`); the server writes them, never opening the client's store.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +18,8 @@ from dsfed.stages.prepare import client_store
 
 if TYPE_CHECKING:
     from dsfed.config import Params
+    from dsfed.federated.engines import Engine
+    from dsfed.federated.engines.wire import SetupTask
 
 __all__ = ["generator_dir", "run_controlnet_stage"]
 
@@ -20,9 +29,62 @@ def generator_dir(artifacts: str | Path, client: str) -> Path:
     return Path(artifacts) / "generators" / client
 
 
-def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune the generic ControlNet on ``client``'s training pairs and write its upload folder."""
+def _held_out(params: Params, client: str, artifacts: Path) -> dict[str, Any]:
+    """The held-out client trains no generator (its folder says so); written by the server, no node asked."""
+    from dsfed.generation.client import write_held_out
+
+    return write_held_out(generator_dir(artifacts, client), client)
+
+
+def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True,
+                         connect: Callable[[SetupTask, Sequence[str]], Engine] | None = None,
+                         params_path: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune the generic ControlNet on ``client``'s training pairs and write its upload folder.
+
+    ``connect``: how the client is reached (a Flower ServerApp's: its node trains). None: in this process, or,
+    with ``federated.engine`` flower or simulation, as a ServerApp task (``params_path`` needed)."""
+    from dsfed.errors import DsfedError
+
+    artifacts = Path(artifacts)
+    if client not in params.clients:
+        raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
+    if connect is None and params.federated.engine != "inprocess":
+        if client == params.data.holdout:
+            return _held_out(params, client, artifacts)
+        from dsfed.stages.federated_outputs import ENGINE_RUNS, run_on_engine
+        from dsfed.stages.prepare import store_path
+
+        if params_path is None:
+            raise DsfedError(f"controlnet@{client}: federated.engine {params.federated.engine} needs the params file's path")
+        run_on_engine(params, Path(params_path), {"task": "controlnet", "client": client}, artifacts,
+                      artifacts / ENGINE_RUNS / f"controlnet-{client}", {client: store_path(artifacts, client)})
+        return dict(json.loads((generator_dir(artifacts, client) / "generator.json").read_text()))
+    if connect is not None:
+        return _on_node(params, client, artifacts, connect)
     from dsfed.generation.client import train_client_generator
 
     return train_client_generator(params, client, client_store(params, client, artifacts), backbone_dir(artifacts),
                                   generator_dir(artifacts, client), progress)
+
+
+def _on_node(params: Params, client: str, artifacts: Path, connect: Callable[[SetupTask, Sequence[str]], Engine]) -> dict[str, Any]:
+    """One fit at ``client``'s node; its reply (the upload folder's files) written as ``generators/<client>``."""
+    from dsfed.federated.engines import FitTask
+    from dsfed.federated.engines.remote import setup_task
+    from dsfed.federated.errors import FederatedError
+    from dsfed.federated.serialize import from_bytes, to_bytes
+    from dsfed.generation.node import generator_settings, unpack_folder
+
+    if client == params.data.holdout:
+        return _held_out(params, client, artifacts)
+    setup = setup_task("controlnet", generator_settings(params.model_dump(mode="json"), backbone_dir(artifacts), Path.cwd()))
+    engine = connect(setup, [client])
+    try:
+        reply = engine.fit({client: FitTask(setup.run, 1, to_bytes({}), {}, committed=0)})[client]
+    finally:
+        engine.close()
+    if not reply.ok:
+        raise FederatedError(f"controlnet@{client}: the client's node could not train its ControlNet: {reply.error}")
+    out = generator_dir(artifacts, client)
+    unpack_folder(from_bytes(reply.payload), out)
+    return dict(json.loads((out / "generator.json").read_text()))

@@ -5,9 +5,10 @@ the task, the params file, the artifacts root, the output folder and the task's 
 runs the same code as the in-process stage with a :class:`~dsfed.federated.engines.remote.RemoteEngine`
 over a :class:`~dsfed.federated.flower.transport.GridTransport`; it ends by writing
 ``<out>/flower-status.txt``: ``ok <token>`` (the submission's token) or ``error <one line>`` for the stage
-to report. Tasks: ``federated`` (a method's rounds), ``samfed`` (a SAM-Fed variant), ``server_sam`` and
-``distill`` (DSFedMed's server stages: they train here, the nodes score the models on their own val splits and
-receive the deployed student).
+to report. Tasks: ``federated`` (a method's rounds), ``samfed`` (a SAM-Fed variant), ``controlnet`` (a
+client's node trains its ControlNet and uploads it with its masks), ``server_sam`` and ``distill`` (DSFedMed's
+server stages: they train here, the nodes score the models on their own val splits and receive the deployed
+student).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dsfed.io import atomic_path
 
 __all__ = ["DSFEDMED_TASKS", "SERVER_TASKS", "app", "run_server_task"]
 
-DSFEDMED_TASKS = ("server_sam", "distill")
+DSFEDMED_TASKS = ("controlnet", "server_sam", "distill")
 SERVER_TASKS = ("federated", "samfed", *DSFEDMED_TASKS)
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
     os.chdir(params_path.parent)
     params = load_params(params_path)
     out, settings = Path(str(config["out"])), params.federated.flower
-    clients = list(params.samfed.clients) if task == "samfed" else list(params.clients) if task in DSFEDMED_TASKS else list(params.federation)
+    if task == "controlnet":
+        clients = [str(config["client"])]
+    else:
+        clients = list(params.samfed.clients) if task == "samfed" else list(params.clients) if task in DSFEDMED_TASKS else list(params.federation)
     transport = GridTransport(grid, clients, timeout_s=settings.timeout_s)
     missing = transport.wait(settings.wait_nodes_s)
     if missing:
@@ -66,7 +70,11 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
             return RemoteEngine(transport, setup, names, name="flower")
 
         artifacts = Path(str(config["artifacts"]))
-        if task == "server_sam":
+        if task == "controlnet":
+            from dsfed.stages.controlnet import run_controlnet_stage
+
+            run_controlnet_stage(params, str(config["client"]), artifacts, progress=False, connect=connect)
+        elif task == "server_sam":
             from dsfed.stages.server_sam import run_server_sam_stage
 
             run_server_sam_stage(params, artifacts, progress=False, connect=connect)

@@ -34,7 +34,7 @@ def train_generator(client: str, params_path: str, artifacts: str) -> dict[str, 
     """At the client: fine-tune the generic ControlNet on its pairs; upload weights and masks (ledger)."""
     from dsfed.stages.controlnet import run_controlnet_stage
 
-    return run_controlnet_stage(load_params(params_path), client, artifacts)
+    return run_controlnet_stage(load_params(params_path), client, artifacts, params_path=params_path)
 
 
 @task(name="synthesize-client")

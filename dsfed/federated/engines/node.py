@@ -173,7 +173,8 @@ def node_builder(kind: str) -> NodeBuilder | None:
         try:
             found: NodeBuilder = getattr(importlib.import_module(module), name)
         except ImportError as exc:
-            raise FederatedError(f"setup kind {kind!r} needs {exc.name or module}, which this node does not have installed") from None
+            extra = " (pip install 'dsfed[generation]')" if kind == "controlnet" else ""
+            raise FederatedError(f"setup kind {kind!r} needs {exc.name or module}, which this node does not have installed{extra}") from None
         return found
     return builder
 
