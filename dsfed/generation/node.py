@@ -1,11 +1,14 @@
-"""DSFedMed's ControlNet training at a hospital's node: the ``controlnet@<client>`` stage through an engine.
+"""DSFedMed's client side at a hospital's node: ``controlnet@<client>`` and ``quality@<client>`` through an engine.
 
 The server sends a setup of kind ``controlnet`` (the run's params and the backbone's manifest) and one fit
 task; the node trains the client's ControlNet on its own store with the same code as in process
 (:func:`dsfed.generation.client.train_client_generator`) into a folder of its own, and replies with that
 upload folder's files: the ControlNet weights, the training masks (never an image), the ledger of the uploads
 and the client's summary and loss curve (numbers). The server writes the files it received into
-``artifacts/generators/<client>/``, byte for byte what the in-process stage writes.
+``artifacts/generators/<client>/``, byte for byte what the in-process stage writes. For the quality audit the
+server delivers the client's synthetic set (its store's files) and asks for a second fit (``step: audit``):
+the node scores it against its own data and sends back the audit's numbers and ledger; the grid of its real
+images stays at the node.
 
 A folder travels as a safetensors payload of uint8 tensors, one per file, named by its path in the folder
 (:func:`pack_folder`, :func:`unpack_folder`): the wire's only format stays safetensors.
@@ -18,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from dsfed.federated.errors import FederatedError
@@ -29,9 +33,12 @@ if TYPE_CHECKING:
     from dsfed.data.store import ClientStore
     from dsfed.federated.engines.node import NodeConfig
 
-__all__ = ["GeneratorClient", "build_generator_client", "generator_settings", "local_manifest", "pack_folder", "unpack_folder"]
+__all__ = ["SYNTHETIC_SET", "GeneratorClient", "build_generator_client", "generator_settings", "local_manifest", "pack_folder", "unpack_folder"]
 
 log = logging.getLogger(__name__)
+
+SYNTHETIC_SET = "synthetic_set"
+"""The delivery of a client's synthetic set (its store's files) for the quality audit at the client."""
 
 
 def pack_folder(folder: Path) -> dict[str, torch.Tensor]:
@@ -134,8 +141,35 @@ class GeneratorClient:
         samples = {split: 0 if held_out and split != "test" else len(self.store.split(split)) for split in ("train", "val", "test")}
         return ClientInfo(samples, str(self.store.attrs.get("fingerprint")))
 
+    # ----------------------------------------------------------------------- the synthetic set, for the audit
+    def holds(self) -> dict[str, str]:
+        """The synthetic set's digest once it was delivered (read from the node's disk)."""
+        note = self.work / "synthetic.json"
+        return {SYNTHETIC_SET: str(json.loads(note.read_text())["sha256"])} if note.is_file() and (self.work / "synthetic").is_dir() else {}
+
+    def receive(self, what: str, payload: bytes, digest: str) -> dict[str, float]:
+        """The server's synthetic set of this client (its store's files) arrives: kept for the audit."""
+        import hashlib
+
+        from dsfed.federated.engines.base import ClientFailure
+        from dsfed.federated.serialize import from_bytes
+
+        if what != SYNTHETIC_SET:
+            raise ClientFailure(f"client {self.name}: cannot use a delivery of {what!r}")
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise ClientFailure(f"client {self.name}: the delivery of {what} arrived damaged (sha256 differs)")
+        files = from_bytes(payload)
+        unpack_folder(files, self.work / "synthetic")
+        with atomic_path(self.work / "synthetic.json", overwrite=True) as tmp:
+            tmp.write_text(json.dumps({"sha256": digest, "files": len(files)}) + "\n")
+        return {"files": float(len(files))}
+
     def train(self, weights: Weights, round: int, config: dict[str, Any]) -> FitResult:
-        """Train the ControlNet on this client's training pairs; the upload folder's files are the result."""
+        """``config["step"]``: ``controlnet`` (default) trains the ControlNet on this client's training pairs;
+        ``audit`` scores the delivered synthetic set against the client's real data. The result is the output
+        folder's files (the audit's grid of real images stays here: its place is filled with a blank)."""
+        if config.get("step", "controlnet") == "audit":
+            return self._audit()
         from dsfed.generation.client import train_client_generator
 
         upload = self.work / "upload"
@@ -144,6 +178,21 @@ class GeneratorClient:
         files = pack_folder(upload)
         log.info("client %s: uploading %d files (%s)", self.name, len(files), ", ".join(sorted(files)[:4]))
         return FitResult(files, int(summary.get("n_train", 0)), {"seconds": float(summary.get("seconds", 0.0))})
+
+    def _audit(self) -> FitResult:
+        from dsfed.generation.audit import GRID, audit_client
+        from dsfed.generation.grid import save_grid
+
+        if not self.holds():
+            raise FederatedError(f"client {self.name}: asked to audit a synthetic set it was not sent")
+        out = self.work / "quality"
+        quality = audit_client(self.params, self.name, self._store_path, self.work / "synthetic", out, progress=False)
+        files = {k: v for k, v in pack_folder(out).items() if k != GRID}
+        blank = self.work / "blank-grid.png"
+        save_grid(blank, [np.full((1, 3, 8, 8), 255, np.uint8)])
+        files[GRID] = torch.frombuffer(bytearray(blank.read_bytes()), dtype=torch.uint8)
+        log.info("client %s: audit done; its grid of real images stays at %s", self.name, out / GRID)
+        return FitResult(files, int(quality.get("n_synthetic", 0)), {})
 
     def evaluate(self, weights: Weights, split: str) -> dict[str, float]:
         raise FederatedError(f"client {self.name} trains its ControlNet here: the server must not ask it to evaluate")
@@ -166,7 +215,7 @@ def build_generator_client(node: NodeConfig, settings: dict[str, Any]) -> Genera
         raise FederatedError(f"client {node.client} is not one of the server's clients ({', '.join(params.clients)})")
     manifest = dict(settings["manifest"])
     local = local_manifest(manifest, Path(str(settings["root"])), Path(params.federated.pretrained_dir), node)
-    folder = node.state / safe_name(node.client) / "generator"
+    folder = node.state / "generator" / safe_name(node.client)   # beside its state folder, which keeps one run only
     backbone = folder / "backbone"
     backbone.mkdir(parents=True, exist_ok=True)
     with atomic_path(backbone / "manifest.json", overwrite=True) as tmp:

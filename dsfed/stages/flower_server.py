@@ -6,7 +6,8 @@ runs the same code as the in-process stage with a :class:`~dsfed.federated.engin
 over a :class:`~dsfed.federated.flower.transport.GridTransport`; it ends by writing
 ``<out>/flower-status.txt``: ``ok <token>`` (the submission's token) or ``error <one line>`` for the stage
 to report. Tasks: ``federated`` (a method's rounds), ``samfed`` (a SAM-Fed variant), ``controlnet`` (a
-client's node trains its ControlNet and uploads it with its masks), ``server_sam`` and ``distill`` (DSFedMed's
+client's node trains its ControlNet and uploads it with its masks), ``quality`` (the node audits the synthetic
+set it is sent), ``server_sam`` and ``distill`` (DSFedMed's
 server stages: they train here, the nodes score the models on their own val splits and receive the deployed
 student).
 """
@@ -26,7 +27,7 @@ from dsfed.io import atomic_path
 
 __all__ = ["DSFEDMED_TASKS", "SERVER_TASKS", "app", "run_server_task"]
 
-DSFEDMED_TASKS = ("controlnet", "server_sam", "distill")
+DSFEDMED_TASKS = ("controlnet", "quality", "server_sam", "distill")
 SERVER_TASKS = ("federated", "samfed", *DSFEDMED_TASKS)
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
     os.chdir(params_path.parent)
     params = load_params(params_path)
     out, settings = Path(str(config["out"])), params.federated.flower
-    if task == "controlnet":
+    if task in ("controlnet", "quality"):
         clients = [str(config["client"])]
     else:
         clients = list(params.samfed.clients) if task == "samfed" else list(params.clients) if task in DSFEDMED_TASKS else list(params.federation)
@@ -74,6 +75,10 @@ def run_server_task(grid: Grid, config: dict[str, Any]) -> None:
             from dsfed.stages.controlnet import run_controlnet_stage
 
             run_controlnet_stage(params, str(config["client"]), artifacts, progress=False, connect=connect)
+        elif task == "quality":
+            from dsfed.stages.quality import run_quality_stage
+
+            run_quality_stage(params, str(config["client"]), artifacts, progress=False, connect=connect)
         elif task == "server_sam":
             from dsfed.stages.server_sam import run_server_sam_stage
 

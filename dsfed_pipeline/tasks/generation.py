@@ -50,7 +50,7 @@ def audit(client: str, params_path: str, artifacts: str) -> dict[str, Any]:
     """At the client: controllability, realism and memorisation of its synthetic set."""
     from dsfed.stages.quality import run_quality_stage
 
-    return run_quality_stage(load_params(params_path), client, artifacts)
+    return run_quality_stage(load_params(params_path), client, artifacts, params_path=params_path)
 
 
 @task(name="publish-table")

@@ -59,7 +59,34 @@ def test_a_node_trains_the_same_controlnet_and_the_server_never_opens_the_store(
     assert (mine / "dvclive/plots/metrics/loss.tsv").read_text() == (theirs / "dvclive/plots/metrics/loss.tsv").read_text()
     # the held-out client is not asked: the server writes its folder
     held = run_controlnet_stage(params, "h", art, progress=False, connect=_connect(local, tmp_path / "nodes"))
-    assert held["held_out"] and not (tmp_path / "nodes" / "h").exists()
+    assert held["held_out"] and not (tmp_path / "nodes" / "generator" / "h").exists()
+
+
+@pytest.mark.parametrize("client", ["a", "h"])
+def test_the_audit_runs_at_the_node_and_its_grid_of_real_images_stays_there(chain: tuple[Path, Params], tmp_path: Path,  # noqa: F811
+                                                                            monkeypatch: pytest.MonkeyPatch, client: str) -> None:
+    from dsfed.stages.quality import quality_dir, run_quality_stage
+
+    root, params = chain
+    local = root / "artifacts"
+    art = tmp_path / "server"
+    for sub in ("backbone", "synthetic"):
+        shutil.copytree(local / sub, art / sub)
+    monkeypatch.chdir(root)
+    nodes = tmp_path / "nodes"
+    quality = run_quality_stage(params, client, art, progress=False, connect=_connect(local, nodes))
+    here = json.loads((quality_dir(local, client) / "quality.json").read_text())
+    assert {k: v for k, v in quality.items() if k != "seconds"} == {k: v for k, v in here.items() if k != "seconds"}
+    rows = lambda folder: [{**r, "bytes": None} if r["what"] == "quality_report" else r  # noqa: E731 - quality.json's size
+                           for r in read_ledger(quality_dir(folder, client) / "audit_ledger.csv")]   # varies with its "seconds"
+    assert rows(art) == rows(local)
+    at_node = nodes / "generator" / client / "quality/grid.png"
+    assert at_node.read_bytes() == (quality_dir(local, client) / "grid.png").read_bytes()
+    assert (quality_dir(art, client) / "grid.png").read_bytes() != at_node.read_bytes()   # the server's is a blank
+    assert not (art / "clients").exists()
+    # a second audit does not send the synthetic set again
+    again = run_quality_stage(params, client, art, progress=False, connect=_connect(local, nodes))
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in here.items() if k != "seconds"}
 
 
 def test_a_node_without_the_backbone_files_fails_with_one_line(chain: tuple[Path, Params], tmp_path: Path,  # noqa: F811

@@ -71,8 +71,14 @@ def test_server_sam_and_distill_with_the_clients_on_nodes_equal_the_in_process_r
     # every node (the held-out one too) keeps the student it deploys, in its own state folder
     student = (art / "distill/tiny/model.safetensors").read_bytes()
     for client in params.clients:
-        assert (tmp_path / "nodes" / client / "received" / "deployed_model.safetensors").read_bytes() == student
+        assert (tmp_path / "nodes" / "received" / client / "deployed_model.safetensors").read_bytes() == student
     assert not list((art / "distill/checkpoints").glob("*/received"))   # nothing of the clients' kept at the server
+    # the node's state store keeps one run and deletes every other folder in its own: the student lies beside it
+    from dsfed.federated.engines.client_state import ClientStateStore
+
+    for client in params.clients:
+        ClientStateStore(tmp_path / "nodes" / client).save("another-run", 1, {})
+        assert (tmp_path / "nodes" / "received" / client / "deployed_model.safetensors").read_bytes() == student
 
 
 def test_a_node_that_is_gone_misses_the_delivery_and_the_stage_says_so(server: tuple[Path, Params], tmp_path: Path,  # noqa: F811
@@ -86,7 +92,7 @@ def test_a_node_that_is_gone_misses_the_delivery_and_the_stage_says_so(server: t
     ledger = read_ledger(art / "distill/ledger.csv")
     receipts = {r["client"] for r in ledger if r["what"] == "deployed_model_receipt"}
     assert receipts == set(params.training_clients)
-    assert not (tmp_path / "nodes" / holdout / "received").exists()
+    assert not (tmp_path / "nodes" / "received" / holdout).exists()
 
 
 def test_a_validation_client_refuses_a_damaged_delivery_and_an_unknown_model(server: tuple[Path, Params], tmp_path: Path) -> None:  # noqa: F811
@@ -142,5 +148,5 @@ def test_server_stages_on_the_simulation_engine_equal_the_in_process_run(server:
     student = (art / "distill/tiny/model.safetensors").read_bytes()
     states = art / ".engine-runs/distill/client-state"
     for client in params.clients:   # the simulated nodes' own folders
-        assert (states / client / "received/deployed_model.safetensors").read_bytes() == student
+        assert (states / "received" / client / "deployed_model.safetensors").read_bytes() == student
     assert not list((art / "server_sam").glob("flower-status*")) and not (art / "server_sam/client-state").exists()

@@ -141,8 +141,9 @@ def _build_federated(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
 
 
 def _build_validate(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
-    """DSFedMed's client after training: scores the server's models, keeps the deployed one
-    (``settings`` from :func:`dsfed.federated.validator.validation_settings`)."""
+    """DSFedMed's client after training: scores the server's models, keeps the deployed one in
+    ``<state>/received/<client>/`` (beside its state folder, which keeps one run and deletes every other
+    folder in it) (``settings`` from :func:`dsfed.federated.validator.validation_settings`)."""
     from dsfed.config import parse_params
     from dsfed.federated.validator import ValidationClient
     from dsfed.runtime import pick_device
@@ -151,7 +152,7 @@ def _build_validate(node: NodeConfig, settings: dict[str, Any]) -> ClientAlgo:
     if node.client not in params.clients:
         raise FederatedError(f"client {node.client} is not one of the server's clients ({', '.join(params.clients)})")
     return ValidationClient(node.client, node.store, dict(settings["architectures"]), len(params.data.classes), params.data.mask_size,
-                            node.state / safe_name(node.client) / "received", params.seed, pick_device(node.device))
+                            node.state / "received" / safe_name(node.client), params.seed, pick_device(node.device))
 
 
 NODE_BUILDERS: dict[str, NodeBuilder | str] = {
