@@ -7,9 +7,10 @@ pipeline's hospitals and SAM-Fed's; separate processes on 127.0.0.1, each over i
 nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
 
 - by default ``dsfed repro --force --single-item --no-run-cache --glob`` the stages that reach the clients
-  (``controlnet@*``, ``federated@*``, ``server_sam``, ``distill``, ``samfed@*``): the clients train their
-  ControlNets and the federated methods and SAM-Fed's variants on their nodes, DSFedMed's server stages
-  validate on the nodes and deliver the student to them;
+  (``controlnet@*``, ``quality@*``, ``federated@*``, ``server_sam``, ``distill``, ``samfed@*``): the clients
+  train their ControlNets, audit their synthetic sets and train the federated methods and SAM-Fed's variants
+  on their nodes, DSFedMed's server stages validate on the nodes and deliver the student to them (the audit's
+  grid of real images stays at the nodes: the server's ``grid.png`` differs by design);
 - with ``--whole``, ``dsfed repro --force --no-run-cache``: every stage of the pipeline, as ``dvc repro`` runs
   it on a fresh checkout, with the Flower engine.
 
@@ -51,7 +52,7 @@ def _dsfed(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--stages", nargs="+", default=["controlnet@*", "federated@*", "server_sam", "distill", "samfed@*"],
+    parser.add_argument("--stages", nargs="+", default=["controlnet@*", "quality@*", "federated@*", "server_sam", "distill", "samfed@*"],
                         help="the stages to force on Flower (dvc repro --glob patterns)")
     parser.add_argument("--whole", action="store_true", help="rerun every stage of the pipeline (dsfed repro --force)")
     parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
@@ -111,9 +112,12 @@ def main() -> None:
     report = compare_locks(project, yaml.safe_load(lock_before), yaml.safe_load((project / "dvc.lock").read_bytes()), skip, snapshot)
     what = "the whole pipeline" if args.whole else " ".join(args.stages)
     print(f"{what} on Flower (TLS, node auth, {len(clients)} nodes): {wall / 60:.1f} min")
-    differs = {p: files for p, (verdict, files) in report.items() if verdict == DIFFERS}
+    by_design = {p for p in report if p.startswith("artifacts/quality/") and p.endswith("/grid.png")}   # real images: at the nodes
+    for path in sorted(by_design):
+        print(f"  differs by design: {path} (the audit's grid of real images stays at the node; the server's is a blank)")
+    differs = {p: files for p, (verdict, files) in report.items() if verdict == DIFFERS and p not in by_design}
     for path, (verdict, files) in report.items():
-        if verdict != DIFFERS:
+        if verdict != DIFFERS and path not in by_design:
             print(f"  equal ({verdict}): {path}  ({'; '.join(files[:4])})")
     if differs:
         print("outputs that differ from the in-process run's:")

@@ -9,7 +9,6 @@ folder's files (:mod:`dsfed.generation.node`); the server writes them, never ope
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,7 @@ from dsfed.stages.prepare import client_store
 
 if TYPE_CHECKING:
     from dsfed.config import Params
-    from dsfed.federated.engines import Engine
-    from dsfed.federated.engines.wire import SetupTask
+    from dsfed.stages.client_tasks import Connect
 
 __all__ = ["generator_dir", "run_controlnet_stage"]
 
@@ -37,7 +35,7 @@ def _held_out(params: Params, client: str, artifacts: Path) -> dict[str, Any]:
 
 
 def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True,
-                         connect: Callable[[SetupTask, Sequence[str]], Engine] | None = None,
+                         connect: Connect | None = None,
                          params_path: str | Path | None = None) -> dict[str, Any]:
     """Fine-tune the generic ControlNet on ``client``'s training pairs and write its upload folder.
 
@@ -51,13 +49,9 @@ def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, pro
     if connect is None and params.federated.engine != "inprocess":
         if client == params.data.holdout:
             return _held_out(params, client, artifacts)
-        from dsfed.stages.federated_outputs import ENGINE_RUNS, run_on_engine
-        from dsfed.stages.prepare import store_path
+        from dsfed.stages.client_tasks import run_client_task_on_engine
 
-        if params_path is None:
-            raise DsfedError(f"controlnet@{client}: federated.engine {params.federated.engine} needs the params file's path")
-        run_on_engine(params, Path(params_path), {"task": "controlnet", "client": client}, artifacts,
-                      artifacts / ENGINE_RUNS / f"controlnet-{client}", {client: store_path(artifacts, client)})
+        run_client_task_on_engine(params, params_path, "controlnet", client, artifacts)
         return dict(json.loads((generator_dir(artifacts, client) / "generator.json").read_text()))
     if connect is not None:
         return _on_node(params, client, artifacts, connect)
@@ -67,7 +61,7 @@ def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, pro
                                   generator_dir(artifacts, client), progress)
 
 
-def _on_node(params: Params, client: str, artifacts: Path, connect: Callable[[SetupTask, Sequence[str]], Engine]) -> dict[str, Any]:
+def _on_node(params: Params, client: str, artifacts: Path, connect: Connect) -> dict[str, Any]:
     """One fit at ``client``'s node; its reply (the upload folder's files) written as ``generators/<client>``."""
     from dsfed.federated.engines import FitTask
     from dsfed.federated.engines.remote import setup_task

@@ -10,7 +10,6 @@ sends back ``quality.json`` and the audit ledger; the grid of its real images st
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,7 @@ from dsfed.stages.synthesize import synthetic_path
 
 if TYPE_CHECKING:
     from dsfed.config import Params
-    from dsfed.federated.engines import Engine
-    from dsfed.federated.engines.wire import SetupTask
+    from dsfed.stages.client_tasks import Connect
 
 __all__ = ["quality_dir", "run_quality_stage"]
 
@@ -31,23 +29,18 @@ def quality_dir(artifacts: str | Path, client: str) -> Path:
 
 
 def run_quality_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True,
-                      connect: Callable[[SetupTask, Sequence[str]], Engine] | None = None,
+                      connect: Connect | None = None,
                       params_path: str | Path | None = None) -> dict[str, Any]:
     """Audit ``client``'s synthetic set against its real data.
 
     ``connect``: how the client is reached (a Flower ServerApp's: its node audits). None: in this process, or,
     with ``federated.engine`` flower or simulation, as a ServerApp task (``params_path`` needed)."""
-    from dsfed.errors import DsfedError
 
     artifacts = Path(artifacts)
     if connect is None and params.federated.engine != "inprocess":
-        from dsfed.stages.federated_outputs import ENGINE_RUNS, run_on_engine
-        from dsfed.stages.prepare import store_path
+        from dsfed.stages.client_tasks import run_client_task_on_engine
 
-        if params_path is None:
-            raise DsfedError(f"quality@{client}: federated.engine {params.federated.engine} needs the params file's path")
-        run_on_engine(params, Path(params_path), {"task": "quality", "client": client}, artifacts,
-                      artifacts / ENGINE_RUNS / f"quality-{client}", {client: store_path(artifacts, client)})
+        run_client_task_on_engine(params, params_path, "quality", client, artifacts)
         return dict(json.loads((quality_dir(artifacts, client) / "quality.json").read_text()))
     if connect is not None:
         return _on_node(params, client, artifacts, connect)
@@ -57,7 +50,7 @@ def run_quality_stage(params: Params, client: str, artifacts: str | Path, progre
                         quality_dir(artifacts, client), progress)
 
 
-def _on_node(params: Params, client: str, artifacts: Path, connect: Callable[[SetupTask, Sequence[str]], Engine]) -> dict[str, Any]:
+def _on_node(params: Params, client: str, artifacts: Path, connect: Connect) -> dict[str, Any]:
     """Deliver the synthetic set to ``client``'s node, ask it to audit, write what it sends back."""
     import hashlib
 
