@@ -109,8 +109,12 @@ class SamFedClient:
         return self.cache / "teacher-probs.safetensors"
 
     def holds(self) -> dict[str, str]:
-        """The teacher's digest when its predictions are cached here (in memory or on this client's disk)."""
-        if self._digest is None and self._cache_file().is_file():
+        """The teacher's digest when its predictions are cached on this client's disk. A cache removed since it
+        was read (a fresh run clears it) is forgotten in memory too, so the teacher is delivered again."""
+        if not self._cache_file().is_file():
+            self._digest, self.teacher_probs = None, None
+            return {}
+        if self._digest is None:
             with safe_open(str(self._cache_file()), framework="pt") as fh:
                 self._digest = fh.metadata().get("digest")
         return {TEACHER: self._digest} if self._digest else {}

@@ -57,6 +57,20 @@ def test_a_variant_on_nodes_equals_the_in_process_run(task: Path, tmp_path: Path
     assert json.loads((tmp_path / "remote/metrics.json").read_text())["test"] == local["test"]
 
 
+def test_a_fresh_run_over_an_old_teacher_cache_takes_the_teacher_again(task: Path, tmp_path: Path) -> None:
+    """A new configuration clears the clients' caches after their first query read them: the clients must
+    forget the digest they read, take the teacher again and train (found by a relock: FileNotFoundError)."""
+    import shutil
+
+    params = build_task(task, rounds=2)
+    art = task / "artifacts"
+    first = run_variant(params, "samfed", art, tmp_path / "out", progress=False)
+    shutil.rmtree(tmp_path / "out/checkpoints")   # as after a code or params change: a fresh run, the old cache still there
+    again = run_variant(params, "samfed", art, tmp_path / "out", progress=False)
+    assert again["curve"] == first["curve"] and again["test"] == first["test"]
+    assert [r["what"] for r in read_ledger(tmp_path / "out/ledger.csv")].count("teacher") == len(params.samfed.clients)
+
+
 def test_a_node_without_the_public_store_fails_its_setup_with_one_line(task: Path, tmp_path: Path) -> None:
     params = build_task(task, rounds=2)
     art = task / "artifacts"
