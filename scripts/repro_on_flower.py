@@ -1,7 +1,8 @@
 """Rerun the pipeline's client-facing stages (or the whole pipeline) on Flower against local nodes and compare
 every output with the in-process run's.
 
-For the project in the current directory (its stores already prepared): creates certificates and node keys
+For the project in the current directory (stores not yet prepared are prepared first, as each hospital does
+before its node starts): creates certificates and node keys
 (``.flower/certs``), starts a SuperLink with TLS and node authentication and one node per client (the
 pipeline's hospitals and SAM-Fed's; separate processes on 127.0.0.1, each over its own store), registers the
 nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for byte at the end), and runs
@@ -70,6 +71,10 @@ def main() -> None:
     if args.whole or any(p.startswith("samfed") for p in args.stages):
         stores |= {name: project / "artifacts/samfed/clients" / name / "data.zarr" for name in (raw.get("samfed") or {}).get("clients") or {}}
     clients = list(stores)
+    missing = [name for name, store in stores.items() if not store.is_dir()]
+    if missing:   # a fresh checkout: each hospital prepares its store before its node starts (as in docs/deploy.md)
+        print(f"preparing the stores of {', '.join(missing)} first: a node starts over its own store")
+        subprocess.run([sys.executable, "-m", "dsfed", "repro", "--glob", "prepare@*", "samfed_prepare@*"], check=True)
     flower = project / ".flower"
     logs = flower / "logs"
     logs.mkdir(parents=True, exist_ok=True)
