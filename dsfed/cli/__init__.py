@@ -206,7 +206,7 @@ def clients_list(params: Path = PARAMS, as_json: bool = typer.Option(False, "--j
 
 @clients_app.command("add")
 def clients_add(
-    name: str = typer.Argument(..., help="New client name (letters, digits, '_', '.', '-')."),
+    name: str = typer.Argument(..., help="New client name (letters, digits, '_' and '-'; no '.')."),
     source: str | None = typer.Option(None, help="The source as inline YAML, e.g. \"{kind: feddg, path: /data/Fundus, domain: Domain2}\"."),
     like: str | None = typer.Option(None, help="Start from this client's source (then --set changes keys)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE to set in the source (repeatable; VALUE is YAML)."),

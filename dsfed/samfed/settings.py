@@ -190,8 +190,8 @@ class SamFedConfig(Strict):
             problems.append("samfed.data.holdout: SAM-Fed tests every client on its own test split; leave it null")
         for section in ("public", "architectures", "variants"):
             problems += name_problems(f"samfed.{section}", getattr(self, section))
-        for name, arch in self.architectures.items():
-            problems += [f"samfed.architectures.{name}.{p}" for p in option_problems(arch.model, arch.input_size)]
+        for name, spec in self.architectures.items():
+            problems += [f"samfed.architectures.{name}.{p}" for p in option_problems(spec.model, spec.input_size)]
         for name, variant in self.variants.items():
             known = ', '.join(self.architectures) or 'none'
             for field, arch in [("model", variant.model), ("server_model", variant.server_model),
