@@ -155,16 +155,21 @@ class Params(Strict):
         return self
 
     def _method_problems(self) -> list[str]:
-        """Options a method's model cannot take, and a distillation student that is no method."""
+        """Options a method's model cannot take."""
         from dsfed.models.names import option_problems
 
         problems: list[str] = []
         for name, method in self.federated.methods.items():
             problems += [f"federated.methods.{name}.{p}" for p in option_problems(method.model, method.input_size, method.prompt, method.adapter)]
-        if self.federated.methods and self.distill.student not in self.federated.methods:   # none: a SAM-Fed-only project
-            have = ", ".join(self.federated.methods)
-            problems.append(f"distill.student: no federated method {self.distill.student!r} (federated.methods: {have})")
         return problems
+
+    def student_problems(self) -> list[str]:
+        """The ``distill`` stage's student must be a federated method (checked for the whole pipeline and the
+        distill stage, not for a project that runs some methods only; none at all: a SAM-Fed-only project)."""
+        if self.federated.methods and self.distill.student not in self.federated.methods:
+            have = ", ".join(self.federated.methods)
+            return [f"distill.student: no federated method {self.distill.student!r} (federated.methods: {have})"]
+        return []
 
     def _validation_problems(self) -> list[str]:
         """Training clients whose declared sample count gives no validation sample (model selection needs one)."""
@@ -293,9 +298,10 @@ DVC_MAPPINGS = ("public", "clients", "architectures", "variants")
 """``samfed`` keys dvc.yaml's ``foreach`` stages iterate over: without them every DVC command fails."""
 
 
-def check_project(path: str | Path = "params.yaml", check_paths: bool = False) -> Params:
+def check_project(path: str | Path = "params.yaml", check_paths: bool = False, whole: bool = True) -> Params:
     """What every entry point runs before any work (``dsfed config validate``, ``dsfed repro``, each stage,
-    ``dsfed clients add``): :func:`load_params` plus what ``dvc.yaml`` needs of the raw file.
+    ``dsfed clients add``): :func:`load_params` plus what ``dvc.yaml`` needs of the raw file; ``whole``: also
+    what only the whole pipeline needs (a distillation student among the methods).
 
     Raises:
         ConfigError: one ``field.path: message`` line per problem.
@@ -307,4 +313,6 @@ def check_project(path: str | Path = "params.yaml", check_paths: bool = False) -
     if missing:
         raise ConfigError([f"samfed: needs {', '.join(missing)} for dvc.yaml's SAM-Fed stages (for no SAM-Fed task: "
                            "`samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`)"], source=str(path))
+    if whole and cfg.student_problems():
+        raise ConfigError(cfg.student_problems(), source=str(path))
     return cfg

@@ -329,7 +329,8 @@ def repro(ctx: typer.Context) -> None:
     from dsfed.config import check_project
     from dsfed.orchestration.prefect_server import run_with_server
 
-    check_project("params.yaml")   # DVC's own message for a params file it cannot read is "unexpected error"
+    targets = [a for a in ctx.args if not a.startswith("-")]
+    check_project("params.yaml", whole=not targets)   # DVC's own message for params it cannot read is "unexpected error"
     raise typer.Exit(run_with_server([sys.executable, "-m", "dvc", "repro", *ctx.args]))
 
 

@@ -27,6 +27,8 @@ KEYED_STAGES = {
 """Flow name -> the params mapping whose keys its stage key must be (``prepare@<client>``...)."""
 
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+WHOLE_PIPELINE_STAGES = ("distill", "evaluate", "report", "pipeline", "redistill")
+"""Stages that need what only the whole pipeline needs (a distillation student among the methods)."""
 
 
 def stage_of(flow: Callable[..., Any], args: tuple[Any, ...]) -> tuple[str, str]:
@@ -60,7 +62,7 @@ def preflight(flow: Callable[..., Any], args: tuple[Any, ...]) -> None:
     params_at = _params_at(args)
     if params_at is None:
         return
-    cfg = check_project(args[params_at])
+    cfg = check_project(args[params_at], whole=getattr(flow, "name", "") in WHOLE_PIPELINE_STAGES)
     section = KEYED_STAGES.get(getattr(flow, "name", ""))
     if section is None or params_at != 1:
         return

@@ -27,6 +27,7 @@ class Case:
     text: str | None = None
     dvc: str | None = None         # the stage `dvc repro` runs for this row (None: not a dvc row)
     files: dict[str, bytes] = field(default_factory=dict)   # extra files to write in the project first
+    logged: bool = False           # raised inside a Prefect run: the traceback must be in artifacts/logs/<stage>.log
 
 
 def _m(*path: str) -> tuple[str, ...]:
@@ -131,6 +132,8 @@ CASES: list[Case] = [
     Case("samfed-unknown-variant", "cli", ("flows.samfed", "variant", "nope"), r"^error: params\.yaml: samfed\.variants: no 'nope' \(have: "),
     Case("repro-bad-params", "crash", ("dsfed", "repro"), r"^error: params\.yaml: server_sam\.checkpoint: required",
          edits=((_m("server_sam", "checkpoint"), None),)),
+    Case("corrupt-site-table", "crash", ("flows.prepare", "site_a"), r"^error: .*data/phantom/sites\.yaml",
+         files={"data/phantom/sites.yaml": b"sites: [unclosed\n"}, logged=True),   # fails inside a Prefect task
     Case("validate-missing-file", "cli", ("dsfed", "config", "validate", "nope.yaml"), r"^error: nope\.yaml: cannot read \(No such file or directory\)$"),
     Case("data-show-unknown", "cli", ("dsfed", "data", "show", "site_z"), r"^error: .*site_z"),
     Case("report-before-run", "cli", ("dsfed", "report"), r"^error: artifacts/report/index\.html: no report yet"),

@@ -17,7 +17,7 @@ import yaml
 from tests.bad_inputs.cases import CASES, DELETE, Case
 
 REPO = Path(__file__).resolve().parents[2]
-IGNORED = (".prefect", "__pycache__", ".dvc/tmp")
+IGNORED = (".prefect", "__pycache__", ".dvc/tmp", "artifacts/logs/", "artifacts/timings.jsonl")   # logs, not outputs
 
 
 def make_project(root: Path, case: Case) -> Path:
@@ -40,6 +40,7 @@ def make_project(root: Path, case: Case) -> Path:
             else:
                 node[path[-1]] = value
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "artifacts").mkdir()   # as in a checkout: logs go to artifacts/logs
     for name, data in case.files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
@@ -92,3 +93,5 @@ def test_bad_input_gets_one_line_and_writes_nothing(case: Case, tmp_path: Path) 
     assert len(lines) == 1, output
     assert re.search(case.expect, lines[0]), f"{lines[0]!r} does not match {case.expect!r}"
     assert snapshot(root) == before, "something was written"
+    logs = list((root / "artifacts/logs").glob("*.log"))
+    assert len(logs) == case.logged and all("Traceback" in log.read_text() for log in logs)   # the traceback went there
