@@ -44,5 +44,6 @@ bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/generation.py
 	python benchmarks/distill.py
 
-clean-artifacts:  ## remove pipeline outputs (they stay in DVC's cache: `dvc checkout` restores them)
-	rm -rf artifacts/clients
+clean-artifacts:  ## remove every pipeline output under artifacts/ (not the committed READMEs; `dvc checkout` restores cached ones)
+	@git clean -ndX -- artifacts | sed 's/^Would remove /removing /'
+	@git clean -fdX -- artifacts

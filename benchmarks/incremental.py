@@ -39,7 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dsfed.orchestration.prefect_server import start_server, stop_server  # noqa: E402
+from dsfed.orchestration.prefect_server import client_env, start_server, stop_server  # noqa: E402
 from dsfed.timings import latest_stage_times  # noqa: E402
 
 JOIN = ["--like", "site_c", "--set", "site=site_e"]
@@ -68,9 +68,9 @@ async def _read(what: str, **filters: Any) -> list[Any]:
 
 
 def _api(api: str, what: str, **filters: Any) -> list[Any]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: api}):
+    with temporary_settings({PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: os.environ.get("PREFECT_API_AUTH_STRING")}):
         return asyncio.run(_read(what, **filters))
 
 
@@ -122,7 +122,8 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONDONTWRITEBYTECODE": "1",
            "PREFECT_HOME": str(args.work / "prefect")}
     server, api = start_server(home=args.work / "prefect", log=args.work / "server.log")
-    env["PREFECT_API_URL"] = api
+    env |= client_env(api, args.work / "prefect")   # the server is closed: its auth string goes with every request
+    os.environ["PREFECT_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
     py = sys.executable
     try:
         four = _clone(args.work, "four", env)

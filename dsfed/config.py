@@ -32,7 +32,7 @@ from dsfed.generation.settings import (
 )
 from dsfed.samfed.settings import SamFedConfig
 from dsfed.server.settings import ServerSamConfig
-from dsfed.settings import CLIENT_NAME, ConfigError, Strict
+from dsfed.settings import ConfigError, Strict, name_problems
 from dsfed.training.settings import LossConfig
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "ServerSamConfig",
     "SourceSpec",
     "SynthesizeConfig",
+    "check_project",
     "load_params",
     "parse_params",
     "read_yaml",
@@ -111,9 +112,9 @@ class Params(Strict):
     def _client_names(cls, value: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
         if not value:
             raise ValueError("declare at least one client")
-        for name in value:
-            if not CLIENT_NAME.match(name):
-                raise ValueError(f"client name {name!r} must be letters, digits, '_', '.', '-'")
+        problems = [p.split(": ", 1)[1] for p in name_problems("clients", value)]
+        if problems:
+            raise ValueError("\n".join(problems))
         return value
 
     @model_validator(mode="after")
@@ -138,6 +139,9 @@ class Params(Strict):
                     f"but data.classes has {len(self.data.classes)}"
                 )
         problems += self._partition_problems()
+        problems += name_problems("federated.methods", self.federated.methods)
+        problems += self._method_problems()
+        problems += self._validation_problems()
         for name in self.federated.clients or []:
             if name not in self.clients:
                 problems.append(f"federated.clients: no client named {name!r} (have: {', '.join(self.clients)})")
@@ -149,6 +153,37 @@ class Params(Strict):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _method_problems(self) -> list[str]:
+        """Options a method's model cannot take."""
+        from dsfed.models.names import option_problems
+
+        problems: list[str] = []
+        for name, method in self.federated.methods.items():
+            problems += [f"federated.methods.{name}.{p}" for p in option_problems(method.model, method.input_size, method.prompt, method.adapter)]
+        return problems
+
+    def student_problems(self) -> list[str]:
+        """The ``distill`` stage's student must be a federated method (checked for the whole pipeline and the
+        distill stage, not for a project that runs some methods only; none at all: a SAM-Fed-only project)."""
+        if self.federated.methods and self.distill.student not in self.federated.methods:
+            have = ", ".join(self.federated.methods)
+            return [f"distill.student: no federated method {self.distill.student!r} (federated.methods: {have})"]
+        return []
+
+    def _validation_problems(self) -> list[str]:
+        """Training clients whose declared sample count gives no validation sample (model selection needs one)."""
+        problems: list[str] = []
+        val = self.prepare.split.val
+        for name in self.training_clients:
+            client = self.clients[name]
+            n = getattr(client.source, "n", None)
+            if client.labels != "full" or not isinstance(n, int) or client.source.partition is not None:
+                continue
+            if round(val * n) < 1:
+                problems.append(f"clients.{name}: prepare.split.val {val:g} of its {n} samples gives no validation sample "
+                                f"(model selection needs at least one: val >= {1 / n:.3g}, or more samples)")
+        return problems
 
     def _partition_problems(self) -> list[str]:
         """Clients that split one dataset must agree on the split and take distinct parts."""
@@ -257,3 +292,27 @@ def load_params(path: str | Path = "params.yaml", check_paths: bool = False) -> 
     """
     path = Path(path)
     return parse_params(read_yaml(path), root=path.parent, check_paths=check_paths, source=str(path))
+
+
+DVC_MAPPINGS = ("public", "clients", "architectures", "variants")
+"""``samfed`` keys dvc.yaml's ``foreach`` stages iterate over: without them every DVC command fails."""
+
+
+def check_project(path: str | Path = "params.yaml", check_paths: bool = False, whole: bool = True) -> Params:
+    """What every entry point runs before any work (``dsfed config validate``, ``dsfed repro``, each stage,
+    ``dsfed clients add``): :func:`load_params` plus what ``dvc.yaml`` needs of the raw file; ``whole``: also
+    what only the whole pipeline needs (a distillation student among the methods).
+
+    Raises:
+        ConfigError: one ``field.path: message`` line per problem.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    cfg = parse_params(raw, root=path.parent, check_paths=check_paths, source=str(path))
+    missing = [key for key in DVC_MAPPINGS if key not in (raw.get("samfed") or {})]
+    if missing:
+        raise ConfigError([f"samfed: needs {', '.join(missing)} for dvc.yaml's SAM-Fed stages (for no SAM-Fed task: "
+                           "`samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`)"], source=str(path))
+    if whole and cfg.student_problems():
+        raise ConfigError(cfg.student_problems(), source=str(path))
+    return cfg

@@ -21,3 +21,8 @@ class HeldOutError(DsfedError):
 
 class UnlabelledError(DsfedError):
     """Code read masks of a client whose labels are not for training (``clients.<c>.labels``: test_only or none)."""
+
+
+class TrainingDiverged(DsfedError):
+    """A loss or the weights became non-finite (NaN, inf): training stops, naming the client (or stage) and round,
+    instead of shipping a broken model. Never a dropped client: the engines stop the run on it."""

@@ -7,6 +7,7 @@ Each package owns its settings (``dsfed/<package>/settings.py``); :mod:`dsfed.co
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -14,11 +15,21 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo
 
 from dsfed.errors import DsfedError
 
-__all__ = ["CLASS_NAME", "CLIENT_NAME", "ConfigError", "Device", "Strict", "known_model", "paths_checked", "resolve_path"]
+__all__ = ["CLASS_NAME", "CLIENT_NAME", "ConfigError", "Device", "NAME_RULE", "Strict", "known_model", "name_problems",
+           "paths_checked", "resolve_path"]
 
-CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Every name that becomes a DVC stage key (``prepare@<client>``, ``federated@<method>``, ``samfed@<variant>``...)
+# and a folder under artifacts/: DVC reads a '.' in ``clients.<name>`` as a nested key, and '/', '..' or a
+# space would leave artifacts/.
+CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit (no '.', '/' or spaces; at most 64)"
 CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Device = Literal["auto", "cpu", "cuda"]
+
+
+def name_problems(section: str, names: Iterable[str]) -> list[str]:
+    """One ``section: name ... must be ...`` line per name a DVC stage key and a folder cannot take."""
+    return [f"{section}: name {name!r} must be {NAME_RULE}" for name in names if not CLIENT_NAME.match(str(name))]
 
 
 class ConfigError(DsfedError):
@@ -33,7 +44,8 @@ class ConfigError(DsfedError):
 class Strict(BaseModel):
     """Base for every section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+    # allow_inf_nan: an ``lr: .inf`` (or .nan) anywhere trains to NaN; refuse it here
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True, allow_inf_nan=False)
 
 
 def paths_checked(info: ValidationInfo) -> bool:

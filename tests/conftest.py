@@ -53,12 +53,25 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     Stage processes that report to it skip Prefect's temporary per-process server (about 10 s each).
     """
-    from dsfed.orchestration.prefect_server import start_server, stop_server
+    from dsfed.orchestration.prefect_server import auth_string, start_server, stop_server
 
     home = tmp_path_factory.mktemp("prefect-server")
     proc, url = start_server(home=home, log=home / "server.log")
+    before = os.environ.get("PREFECT_API_AUTH_STRING")
+    os.environ["PREFECT_API_AUTH_STRING"] = auth_string(home)   # the server is closed: stage processes inherit it
     yield url
     stop_server(proc)
+    if before is None:
+        os.environ.pop("PREFECT_API_AUTH_STRING", None)
+    else:
+        os.environ["PREFECT_API_AUTH_STRING"] = before
+
+
+def prefect_settings(api: str) -> dict[Any, Any]:
+    """``temporary_settings`` for an in-process Prefect client of the session's closed server at ``api``."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    return {PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: os.environ.get("PREFECT_API_AUTH_STRING")}
 
 
 def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) -> dict[str, str]:

@@ -112,9 +112,11 @@ def test_pipeline_flow_runs_what_dvc_finds_out_of_date(built: tuple[Path, dict[s
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = env["PREFECT_API_URL"]
     try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        from tests.conftest import prefect_settings
+
+        with temporary_settings(prefect_settings(env["PREFECT_API_URL"])):
             found = asyncio.run(runs())
     finally:
         if previous is None:

@@ -38,16 +38,11 @@ def config_validate(
     check_paths: bool = typer.Option(True, help="Also check that every client's source path exists."),
 ) -> None:
     """Validate a params file: unknown keys, bad values, duplicate clients, missing paths (one line each)."""
-    from dsfed.config import ConfigError, load_params, read_yaml
+    from dsfed.config import check_project
     from dsfed.generation.notes import generation_notes
     from dsfed.heads import class_head_notes
 
-    cfg = load_params(params, check_paths=check_paths)
-    raw = read_yaml(params)
-    missing = [key for key in ("public", "clients", "architectures", "variants") if key not in (raw.get("samfed") or {})]
-    if missing:  # dvc.yaml's SAM-Fed stages iterate over these: without them every dvc command fails
-        raise ConfigError([f"samfed: needs {', '.join(missing)} for dvc.yaml's SAM-Fed stages (for no SAM-Fed task: "
-                           "`samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`)"], source=str(params))
+    cfg = check_project(params, check_paths=check_paths)
     holdout = f", held out: {cfg.data.holdout}" if cfg.data.holdout else ""
     typer.echo(f"{params}: OK ({len(cfg.clients)} clients: {', '.join(cfg.clients)}{holdout})")
     if cfg.samfed.enabled:
@@ -211,7 +206,7 @@ def clients_list(params: Path = PARAMS, as_json: bool = typer.Option(False, "--j
 
 @clients_app.command("add")
 def clients_add(
-    name: str = typer.Argument(..., help="New client name (letters, digits, '_', '.', '-')."),
+    name: str = typer.Argument(..., help="New client name (letters, digits, '_' and '-'; no '.')."),
     source: str | None = typer.Option(None, help="The source as inline YAML, e.g. \"{kind: feddg, path: /data/Fundus, domain: Domain2}\"."),
     like: str | None = typer.Option(None, help="Start from this client's source (then --set changes keys)."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE to set in the source (repeatable; VALUE is YAML)."),
@@ -331,25 +326,46 @@ def ui(
 def repro(ctx: typer.Context) -> None:
     """Run `dvc repro [ARGS]` (e.g. `dsfed repro report`) with every stage reporting to one Prefect server: the
     running one (PREFECT_API_URL, or 127.0.0.1:4200), else one started on a free loopback port for the run."""
+    from dsfed.config import check_project
     from dsfed.orchestration.prefect_server import run_with_server
 
+    targets = [a for a in ctx.args if not a.startswith("-")]
+    check_project("params.yaml", whole=not targets)   # DVC's own message for params it cannot read is "unexpected error"
     raise typer.Exit(run_with_server([sys.executable, "-m", "dvc", "repro", *ctx.args]))
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"dsfed {version('dsfed')}")
+        except PackageNotFoundError:   # a checkout on PYTHONPATH, not installed
+            typer.echo("dsfed (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Federated segmentation with a foundation model and lightweight clients (DSFedMed, SAM-Fed)."""
+
+
 def main() -> None:
-    """Entry point: user errors print as one ``error: ...`` line per problem and exit 2."""
+    """Entry point: a user error prints as one ``error: ...`` line per problem and exits 2; anything else as
+    one line naming the log file that holds its traceback (``artifacts/logs/dsfed.log``), exit 1."""
     import logging
 
-    from dsfed.config import ConfigError
+    from dsfed.error_log import debugging, error_lines, log_file
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
     try:
         app()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {exc.source}: {problem}", file=sys.stderr)
-        sys.exit(2)
-    except DsfedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as exc:
+        if debugging():
+            raise
+        command = " ".join(["dsfed", *sys.argv[1:3]])
+        for line in error_lines(exc, command, log_file("dsfed")):
+            print(line, file=sys.stderr)
+        sys.exit(2 if isinstance(exc, DsfedError) else 1)

@@ -253,6 +253,14 @@ class SplitConfig(Strict):
     val: Annotated[float, Field(ge=0, lt=1)] = 0.15
     test: Annotated[float, Field(ge=0, lt=1)] = 0.2
 
+    @field_validator("val")
+    @classmethod
+    def _some_validation(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("0 leaves no validation data: every federated method would keep its untrained round 0 "
+                             "(model selection needs validation samples; e.g. 0.15)")
+        return value
+
     @model_validator(mode="after")
     def _leaves_training(self) -> SplitConfig:
         if self.val + self.test >= 1:
@@ -272,6 +280,10 @@ class PrepareConfig(Strict):
 
     split: SplitConfig = SplitConfig()
     compression: CompressionConfig = CompressionConfig()
+    # a class covering more than this share of a client's mask pixels is refused as an inverted mask (a FedDG
+    # or prostate layout whose foreground value is the other way round imports as ~99 % foreground); raise it
+    # (up to 1) for a task whose structure really fills the image
+    max_foreground: Annotated[float, Field(gt=0, le=1)] = 0.9
 
 
 class AugmentConfig(Strict):

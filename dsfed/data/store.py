@@ -184,6 +184,9 @@ def build_client_store(
                 f"({_describe_change(out, file_hashes)}); rebuild with --overwrite"
             )
 
+    labels = params.clients[client].labels
+    if labels != "none":
+        _check_foreground(loaded.masks, params, client)
     holdout = params.data.holdout == client
     splits = assign_splits(
         [item.split for item in loaded.items],
@@ -192,6 +195,9 @@ def build_client_store(
         seed=stable_seed(params.seed, client),
         holdout=holdout,
     )
+    if not holdout and labels == "full" and not len(splits["val"]):
+        raise StoreError(f"clients.{client}: prepare.split.val {params.prepare.split.val:g} of its {len(loaded.items)} samples gives "
+                         "no validation sample, and model selection needs one (raise prepare.split.val, or add samples)")
     attrs = {
         "schema": STORE_SCHEMA,
         "dsfed_version": dsfed.__version__,
@@ -207,7 +213,6 @@ def build_client_store(
         "input_sha256": file_hashes,
         "fingerprint": fingerprint,
     }
-    labels = params.clients[client].labels
     if labels != "full":
         # only then: a full store's zarr.json stays byte-identical to one built before labels existed
         # (the federation roster and dvc.lock hash it); ClientStore reads a missing attr as "full"
@@ -216,6 +221,18 @@ def build_client_store(
         _write(tmp, loaded, splits, attrs, params)
     log.info("client %s: wrote %s (%s)", client, out, ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
     return out
+
+
+def _check_foreground(masks: np.ndarray, params: Params, client: str) -> None:
+    """Refuse masks (N, K, Sm, Sm) {0, 1} in which a class covers more than ``prepare.max_foreground`` of the pixels."""
+    if not masks.size:
+        return
+    limit = params.prepare.max_foreground
+    shares = masks.reshape(masks.shape[0], masks.shape[1], -1).mean(axis=(0, 2), dtype=np.float64)
+    for name, share in zip(params.data.classes, shares, strict=True):
+        if share > limit:
+            raise SourceError(f"clients.{client}: the masks are {100 * share:.1f} % {name} (over prepare.max_foreground {limit:g}): "
+                              "an inverted mask (a mask_mapping or threshold the wrong way round)? raise prepare.max_foreground to accept them")
 
 
 def _write(path: Path, loaded: _Loaded, splits: dict[str, np.ndarray], attrs: dict[str, Any], params: Params) -> None:

@@ -141,7 +141,7 @@ class SegmentationClient:
         boxes = torch.Generator().manual_seed(stable_seed(self.seed, self.name, round, "boxes"))
         stats = train_epochs(
             self.model, loader, self.optimizer, self.loss, self.training.epochs, extra_loss=extra,
-            amp=self.training.amp, device=self.device, desc=f"round {round} {self.name}", generator=boxes,
+            amp=self.training.amp, device=self.device, desc=f"client {self.name}, round {round}", generator=boxes,
         )
         return FitResult(self.get_weights(), len(self.train_set), {"loss": stats["loss"]})
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 def _raise_fatal(replies: Mapping[str, Reply], what: str) -> None:
     for name, reply in replies.items():
         if reply.fatal:
-            raise FederatedError(f"client {name}: {what} hit a bug in the client-side code ({reply.error}); stopping the run")
+            raise FederatedError(f"client {name}: {what} stopped the run: {reply.error}")
 
 
 class Federation:

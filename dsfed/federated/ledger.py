@@ -64,8 +64,8 @@ class Ledger:
     def ensure(self) -> None:
         """Create the file with just its header if it does not exist (a run that moves no payload)."""
         if not self.path.exists():
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(",".join(FIELDS) + "\n")
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
+                csv.writer(fh).writerow(FIELDS)   # the csv module's line ending, as record() writes it
 
     def rows(self) -> list[dict[str, Any]]:
         """All rows recorded so far."""

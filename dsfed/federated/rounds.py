@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from dsfed.errors import TrainingDiverged
 from dsfed.federated.checkpoint import Checkpoint, latest_checkpoint, remove_stale_temps, save_checkpoint
 from dsfed.federated.errors import CheckpointError, FederatedError
 from dsfed.federated.federation import Federation
@@ -112,6 +114,13 @@ def _check_update(update: Weights, reference: Weights, local_keys: LocalKeys | N
         if tensor.shape != reference[key].shape:
             raise ValueError(f"sent {key} with shape {tuple(tensor.shape)}, global has {tuple(reference[key].shape)}")
     return weights
+
+
+def _stop_if_not_finite(weights: Weights, what: str) -> None:
+    """Raise :class:`TrainingDiverged` naming the first floating-point tensor with a NaN or an infinity."""
+    for key, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingDiverged(f"{what} non-finite weights ({key}): lower the learning rate (or check the data)")
 
 
 def _fit_metrics(results: list[tuple[str, FitResult]]) -> dict[str, float]:
@@ -309,6 +318,7 @@ def _run_round(
             except ValueError as exc:  # a malformed update: the server refuses it, the client is left out
                 reply.error = f"{type(exc).__name__}: {exc}"
             else:
+                _stop_if_not_finite(update, f"client {name}, round {rnd}: sent")
                 results.append((name, FitResult(update, reply.num_samples, reply.metrics)))
                 continue
         failed[name] = str(reply.error)
@@ -317,4 +327,6 @@ def _run_round(
         reasons = "; ".join(f"{n} failed: {e}" for n, e in failed.items())
         raise FederatedError(f"round {rnd}: only {len(results)} of {len(sampled)} clients finished (min_clients {cfg.min_clients}); {reasons}")
     new = strategy.aggregate_groups(rnd, groups, results, membership)
+    for group, weights in new.items():
+        _stop_if_not_finite(weights, f"round {rnd}: aggregation gave" + (f" group {group}" if len(new) > 1 else ""))
     return new, RoundRecord(rnd, [n for n, _ in results], failed, _fit_metrics(results))

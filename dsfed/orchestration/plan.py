@@ -14,6 +14,8 @@ import sys
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
+from dsfed.errors import DsfedError
+
 __all__ = ["STAGE", "DvcBusy", "dvc", "order_stages", "parse_dag", "plan_stages"]
 
 STAGE = re.compile(r"Running stage '([^']+)'")
@@ -63,6 +65,10 @@ def order_stages(nodes: list[str], edges: list[tuple[str, str]], changed: set[st
 
     todo = closure(changed & set(nodes), children)
     if targets:
+        unknown = [t for t in targets if not any(n == t or n.startswith(f"{t}@") for n in nodes)]
+        if unknown:
+            raise DsfedError(f"pipeline targets: no stage {', '.join(map(repr, unknown))} in dvc.yaml "
+                             f"(stages: {', '.join(sorted({n.split('@')[0] for n in nodes}))})")
         picked = {n for n in nodes if any(n == t or n.startswith(f"{t}@") for t in targets)}
         todo &= closure(picked, parents)
     index = {n: i for i, n in enumerate(nodes)}

@@ -14,7 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dsfed.data.settings import AugmentConfig, ClientConfig, DataConfig, PrepareConfig
-from dsfed.settings import CLIENT_NAME, Strict, known_model
+from dsfed.models.names import option_problems
+from dsfed.settings import NAME_RULE, Strict, known_model, name_problems
 from dsfed.training.settings import LossConfig
 
 __all__ = [
@@ -162,8 +163,8 @@ class SamFedConfig(Strict):
     @classmethod
     def _client_names(cls, value: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
         for name, client in value.items():
-            if not CLIENT_NAME.match(name) or name == PUBLIC:
-                raise ValueError(f"client name {name!r} must be letters, digits, '_', '.', '-' and not {PUBLIC!r}")
+            if name_problems("clients", [name]) or name == PUBLIC:
+                raise ValueError(f"client name {name!r} must be {NAME_RULE}, and not {PUBLIC!r}")
             if client.labels == "full":
                 raise ValueError(f"{name}.labels: SAM-Fed clients are unlabelled: set test_only (masks for testing) or none")
         return value
@@ -187,9 +188,11 @@ class SamFedConfig(Strict):
             problems.append("samfed.clients: the variants need at least one client")
         if self.data.holdout is not None:
             problems.append("samfed.data.holdout: SAM-Fed tests every client on its own test split; leave it null")
+        for section in ("public", "architectures", "variants"):
+            problems += name_problems(f"samfed.{section}", getattr(self, section))
+        for name, spec in self.architectures.items():
+            problems += [f"samfed.architectures.{name}.{p}" for p in option_problems(spec.model, spec.input_size)]
         for name, variant in self.variants.items():
-            if not CLIENT_NAME.match(name):
-                problems.append(f"samfed.variants.{name}: a variant name must be letters, digits, '_', '.', '-'")
             known = ', '.join(self.architectures) or 'none'
             for field, arch in [("model", variant.model), ("server_model", variant.server_model),
                                 *((f"clients.{c}", a) for c, a in variant.clients.items())]:

@@ -10,7 +10,7 @@ from typing import Any
 from dvclive import Live
 
 from dsfed.config import Params
-from dsfed.federated.ledger import ledger_totals
+from dsfed.federated.ledger import ledger_totals, read_ledger
 from dsfed.io import atomic_path, write_json, write_safetensors
 from dsfed.stages.federated_run import MethodRun
 
@@ -25,6 +25,18 @@ def _finite(value: float) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 5)
 
 
+def left_out_rounds(ledger: Path) -> dict[str, list[int]]:
+    """client -> the rounds it was sent the global weights but sent no update back (it failed and was left out)."""
+    sent: dict[str, set[int]] = {}
+    back: dict[str, set[int]] = {}
+    for row in read_ledger(ledger):
+        if row["what"] == "global_weights":
+            sent.setdefault(row["client"], set()).add(row["round"])
+        elif row["what"] in ("update", "masked_update"):   # plain, or SecAgg+'s
+            back.setdefault(row["client"], set()).add(row["round"])
+    return {c: sorted(rounds - back.get(c, set())) for c, rounds in sorted(sent.items()) if rounds - back.get(c, set())}
+
+
 def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
     """The metrics JSON (a DVC metric): test Dice/IoU per client, source mean, held-out client, communication."""
     source = [c for c in run.test if c != run.holdout]
@@ -36,6 +48,9 @@ def method_metrics(run: MethodRun, ledger: Path | None) -> dict[str, Any]:
         # per client and round it took part in (with fraction < 1 a client sits some rounds out)
         comm["bytes_per_round_per_client"] = int(totals["total"] / max(totals["exchanges"], 1))
         comm["evaluation_bytes"] = int(totals["evaluation"]["total"])
+        left_out = left_out_rounds(ledger)
+        if left_out:   # only then: a run where every client finished every round keeps its metrics' bytes
+            comm["left_out"] = left_out
     return {
         "method": run.method,
         "model": run.spec.model,

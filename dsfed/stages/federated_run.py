@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,7 +161,11 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
     server_model = factory()
     local_keys = LocalKeys([*spec.local_keys, *server_model.frozen_keys])  # frozen weights never travel either
     initial = {k: v.cpu() for k, v in local_keys.shared(server_model.state_dict()).items()}
-    validate = validation_scorer(federation, trainers, {n: r.samples.get("val", 0) for n, r in info.items()})
+    val_samples = {n: r.samples.get("val", 0) for n, r in info.items()}
+    if trainers and not any(val_samples.get(n, 0) for n in trainers):
+        raise FederatedError(f"federated@{method}: no training client has validation samples ({', '.join(trainers)}): model "
+                             "selection would keep the untrained round 0; raise prepare.split.val")
+    validate = validation_scorer(federation, trainers, val_samples)
     best = BestWeights(checkpoints / "best.safetensors")
     round0_path = checkpoints / "round0.json"
     if not checkpoints.exists() or latest_checkpoint(checkpoints) is None:
@@ -172,6 +177,8 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
 
     def on_round_end(round: int, groups: dict[str, Weights], record: RoundRecord) -> dict[str, float]:
         metrics = validate(round, groups[DEFAULT_GROUP])
+        if math.isnan(metrics["val_dice"]):   # else round 0 would be kept (and shipped) without a word
+            raise FederatedError(f"federated@{method}, round {round}: no validation score (no client's validation succeeded)")
         best.offer(round, metrics["val_dice"], groups[DEFAULT_GROUP])
         return metrics
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dsfed.errors import TrainingDiverged
 from dsfed.models import Segmenter
 from dsfed.models.prompts import boxes_from_masks
 
@@ -59,6 +60,9 @@ def train_epochs(
             loss = loss_fn(logits, masks)
             if extra_loss is not None:
                 loss = loss + extra_loss()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{desc}: the training loss is {float(loss)} at step {steps + 1}: lower the learning rate "
+                                       "(or check the data)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -2,8 +2,9 @@
 trigger waits for; see ``make ui``).
 
 ``python -m dsfed_pipeline.flows.events joined NAME [--source JSON]`` sends it to the server ``PREFECT_API_URL`` names,
-else the one on 127.0.0.1:4200, and says so; with no server answering it sends nothing (the next
-``dvc repro`` still brings everything up to date).
+else the one on 127.0.0.1:4200 if dsfed started it (``make ui``; anything else answering there is not trusted
+with the auth string or the event), and says so; with no such server it sends nothing (the next ``dvc repro``
+still brings everything up to date).
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ import os
 
 import typer
 
-from dsfed.orchestration.prefect_server import DEFAULT_URL, healthy
+from dsfed.orchestration.prefect_server import DEFAULT_URL, client_env, healthy, ours
 
 CLIENT_JOINED = "dsfed.client.joined"
 
 
-def server_url() -> str | None:
-    """The Prefect API to talk to, or None when none answers."""
-    for url in (os.environ.get("PREFECT_API_URL"), DEFAULT_URL):
-        if url and healthy(url):
-            return url
+def server_url() -> tuple[str, dict[str, str]] | None:
+    """The Prefect API to talk to and the environment it needs (the auth string of a server dsfed started),
+    or None when none answers that may be trusted."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named and healthy(named):
+        return named, {}
+    if ours(DEFAULT_URL):
+        return DEFAULT_URL, client_env(DEFAULT_URL)
     return None
 
 
@@ -43,11 +47,13 @@ def main(
     """Send a pipeline event to the running Prefect server."""
     if what != "joined":
         raise typer.BadParameter(f"unknown event {what!r} (joined)")
-    url = server_url()
-    if url is None:
-        print("no Prefect server answers (PREFECT_API_URL, 127.0.0.1:4200): no event sent; run `dvc repro` to redistill")
+    found = server_url()
+    if found is None:
+        print("no Prefect server of this project answers (PREFECT_API_URL, or `make ui`'s on 127.0.0.1:4200): no event sent; "
+              "run `dvc repro` to redistill")
         return
-    os.environ["PREFECT_API_URL"] = url
+    url, env = found
+    os.environ.update({"PREFECT_API_URL": url, **env})
     event_id = emit_client_joined(name, json.loads(source))
     print(f"sent {CLIENT_JOINED} for {name} to {url} (event {event_id})")
 

@@ -10,6 +10,7 @@ server side (``server_sam``, ``distill`` warm-started from the previous distille
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ from dsfed_pipeline.tasks.orchestration import check_client, summarise
 
 
 @flow(name="redistill", log_prints=True)
-def redistill(client: str | None = None, root: str = ".") -> list[dict[str, Any]]:
-    """Bring the pipeline at ``root`` up to date after ``client`` joined (None: a scheduled run);
-    returns the pipeline's per-stage rows and publishes a Markdown summary."""
-    root = str(Path(root).resolve())
+def redistill(client: str | None = None) -> list[dict[str, Any]]:
+    """Bring the pipeline in the working folder up to date after ``client`` joined (None: a scheduled run);
+    returns the pipeline's per-stage rows and publishes a Markdown summary. No run-time parameter names the
+    folder (see :mod:`dsfed_pipeline.flows.pipeline`)."""
+    root = str(Path(".").resolve())
     names = check_client(root, client)
     print(f"redistill: {len(names)} clients in params.yaml{f'; {client} joined' if client else ''}")
-    stages = pipeline(root=root)
+    stages = pipeline()
     markdown = summarise(root, client, stages)
     create_markdown_artifact(key="redistill", markdown=markdown,
                              description=f"redistill{f' after {client} joined' if client else ''}")
@@ -39,10 +41,11 @@ def redistill(client: str | None = None, root: str = ".") -> list[dict[str, Any]
 
 def main(
     client: str = typer.Argument(None, help="The client that joined (default: none, as a scheduled run)."),
-    root: str = typer.Option(".", help="Project root (where dvc.yaml and params.yaml are)."),
+    root: str = typer.Option(".", help="Project root (where dvc.yaml and params.yaml are); the flow runs there."),
 ) -> None:
     """Run the redistill flow once, by hand (what the `redistill` deployment runs on an event or schedule)."""
-    run_flow(redistill, client, root)
+    os.chdir(root)
+    run_flow(redistill, client)
 
 
 if __name__ == "__main__":

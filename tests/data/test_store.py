@@ -123,3 +123,45 @@ def test_resize_modes(mode: str, expected_top_rows_black: bool) -> None:
     assert out_image.shape == (3, 16, 16) and out_mask.shape == (1, 8, 8)
     assert (out_image[:, 0].max() == 0) == expected_top_rows_black
     assert out_mask.sum() == (32 if mode == "pad" else 64)
+
+
+def _inverted_lesions(base: Path, n: int = 8) -> None:
+    """``n`` image/mask pairs whose masks have the lesion at 0 and the background at 255 (inverted)."""
+    from PIL import Image
+
+    for i in range(n):
+        (base / "images").mkdir(parents=True, exist_ok=True)
+        (base / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(base / f"images/c{i}.png")
+        mask = np.full((32, 32), 255, np.uint8)
+        mask[10:16, 10:16] = 0
+        Image.fromarray(mask).save(base / f"masks/c{i}.png")
+
+
+def test_inverted_masks_are_refused_naming_the_override(project: Path) -> None:
+    """A layout whose foreground value is the other way round imported 96 % foreground without a word."""
+    from dsfed.config import parse_params
+
+    _inverted_lesions(project / "lesions")
+    raw = {"data": {"classes": ["lesion"], "image_size": 32, "mask_size": 16},
+           "clients": {"h1": {"source": {"kind": "folders", "path": "lesions", "pairing": {"mask_suffix": ""},
+                                         "mask_mapping": {"threshold": 128}}}}}
+    out = store_path(project / "artifacts", "h1")
+    with pytest.raises(SourceError, match=r"^clients\.h1: the masks are 96\.5 % lesion \(over prepare\.max_foreground 0\.9\): an inverted "
+                                          r"mask .* raise prepare\.max_foreground to accept them$"):
+        build_client_store(parse_params(raw, root=project), "h1", out, root=project, progress=False)
+    assert not out.exists() and not list(out.parent.glob(".*"))   # nothing half-written
+    raw["prepare"] = {"max_foreground": 1.0}
+    store = ClientStore(build_client_store(parse_params(raw, root=project), "h1", out, root=project, progress=False))
+    assert store.masks[:].mean() > 0.9
+
+
+def test_a_training_client_without_a_validation_sample_is_refused(project: Path) -> None:
+    """Otherwise every federated method keeps its untrained round 0 and ships it."""
+    part = {"method": "attribute", "parts": 6, "attribute": "brightness"}
+    clients = {f"p{i}": phantom_client("site_a", n=12, partition={**part, "index": i}) for i in range(6)}
+    params = small_params(project, clients=clients)   # 2 samples each: 0.2 of 2 rounds to no validation sample
+    out = store_path(project / "artifacts", "p0")
+    with pytest.raises(StoreError, match=r"^clients\.p0: prepare\.split\.val 0\.2 of its 2 samples gives no validation sample"):
+        build_client_store(params, "p0", out, root=project, progress=False)
+    assert not out.exists()

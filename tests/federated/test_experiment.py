@@ -193,3 +193,60 @@ def test_fedmsa_sends_only_adapters_and_decoder_and_keeps_the_encoder(project: P
     assert any(".adapter." in k for k in model.state_dict())
     state = torch.load(next((work / "client-state" / "a").glob("*/round-0001.pt")), weights_only=True)
     assert not state["local"]  # frozen weights are not checkpointed at the clients
+
+
+def _registered(monkeypatch: pytest.MonkeyPatch, name: str, builder) -> None:   # noqa: ANN001 - a test's client builder
+    from dsfed.federated import clients as clients_module
+    from dsfed.federated.registry import CLIENT_ALGORITHMS
+
+    monkeypatch.setattr(clients_module, f"{name}_builder", builder, raising=False)
+    monkeypatch.setitem(CLIENT_ALGORITHMS, name, f"dsfed.federated.clients:{name}_builder")
+
+
+def test_no_validation_data_is_an_error_not_a_silent_round_0(project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfed.federated import clients as clients_module
+    from dsfed.federated.errors import FederatedError
+    from dsfed.federated.protocol import ClientInfo
+
+    def without_val(setup):  # the segmentation client, reporting no validation samples
+        client = clients_module.build_segmentation_client(setup)
+        info = client.describe()
+        client.describe = lambda: ClientInfo({**info.samples, "val": 0}, info.fingerprint)
+        return client
+
+    _registered(monkeypatch, "noval", without_val)
+    params = _params(project, {"m": {"model": "unet", "input_size": 32, "client": "noval"}}, rounds=1)
+    with pytest.raises(FederatedError, match=r"^federated@m: no training client has validation samples \(a, b\): model selection would keep"):
+        run_method(params, "m", stores, stores / "federated/m", progress=False)
+    assert not (stores / "federated/m/model.safetensors").exists()
+
+
+def test_a_client_left_out_of_rounds_is_in_the_metrics(project: Path, stores: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client whose data fails (its disk, its store) is left out while min_clients holds, and says so in metrics.json."""
+    from dsfed.federated import clients as clients_module
+
+    def failing_b(setup):  # client b's store fails while it trains in round 2
+        client = clients_module.build_segmentation_client(setup)
+        if setup.name == "b":
+            train = client.train
+
+            def train_or_fail(weights, round, config):   # noqa: A002 - the protocol's name
+                if round == 2:
+                    raise OSError(5, "Input/output error", "artifacts/clients/b/data.zarr/images/c/4/0/0/0")
+                return train(weights, round, config)
+
+            client.train = train_or_fail
+        return client
+
+    from tests.federated.project import tiny_raw
+
+    _registered(monkeypatch, "failing", failing_b)
+    raw = tiny_raw({"m": {"model": "unet", "input_size": 32, "client": "failing"}}, 2)
+    raw["federated"]["min_clients"] = 1
+    params = parse_params(raw, root=project)
+    work = stores / "federated/m"
+    metrics = write_method_outputs(run_method(params, "m", stores, work, progress=False), work)
+    assert metrics["communication"]["left_out"] == {"b": [2]}
+    plain = _params(project, {"p": {"model": "unet", "input_size": 32}}, rounds=1)
+    assert "left_out" not in write_method_outputs(run_method(plain, "p", stores, stores / "federated/p", progress=False),
+                                                  stores / "federated/p")["communication"]

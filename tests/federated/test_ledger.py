@@ -67,3 +67,14 @@ def test_evaluation_traffic_is_counted_apart_and_per_client_bytes_follow_partici
             ledger.record(rnd, c, "down", "val_weights", 100)
     totals = ledger_totals(ledger.path)
     assert totals["total"] == 800 and totals["exchanges"] == 4 and totals["evaluation"] == {"down": 400, "up": 0, "total": 400}
+
+
+def test_a_ledger_created_empty_first_has_the_same_bytes(tmp_path: Path) -> None:
+    """The Flower ServerApp creates the ledger before the first payload (``ensure``), the in-process engine with
+    it: the whole-pipeline comparison found the header's line ending differed (3690 vs 3689 bytes)."""
+    first, direct = Ledger(tmp_path / "a.csv"), Ledger(tmp_path / "b.csv")
+    first.ensure()
+    for ledger in (first, direct):
+        ledger.record(1, "site_a", "down", "global_weights", 123)
+        ledger.record(1, "site_a", "up", "update", 123)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()

@@ -186,3 +186,21 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert resumed_meta["history"] == full_meta["history"]
     # the replayed round 3 is not duplicated in the ledger
     assert (tmp_path / "killed-ledger.csv").read_text() == (tmp_path / "full-ledger.csv").read_text()
+
+
+def test_non_finite_weights_from_a_client_stop_the_run_naming_client_and_round() -> None:
+    """Not a dropped client (the round would go on without a word): a diverged client stops the stage."""
+    from dsfed.errors import TrainingDiverged
+
+    clients = toy_clients(3)
+    train = clients[2].train
+
+    def diverging(weights, round, config):   # noqa: A002 - the protocol's name
+        result = train(weights, round, config)
+        if round == 2:
+            result.weights["0.weight"].view(-1)[0] = float("nan")
+        return result
+
+    clients[2].train = diverging
+    with pytest.raises(TrainingDiverged, match=r"^client site_c, round 2: sent non-finite weights \(0\.weight\)"):
+        run_rounds(federation_of(clients), FedAvg(), initial_weights(), RoundsConfig(rounds=3, min_clients=1), progress=False)

@@ -53,3 +53,26 @@ def test_loop_learns_and_adds_extra_loss() -> None:
     calls = []
     with_extra = train_epochs(model, loader, opt, loss, extra_loss=lambda: calls.append(1) or torch.tensor(5.0))
     assert len(calls) == 4 and with_extra["loss"] > 5.0
+
+
+def test_a_non_finite_loss_stops_training_naming_the_client_and_round() -> None:
+    """``lr: .inf`` is refused by the params; a loss that still diverges stops with one line, not a NaN model."""
+    import pytest
+
+    from dsfed.errors import DsfedError, TrainingDiverged
+
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 32, 32)
+    masks = (images[:, :1, ::2, ::2] > 0.5).float()
+    loader = DataLoader(_Dicts(images, masks), batch_size=4)
+    model = build_model("unet", num_classes=1, output_size=16, input_size=32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss = build_loss(LossConfig())
+    with pytest.raises(TrainingDiverged, match=r"^client site_b, round 3: the training loss is nan at step 2: lower the learning rate") as info:
+        train_epochs(model, loader, opt, loss, extra_loss=iter([torch.tensor(0.0), torch.tensor(float("nan"))]).__next__,
+                     desc="client site_b, round 3")
+    assert isinstance(info.value, DsfedError) and "\n" not in str(info.value)
+    after = model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)      # the first step ran
+    assert all(torch.isfinite(v).all() for v in after.values())           # the NaN step never reached the weights

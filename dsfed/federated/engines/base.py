@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from dsfed.errors import DsfedError
+from dsfed.errors import DsfedError, TrainingDiverged
 
 __all__ = [
     "ClientFailure",
@@ -49,8 +49,11 @@ def is_client_failure(exc: BaseException) -> bool:
     Failures: :class:`ClientFailure` and any other :class:`~dsfed.errors.DsfedError` (data and
     configuration errors, one line each), ``OSError`` (disk full, store unreadable, a lost connection),
     ``MemoryError`` and ``torch.OutOfMemoryError``. Everything else (``TypeError``, ``KeyError``,
-    ``RuntimeError`` of a shape mismatch...) is a bug in the code and must stop the run.
+    ``RuntimeError`` of a shape mismatch...) is a bug in the code and must stop the run, as must a
+    :class:`~dsfed.errors.TrainingDiverged` (a non-finite loss: the settings, not the site).
     """
+    if isinstance(exc, TrainingDiverged):
+        return False  # not the site's environment: the settings diverge, which stops the run
     if isinstance(exc, OSError) and exc.errno == errno.ENOENT and not exc.filename:
         return False  # a bare FileNotFoundError without a path is more likely our bug than the site's disk
     return isinstance(exc, DsfedError | OSError | MemoryError | torch.OutOfMemoryError)

@@ -27,7 +27,7 @@ from dsfed.federated.settings import FlowerSection
 
 __all__ = ["run_on_simulation", "simulated_node"]
 
-ATTEMPTS = 2
+ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
