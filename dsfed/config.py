@@ -112,7 +112,7 @@ class Params(Strict):
     def _client_names(cls, value: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
         if not value:
             raise ValueError("declare at least one client")
-        problems = [p.split(": ", 1)[1] for p in name_problems("clients", value)]
+        problems = name_problems("", value)
         if problems:
             raise ValueError("\n".join(problems))
         return value

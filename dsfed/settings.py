@@ -28,8 +28,10 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 def name_problems(section: str, names: Iterable[str]) -> list[str]:
-    """One ``section: name ... must be ...`` line per name a DVC stage key and a folder cannot take."""
-    return [f"{section}: name {name!r} must be {NAME_RULE}" for name in names if not CLIENT_NAME.match(str(name))]
+    """One ``section: name ... must be ...`` line per name a DVC stage key and a folder cannot take (no section:
+    the line without its prefix, for a field validator whose field pydantic names)."""
+    prefix = f"{section}: " if section else ""
+    return [f"{prefix}name {name!r} must be {NAME_RULE}" for name in names if not CLIENT_NAME.match(str(name))]
 
 
 class ConfigError(DsfedError):

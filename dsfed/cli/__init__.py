@@ -324,8 +324,9 @@ def ui(
 
 @app.command("repro", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def repro(ctx: typer.Context) -> None:
-    """Run `dvc repro [ARGS]` (e.g. `dsfed repro report`) with every stage reporting to one Prefect server: the
-    running one (PREFECT_API_URL, or 127.0.0.1:4200), else one started on a free loopback port for the run."""
+    """Check params.yaml, then run `dvc repro [ARGS]` (e.g. `dsfed repro report`) with every stage reporting to one
+    Prefect server: the one PREFECT_API_URL names, or the one dsfed started on 127.0.0.1:4200, else one started on a
+    free loopback port for the run."""
     from dsfed.config import check_project
     from dsfed.orchestration.prefect_server import run_with_server
 

@@ -19,6 +19,7 @@ from zarr.codecs import BloscCodec
 import dsfed
 from dsfed.config import Params
 from dsfed.data.guarded_masks import GuardedMasks
+from dsfed.data.mask_checks import check_foreground
 from dsfed.data.partition import partition_indices
 from dsfed.data.sources import Sample, SourceItem, build_source
 from dsfed.data.splits import SPLITS, assign_splits, stable_seed
@@ -186,7 +187,7 @@ def build_client_store(
 
     labels = params.clients[client].labels
     if labels != "none":
-        _check_foreground(loaded.masks, params, client)
+        check_foreground(loaded.masks, list(params.data.classes), params.prepare.max_foreground, client)
     holdout = params.data.holdout == client
     splits = assign_splits(
         [item.split for item in loaded.items],
@@ -221,18 +222,6 @@ def build_client_store(
         _write(tmp, loaded, splits, attrs, params)
     log.info("client %s: wrote %s (%s)", client, out, ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
     return out
-
-
-def _check_foreground(masks: np.ndarray, params: Params, client: str) -> None:
-    """Refuse masks (N, K, Sm, Sm) {0, 1} in which a class covers more than ``prepare.max_foreground`` of the pixels."""
-    if not masks.size:
-        return
-    limit = params.prepare.max_foreground
-    shares = masks.reshape(masks.shape[0], masks.shape[1], -1).mean(axis=(0, 2), dtype=np.float64)
-    for name, share in zip(params.data.classes, shares, strict=True):
-        if share > limit:
-            raise SourceError(f"clients.{client}: the masks are {100 * share:.1f} % {name} (over prepare.max_foreground {limit:g}): "
-                              "an inverted mask (a mask_mapping or threshold the wrong way round)? raise prepare.max_foreground to accept them")
 
 
 def _write(path: Path, loaded: _Loaded, splits: dict[str, np.ndarray], attrs: dict[str, Any], params: Params) -> None:

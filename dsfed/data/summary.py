@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dsfed.data.mask_checks import foreground_shares
 from dsfed.data.splits import SPLITS
 from dsfed.data.store import ClientStore
 from dsfed.io import atomic_path
@@ -24,7 +25,7 @@ def store_summary(store: ClientStore) -> dict[str, Any]:
     readable = _mask_rows(store)
     if len(readable):
         masks = np.stack([np.asarray(store.masks[int(r)]) for r in readable])
-        fraction = masks.reshape(len(readable), len(store.classes), -1).mean(axis=(0, 2))
+        fraction = foreground_shares(masks)
     else:
         fraction = np.full(len(store.classes), np.nan)
     table = [

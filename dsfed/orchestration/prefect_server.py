@@ -29,7 +29,7 @@ from pathlib import Path
 import typer
 
 __all__ = ["DEFAULT_URL", "auth_string", "client_env", "healthy", "ours", "prefect_home", "run_with_server", "start_server",
-           "stop_server"]
+           "stop_server", "trusted_server"]
 
 DEFAULT_URL = "http://127.0.0.1:4200/api"
 AUTH_FILE = "dsfed-server-auth"
@@ -153,6 +153,18 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def trusted_server() -> tuple[str, dict[str, str]] | None:
+    """The running server a command may use, and what to add to its environment: the one ``PREFECT_API_URL``
+    names (the user's choice; nothing added), else the one dsfed started on 127.0.0.1:4200 (:func:`ours`; its
+    auth string); None when neither answers."""
+    named = os.environ.get("PREFECT_API_URL")
+    if named and healthy(named):
+        return named, {}
+    if ours(DEFAULT_URL):
+        return DEFAULT_URL, client_env(DEFAULT_URL)
+    return None
+
+
 def run_with_server(command: list[str]) -> int:
     """Run ``command`` against a Prefect server: the one ``PREFECT_API_URL`` names (the user's choice, with the
     environment's ``PREFECT_API_AUTH_STRING``), else the one dsfed started on 127.0.0.1:4200 (:func:`ours`),
@@ -160,14 +172,12 @@ def run_with_server(command: list[str]) -> int:
 
     The folder of this interpreter goes first on PATH, so the stages' ``python -m ...`` commands run with
     the environment dsfed is installed in even when it is not activated (``.venv/bin/dsfed repro``)."""
-    named = os.environ.get("PREFECT_API_URL")
     proc = None
     env = {**os.environ}
-    if named and healthy(named):
-        print(f"prefect server: reporting to {named}", file=sys.stderr)
-    elif ours(DEFAULT_URL):
-        env |= client_env(DEFAULT_URL)
-        print(f"prefect server: reporting to the running server at {DEFAULT_URL}", file=sys.stderr)
+    running = trusted_server()
+    if running is not None:
+        env |= running[1]
+        print(f"prefect server: reporting to {running[0]}", file=sys.stderr)
     else:
         if healthy(DEFAULT_URL):
             print(f"prefect server: {DEFAULT_URL} answers but dsfed did not start it (no record of it in {prefect_home()}); "

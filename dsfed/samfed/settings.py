@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dsfed.data.settings import AugmentConfig, ClientConfig, DataConfig, PrepareConfig
 from dsfed.models.names import option_problems
-from dsfed.settings import NAME_RULE, Strict, known_model, name_problems
+from dsfed.settings import CLIENT_NAME, NAME_RULE, Strict, known_model, name_problems
 from dsfed.training.settings import LossConfig
 
 __all__ = [
@@ -163,7 +163,7 @@ class SamFedConfig(Strict):
     @classmethod
     def _client_names(cls, value: dict[str, ClientConfig]) -> dict[str, ClientConfig]:
         for name, client in value.items():
-            if name_problems("clients", [name]) or name == PUBLIC:
+            if not CLIENT_NAME.match(name) or name == PUBLIC:
                 raise ValueError(f"client name {name!r} must be {NAME_RULE}, and not {PUBLIC!r}")
             if client.labels == "full":
                 raise ValueError(f"{name}.labels: SAM-Fed clients are unlabelled: set test_only (masks for testing) or none")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 
 import torch
@@ -60,13 +61,14 @@ def train_epochs(
             loss = loss_fn(logits, masks)
             if extra_loss is not None:
                 loss = loss + extra_loss()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{desc}: the training loss is {float(loss)} at step {steps + 1}: lower the learning rate "
+            value = float(loss.detach())   # before the step: a NaN never reaches the weights
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"{desc}: the training loss is {value} at step {steps + 1}: lower the learning rate "
                                        "(or check the data)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(images)
+            total += value * len(images)
             seen += len(images)
             steps += 1
     return {"loss": total / max(seen, 1), "samples": float(seen), "steps": float(steps)}

@@ -14,20 +14,9 @@ import os
 
 import typer
 
-from dsfed.orchestration.prefect_server import DEFAULT_URL, client_env, healthy, ours
+from dsfed.orchestration.prefect_server import trusted_server
 
 CLIENT_JOINED = "dsfed.client.joined"
-
-
-def server_url() -> tuple[str, dict[str, str]] | None:
-    """The Prefect API to talk to and the environment it needs (the auth string of a server dsfed started),
-    or None when none answers that may be trusted."""
-    named = os.environ.get("PREFECT_API_URL")
-    if named and healthy(named):
-        return named, {}
-    if ours(DEFAULT_URL):
-        return DEFAULT_URL, client_env(DEFAULT_URL)
-    return None
 
 
 def emit_client_joined(name: str, source: dict[str, object]) -> str | None:
@@ -47,7 +36,7 @@ def main(
     """Send a pipeline event to the running Prefect server."""
     if what != "joined":
         raise typer.BadParameter(f"unknown event {what!r} (joined)")
-    found = server_url()
+    found = trusted_server()
     if found is None:
         print("no Prefect server of this project answers (PREFECT_API_URL, or `make ui`'s on 127.0.0.1:4200): no event sent; "
               "run `dvc repro` to redistill")
