@@ -3,7 +3,7 @@
 Every stage runs once and in order, a second repro is a no-op; a client added with ``dsfed clients add``
 starts the served ``redistill`` deployment through its event trigger, which reruns exactly the new
 client's stages and the server side (distill warm-started); and ``dvc exp run -S distill.lam=0.3`` reruns
-exactly distill, evaluate and report.
+exactly distill, evaluate and report. A second copy in another folder gives byte-identical output hashes.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.slow
 DOWNSTREAM = ["server_sam", "distill", "evaluate", "report"]
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("dsfedmed")
+def _project(root: Path, prefect_api: str) -> tuple[dict[str, str], str]:
+    """The tiny DSFedMed project in ``root`` (a release, a foundation SAM, three phantom clients), after its
+    first ``dvc repro``: (environment, the repro's output)."""
     tiny_release(root)
     torch.manual_seed(0)
     foundation = build_model("sam_demo", num_classes=2, output_size=16, input_size=64)
@@ -58,7 +58,23 @@ def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Pa
         "clients": clients,
     }
     env = dvc_project(root, parse_params(raw, root=root).model_dump(mode="json"), api_url=prefect_api)
-    first = run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
+    return env, run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
+
+
+def _output_hashes(root: Path) -> dict[tuple[str, str], str]:
+    """(stage, output path) -> the output's hash in ``root/dvc.lock``."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {(stage, out["path"]): out["md5"] for stage, entry in lock.items() for out in entry.get("outs", [])}
+
+
+FIRST_LOCK: dict[str, dict[tuple[str, str], str]] = {}   # the first repro's output hashes, before later tests change the repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = tmp_path_factory.mktemp("dsfedmed")
+    env, first = _project(root, prefect_api)
+    FIRST_LOCK["outs"] = _output_hashes(root)
     return root, env, first
 
 
@@ -166,3 +182,17 @@ def test_changing_lam_reruns_only_distill_evaluate_report(repo: tuple[Path, dict
     out = run_ok([sys.executable, "-m", "dvc", "exp", "run", "-S", "distill.lam=0.3"], root, env)
     assert stages_run(out) == ["distill", "evaluate", "report"]
     assert json.loads((root / "artifacts/distill/metrics.json").read_text())["settings"]["lam"] == 0.3
+
+
+def test_a_second_copy_elsewhere_gives_byte_identical_output_hashes(repo: tuple[Path, dict[str, str], str],
+                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    prefect_api: str) -> None:
+    """Issue 16: the same inputs give the same bytes in another folder (a fresh clone on another machine), so a
+    checkout's ``dvc repro`` reruns nothing whose inputs did not change: no wall times, timestamps, run-dependent
+    metadata or absolute paths in any output."""
+    other = tmp_path_factory.mktemp("dsfedmed-again")
+    _project(other, prefect_api)
+    again = _output_hashes(other)
+    assert set(again) == set(FIRST_LOCK["outs"])
+    differing = sorted(f"{stage}: {path}" for key in again if again[key] != FIRST_LOCK["outs"][key] for stage, path in [key])
+    assert not differing, f"{len(differing)} of {len(again)} output hashes differ:\n" + "\n".join(differing)

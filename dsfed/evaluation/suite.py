@@ -1,8 +1,9 @@
 """Scoring for the ``evaluate`` stage (:mod:`dsfed.stages.evaluate`): a model on test splits, with intervals and costs.
 
 Each client's test split is scored per image (Dice, IoU, HD95; MONAI); a summary gives mean, std and a
-percentile bootstrap interval of the per-image Dice (``scipy.stats.bootstrap``); ``inference_ms`` measures
-the time per image at batch 1.
+percentile bootstrap interval of the per-image Dice (``scipy.stats.bootstrap``); ``flops_per_image`` counts a
+batch-1 forward pass's floating-point operations (the same number on every machine: the hashed cost) and
+``inference_ms`` measures its time (a measurement of this machine, kept out of hashed outputs).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dsfed.evaluation.metrics import per_image_metrics
 from dsfed.models import Segmenter
 from dsfed.models.prompts import boxes_from_masks
 
-__all__ = ["bootstrap_ci", "clean_floats", "inference_ms", "load_test_sets", "score_on_tests", "source_mean"]
+__all__ = ["bootstrap_ci", "clean_floats", "flops_per_image", "inference_ms", "load_test_sets", "score_on_tests", "source_mean"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,19 @@ def _predict(model: Segmenter, images: torch.Tensor, device: torch.device, masks
         boxes = _boxes(model, masks[i : i + batch] if masks is not None else None, device)
         out.append(model(images[i : i + batch].to(device), boxes).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def flops_per_image(model: Segmenter, images: torch.Tensor, masks: torch.Tensor | None = None) -> float:
+    """Floating-point operations of one batch-1 forward pass on ``images[:1]`` (N, 3, S, S) (box prompts from
+    ``masks``), counted by ``torch.utils.flop_counter`` (matrix products, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(images[:1].to(device), _boxes(model, masks[:1] if masks is not None else None, device))
+    return float(counter.get_total_flops())
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -247,6 +248,10 @@ def run_rounds(
         log.info("resuming federated rounds from %s: round %d of %d completed", ckpt.path, ckpt.round, cfg.rounds)
     else:
         strategy.initialize(weights)
+        # this process's Python and numpy generators, whose states each round's checkpoint saves (rng.pt): from the
+        # run's seed, not from wherever the interpreter's start left them (else the same run wrote new bytes each time)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
     start = (resumed_from or 0) + 1
     if federation.ledger is not None:
         federation.ledger.truncate_after(start - 1)

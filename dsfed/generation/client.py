@@ -37,6 +37,7 @@ __all__ = [
     "CONTROLNET_FILE",
     "GENERATOR_SUMMARY",
     "MASKS_FILE",
+    "MEASURED",
     "fixed_noise_loss",
     "read_pairs",
     "read_uploaded_masks",
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 CONTROLNET_FILE = "controlnet.safetensors"
 MASKS_FILE = "masks.zarr"
 GENERATOR_SUMMARY = "generator.json"
+MEASURED = ("seconds", "steps_per_s")  # summary keys measured on this machine: returned, not written
 
 
 def dir_bytes(path: Path) -> int:
@@ -151,7 +153,8 @@ def train_client_generator(
 
     Returns:
         the summary written to ``generator.json`` (loss before/after on the client's training and
-        validation pairs at fixed noise, steps/s, upload bytes).
+        validation pairs at fixed noise, upload bytes), plus the measured ``seconds`` and ``steps_per_s``
+        (:data:`MEASURED`: not written, so the folder's bytes do not depend on the machine's speed).
     """
     if client not in params.clients:
         raise DsfedError(f"clients.{client}: no such client (have: {', '.join(params.clients)})")
@@ -212,7 +215,8 @@ def train_client_generator(
             ledger.record(0, client, "up", what, nbytes)
         summary["uploads"] = uploads
         _write_curve(tmp, losses)
-        write_json(tmp / GENERATOR_SUMMARY, {**summary, "code_hash": meta["code_hash"]})
+        # wall time and rate are measurements, not results: returned (the stage logs them), never hashed
+        write_json(tmp / GENERATOR_SUMMARY, {**{k: v for k, v in summary.items() if k not in MEASURED}, "code_hash": meta["code_hash"]})
     log.info("client %s: fixed-noise loss %s; uploads %s", client,
              ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in checks), uploads)
     return summary

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsfed.stages.backbone import backbone_dir
 from dsfed.stages.prepare import client_store
+from dsfed.timings import record_measured
 
 if TYPE_CHECKING:
     from dsfed.config import Params
@@ -55,10 +56,13 @@ def run_controlnet_stage(params: Params, client: str, artifacts: str | Path, pro
         return dict(json.loads((generator_dir(artifacts, client) / "generator.json").read_text()))
     if connect is not None:
         return _on_node(params, client, artifacts, connect)
-    from dsfed.generation.client import train_client_generator
+    from dsfed.generation.client import MEASURED, train_client_generator
 
-    return train_client_generator(params, client, client_store(params, client, artifacts), backbone_dir(artifacts),
-                                  generator_dir(artifacts, client), progress)
+    summary = train_client_generator(params, client, client_store(params, client, artifacts), backbone_dir(artifacts),
+                                     generator_dir(artifacts, client), progress)
+    if not summary.get("held_out"):
+        record_measured(artifacts, f"controlnet@{client}", {k: summary[k] for k in (*MEASURED, "device")})
+    return summary
 
 
 def _on_node(params: Params, client: str, artifacts: Path, connect: Connect) -> dict[str, Any]:
@@ -81,4 +85,6 @@ def _on_node(params: Params, client: str, artifacts: Path, connect: Connect) -> 
         raise FederatedError(f"controlnet@{client}: the client's node could not train its ControlNet: {reply.error}")
     out = generator_dir(artifacts, client)
     unpack_folder(from_bytes(reply.payload), out)
+    if "seconds" in reply.metrics:   # measured at the node: to the timings log, not the upload folder
+        record_measured(artifacts, f"controlnet@{client}", {"seconds": float(reply.metrics["seconds"]), "at_node": True})
     return dict(json.loads((out / "generator.json").read_text()))

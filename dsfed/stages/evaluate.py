@@ -16,12 +16,20 @@ import numpy as np
 import torch
 
 from dsfed.config import Params
-from dsfed.evaluation.suite import clean_floats, inference_ms, load_test_sets, score_on_tests, source_mean
+from dsfed.evaluation.suite import (
+    clean_floats,
+    flops_per_image,
+    inference_ms,
+    load_test_sets,
+    score_on_tests,
+    source_mean,
+)
 from dsfed.federated.ledger import ledger_totals
-from dsfed.io import atomic_path, write_csv, write_json
+from dsfed.io import write_csv, write_json, write_npz
 from dsfed.runtime import pick_device
 from dsfed.stages.prepare import store_path
 from dsfed.stages.producers import ModelEntry, produced_models
+from dsfed.timings import record_measured
 
 __all__ = ["run_evaluate_stage", "test_stores"]
 
@@ -33,13 +41,16 @@ def test_stores(params: Params, artifacts: Path) -> dict[str, Path]:
     return {name: store_path(artifacts, name) for name in params.clients}
 
 
-def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[ModelEntry] | None = None) -> dict[str, Any]:
+def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[ModelEntry] | None = None, stage: str = "evaluate",
+                       timings_root: str | Path | None = None) -> dict[str, Any]:
     """Evaluate every available model; write ``artifacts/eval/{metrics.json, per_image.csv, predictions.npz}``.
 
     ``metrics.json``: per model, per client summaries, the source-client mean and the held-out client's,
-    and the efficiency row (``entries``: these models instead of the producer registry's; SAM-Fed's task passes its
-    own). ``predictions.npz`` holds the first ``overlays`` test images of each client
-    with every model's predicted masks, for the report's overlays.
+    and the efficiency row: parameters, communication, GFLOPs per image (``entries``: these models instead of the
+    producer registry's; SAM-Fed's task passes its own). The measured batch-1 latency per model is recorded under
+    ``stage`` in ``<timings_root or artifacts>/timings.jsonl``, not in the hashed outputs. ``predictions.npz``
+    holds the first ``overlays`` test images of each client with every model's predicted masks, for the report's
+    overlays.
     """
     cfg = params.evaluate
     artifacts = Path(artifacts)
@@ -53,6 +64,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[Mode
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     overlay: dict[str, np.ndarray] = {}
+    latency: dict[str, float] = {}
     timing_images = torch.cat([x for x, _ in tests.values()])[: cfg.timing_images]
     timing_masks = torch.cat([m for _, m in tests.values()])[: cfg.timing_images]
     for entry in entries:
@@ -66,8 +78,10 @@ def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[Mode
                 overlay[f"{entry.key}/{client}"] = (logits_by[client][: cfg.overlays] > 0).numpy().astype(np.uint8)
         means = source_mean(per_client, source)
         comm = sum(int(ledger_totals(p)["total"]) for p in entry.ledgers if p.is_file())
+        # deterministic cost in the hashed metrics; the measured latency goes to the timings log (dsfed.timings)
         efficiency = {"parameters": model.num_parameters(), "communication_bytes": comm,
-                      "inference_ms_per_image": inference_ms(model, timing_images, device, masks=timing_masks), "note": entry.note}
+                      "gflops_per_image": flops_per_image(model, timing_images, masks=timing_masks) / 1e9, "note": entry.note}
+        latency[entry.key] = round(inference_ms(model, timing_images, device, masks=timing_masks), 3)
         results[entry.key] = {"label": entry.label, "group": entry.group, "clients": per_client, "source_mean": means,
                               "holdout": per_client.get(holdout) if holdout else None, "efficiency": efficiency}
         log.info("evaluate: %-14s source Dice %.4f%s", entry.key, means.get("dice", math.nan),
@@ -81,7 +95,7 @@ def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[Mode
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics_out)
     write_csv(out / "per_image.csv", rows)
-    with atomic_path(out / "predictions.npz", overwrite=True) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **overlay)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+    write_npz(out / "predictions.npz", overlay)
+    record_measured(timings_root if timings_root is not None else artifacts, stage,
+                    {"device": str(device), "inference_ms_per_image": latency})
     return metrics_out

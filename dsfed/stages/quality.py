@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsfed.stages.prepare import client_store
 from dsfed.stages.synthesize import synthetic_path
+from dsfed.timings import record_measured
 
 if TYPE_CHECKING:
     from dsfed.config import Params
@@ -46,8 +47,11 @@ def run_quality_stage(params: Params, client: str, artifacts: str | Path, progre
         return _on_node(params, client, artifacts, connect)
     from dsfed.generation.audit import audit_client
 
-    return audit_client(params, client, client_store(params, client, artifacts), synthetic_path(artifacts, client),
-                        quality_dir(artifacts, client), progress)
+    quality = audit_client(params, client, client_store(params, client, artifacts), synthetic_path(artifacts, client),
+                           quality_dir(artifacts, client), progress)
+    if "seconds" in quality:
+        record_measured(artifacts, f"quality@{client}", {"seconds": quality["seconds"]})
+    return quality
 
 
 def _on_node(params: Params, client: str, artifacts: Path, connect: Connect) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
 from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
 from dsfed.report.tables import accuracy_rows, fmt, models_in_order, table_html, table_md
+from dsfed.report.timings_page import TIMINGS_PAGE, write_timings_page
+from dsfed.stages.federated import LABELS, method_folder
 from dsfed.stages.server_sam import foundation_kept, server_sam_metrics
-from dsfed.timings import latest_stage_times
 
 __all__ = ["build_report", "flow_findings", "read_eval"]
 
@@ -62,19 +63,14 @@ def flow_findings(ev: dict[str, Any], student: str) -> list[dict[str, Any]]:
     return out
 
 
-def _efficiency_rows(ev: dict[str, Any], times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "parameters (M)", "communication (MB)", "inference (ms/image, batch 1)", "note"]
+def _efficiency_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "parameters (M)", "communication (MB)", "GFLOPs / image (batch 1)", "note"]
     rows = []
     for _, m in models_in_order(ev):
         e = m["efficiency"]
         rows.append([m["label"], fmt(e["parameters"] / 1e6, 2), fmt(e["communication_bytes"] / 1e6, 1),
-                     fmt(e["inference_ms_per_image"], 1), e.get("note", "")])
+                     fmt(e.get("gflops_per_image"), 2), e.get("note", "")])
     return header, rows
-
-
-def _stage_rows(times: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["stage", "flow (s)", "process (s)", "finished (UTC)"]
-    return header, [[k, fmt(v["wall_s"], 1), fmt(v["process_s"], 1), v["at"]] for k, v in times.items()]
 
 
 def _tsv(path: Path) -> tuple[list[float], list[float]]:
@@ -182,6 +178,20 @@ def guard_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def left_out_lines(params: Params, artifacts: Path) -> list[str]:
+    """One line per federated method whose run left a client out of some rounds (it got the global weights and
+    sent nothing back: its node was down or its round failed), from the method's ``communication.left_out``."""
+    lines = []
+    for method in params.federated.methods:
+        path = method_folder(artifacts, method) / "metrics.json"
+        left_out = json.loads(path.read_text()).get("communication", {}).get("left_out") if path.is_file() else None
+        if left_out:
+            who = "; ".join(f"{client} in round{'s' if len(r) > 1 else ''} {', '.join(map(str, r))}" for client, r in left_out.items())
+            lines.append(f"{LABELS.get(method, method)}: clients left out of rounds they were sent ({who}); the model "
+                         "trained without them there (their ledger rows show what was sent).")
+    return lines
+
+
 def server_sam_lines(artifacts: Path) -> list[str]:
     """Which epoch of the synthetic fine-tune became the teacher, and on what evidence (none before it ran)."""
     m = server_sam_metrics(artifacts)
@@ -215,13 +225,11 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     artifacts = Path(artifacts)
     out = artifacts / "report"
     ev = read_eval(artifacts)
-    times = latest_stage_times(artifacts)
     acc_header, acc_rows, groups = accuracy_rows(ev)
-    eff_header, eff_rows = _efficiency_rows(ev, times)
-    stage_header, stage_rows = _stage_rows(times)
+    eff_header, eff_rows = _efficiency_rows(ev)
     distill = _distill_metrics(artifacts)
-    findings = (_findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + server_sam_lines(artifacts)
-                + guard_lines(distill))
+    findings = (_findings_text(flow_findings(ev, params.distill.student), ev.get("holdout")) + left_out_lines(params, artifacts)
+                + server_sam_lines(artifacts) + guard_lines(distill))
     q_header, q_rows = _quality_rows(params, artifacts)
     ablation = _ablation(artifacts)
     curves = _curves(params, artifacts, distill)
@@ -240,10 +248,10 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
              "<h2>Did knowledge flow?</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in findings) + "</ul>",
              "<h2>Efficiency</h2>", "<p class='small'>Communication: every byte the method's ledgers recorded (FedAvg rounds; for "
              "DSFedMed also the ControlNet and mask uploads, the synthetic sets sent down for the clients' audits, and the distilled "
-             "model sent to every client). Inference: median batch-1 forward time on this machine.</p>",
+             "model sent to every client). GFLOPs: floating-point operations of one batch-1 forward pass (the same on every "
+             "machine). Times measured on this machine (stage wall times, inference latency) change from run to run, so they "
+             f"are kept out of this versioned report: <a href='../{TIMINGS_PAGE}'>{TIMINGS_PAGE}</a> beside it.</p>",
              table_html(eff_header, eff_rows)]
-    if stage_rows:
-        parts += ["<h3>Stage wall times (the newest run of each)</h3>", table_html(stage_header, stage_rows)]
     if ablation:
         parts += ["<h2>Ablation</h2>", table_html(*ablation)]
     if curves:
@@ -266,8 +274,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
 
     md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", table_md(acc_header, acc_rows), "",
           "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", table_md(eff_header, eff_rows), ""]
-    if stage_rows:
-        md += ["### Stage wall times", "", table_md(stage_header, stage_rows), ""]
+    md += [f"Times measured on this machine: `{artifacts / TIMINGS_PAGE}` (not versioned).", ""]
     if ablation:
         md += ["## Ablation", "", table_md(*ablation), ""]
     if q_rows:
@@ -278,5 +285,6 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
         tmp.write_text("\n".join(parts))
     with atomic_path(out / "summary.md", overwrite=True) as tmp:
         tmp.write_text("\n".join(md))
+    write_timings_page(artifacts, CSS)
     return {"html": str(out / "index.html"), "markdown": str(out / "summary.md"), "summary": "\n".join(md), "findings": findings,
             "accuracy": {"header": acc_header, "rows": acc_rows}}

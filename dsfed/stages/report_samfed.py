@@ -165,9 +165,9 @@ def _pseudo_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list[
 
 def _comm_rows(params: Params, ev: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     n = max(len(params.samfed.clients), 1)
-    header = ["model", "communication / client (MB)", "parameters (M)", "inference (ms/image)", "note"]
+    header = ["model", "communication / client (MB)", "parameters (M)", "GFLOPs / image", "note"]
     rows = [[m["label"], fmt(m["efficiency"]["communication_bytes"] / n / 1e6, 1), fmt(m["efficiency"]["parameters"] / 1e6, 2),
-             fmt(m["efficiency"]["inference_ms_per_image"], 1), m["efficiency"].get("note", "")] for _, m in _ordered(ev)]
+             fmt(m["efficiency"].get("gflops_per_image"), 2), m["efficiency"].get("note", "")] for _, m in _ordered(ev)]
     return header, rows
 
 

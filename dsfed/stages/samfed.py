@@ -124,7 +124,8 @@ def run_samfed_evaluate(params: Params, artifacts: str | Path) -> dict[str, Any]
     _enabled(params)
     view = samfed_view(params)
     root = samfed_root(artifacts)
-    metrics = run_evaluate_stage(view, root, entries=produced_models(params, Path(artifacts)))
+    metrics = run_evaluate_stage(view, root, entries=produced_models(params, Path(artifacts)), stage="samfed_evaluate",
+                                 timings_root=artifacts)
     variants: dict[str, Any] = {}
     for name in params.samfed.variants:
         path = variant_folder(artifacts, name) / "metrics.json"

@@ -23,6 +23,10 @@ def synthetic_path(artifacts: str | Path, client: str) -> Path:
 def run_synthesize_stage(params: Params, client: str, artifacts: str | Path, progress: bool = True) -> dict[str, Any]:
     """Sample ``client``'s synthetic set from its uploads."""
     from dsfed.generation.server import synthesize_client
+    from dsfed.timings import record_measured
 
-    return synthesize_client(params, client, generator_dir(artifacts, client), backbone_dir(artifacts),
-                             synthetic_path(artifacts, client), progress)
+    summary = synthesize_client(params, client, generator_dir(artifacts, client), backbone_dir(artifacts),
+                                synthetic_path(artifacts, client), progress)
+    if not summary.get("held_out"):
+        record_measured(artifacts, f"synthesize@{client}", {k: summary[k] for k in ("seconds", "images_per_s", "device")})
+    return summary

@@ -16,7 +16,7 @@ def controlnet(client: str, params: str = "params.yaml", artifacts: str = "artif
     summary = train_generator(client, params, artifacts)
     if not summary.get("held_out"):
         rows = [{"client": client, "split": split, "pairs": summary["n_train"], "steps": summary["steps"],
-                 "steps_per_s": summary["steps_per_s"], "loss_generic": round(loss["generic"], 5),
+                 "steps_per_s": summary.get("steps_per_s"), "loss_generic": round(loss["generic"], 5),
                  "loss_fine_tuned": round(loss["fine_tuned"], 5), "upload_controlnet_bytes": summary["uploads"]["controlnet"],
                  "upload_masks_bytes": summary["uploads"]["masks"]} for split, loss in summary["fixed_noise_loss"].items()]
         publish_table(["controlnet", client], rows, f"{client}: ControlNet fine-tuning (loss at fixed noise, generic vs fine-tuned)")

@@ -25,7 +25,7 @@ from dsfed.models.card import load_carded_model
 from dsfed.server.outputs import save_model
 from dsfed.stages.distill import run_distill_stage
 from dsfed.stages.evaluate import run_evaluate_stage
-from dsfed.stages.report import build_report, flow_findings
+from dsfed.stages.report import build_report, flow_findings, left_out_lines
 from dsfed.stages.server_sam import run_server_sam_stage
 from dsfed.stages.synthesize import synthetic_path
 from tests.generation.test_stages import chain  # noqa: F401 - the module-scoped fixture
@@ -246,7 +246,7 @@ def test_evaluate_scores_every_model_on_every_client(server: tuple[Path, Params]
             assert 0 <= lo <= s["dice"] <= hi <= 1, (key, client)
             assert s["n"] > 0 and 0 <= s["iou"] <= s["dice"] + 1e-9
         assert m["holdout"] == m["clients"]["h"] and m["source_mean"]["dice"] == m["clients"]["a"]["dice"]
-        assert m["efficiency"]["inference_ms_per_image"] > 0
+        assert m["efficiency"]["gflops_per_image"] > 0 and "inference_ms_per_image" not in m["efficiency"]
     eff = {k: m["efficiency"] for k, m in ev["models"].items()}
     assert eff["fedtinysam"]["communication_bytes"] == 200
     generation = sum(ledger_totals(p)["total"] for p in [art / "generators/a/ledger.csv", art / "quality/a/audit_ledger.csv"])
@@ -268,6 +268,9 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     assert page.count("data:image/png;base64,") >= 1 and page.count("data:image/jpeg;base64,") >= 2  # curves; grid, overlays
     assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from the network
     assert "optic_disc outlined green, optic_cup blue." in page  # the overlay legend names the task's classes
+    # measured times stay off the versioned report: a link to the timing page beside it, which has them
+    assert "GFLOPs" in page and "ms/image" not in page and "href='../timings.html'" in page
+    assert "inference (ms/image" in (root / "artifacts/timings.html").read_text()
     md = Path(result["markdown"]).read_text()
     assert "| model |" in md and "Did knowledge flow?" in md
     assert any(line.startswith("SAM -> student") for line in result["findings"])
@@ -276,6 +279,17 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     assert len(kept) == 1 and ("the foundation is the teacher" in kept[0]) == (server_sam["selected_epoch"] == 0)
     label = json.loads((root / "artifacts/eval/metrics.json").read_text())["models"]["server_sam"]["label"]
     assert ("the foundation: real validation kept it" in label) == (server_sam["selected_epoch"] == 0)
+
+
+def test_the_report_names_clients_left_out_of_rounds(server: tuple[Path, Params], tmp_path: Path) -> None:
+    root, params = server
+    assert left_out_lines(params, root / "artifacts") == []   # every client finished every round
+    metrics = json.loads((root / "artifacts/federated/fedtinysam/metrics.json").read_text())
+    metrics["communication"]["left_out"] = {"a": [2, 3]}
+    (tmp_path / "federated/fedtinysam").mkdir(parents=True)
+    (tmp_path / "federated/fedtinysam/metrics.json").write_text(json.dumps(metrics))
+    assert left_out_lines(params, tmp_path) == ["FedTinySAM: clients left out of rounds they were sent (a in rounds 2, 3); "
+                                                "the model trained without them there (their ledger rows show what was sent)."]
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n() -> None:
