@@ -69,8 +69,17 @@ def flops_per_image(model: Segmenter, images: torch.Tensor, masks: torch.Tensor 
 
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
-    with counter:
-        model(images[:1].to(device), _boxes(model, masks[:1] if masks is not None else None, device))
+    # the counter's module tracker hooks every output that requires grad, and a parameter passed through as an
+    # output (SAM's prompt encoder's) has no grad function to hook: count with gradients switched off
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with counter:
+            model(images[:1].to(device), _boxes(model, masks[:1] if masks is not None else None, device))
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return float(counter.get_total_flops())
 
 

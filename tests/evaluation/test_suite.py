@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dsfed.config import parse_params
-from dsfed.evaluation.suite import inference_ms, score_on_tests
+from dsfed.evaluation.suite import flops_per_image, inference_ms, score_on_tests
 from dsfed.models import build_model
 from tests.conftest import phantom_client
 
@@ -25,3 +25,16 @@ def test_a_box_prompted_model_is_scored_with_boxes_from_the_masks() -> None:
     _, _, other = score_on_tests(model, {"a": (images, moved)}, params, torch.device("cpu"))
     assert not torch.equal(other["a"], logits["a"])  # the boxes reach the model
     assert inference_ms(model, images, torch.device("cpu"), warmup=1, masks=masks) > 0
+
+
+def test_flops_per_image_counts_one_forward_pass_and_leaves_the_model_as_it_was() -> None:
+    images = torch.rand(3, 3, 64, 64)
+    masks = torch.zeros(3, 2, 16, 16)
+    masks[:, :, 4:10, 4:10] = 1
+    counts = {}
+    for name, prompt in (("sam_demo", "box"), ("sam_demo", "none"), ("unet", "none")):
+        model = build_model(name, num_classes=2, output_size=16, input_size=64, prompt=prompt).eval()
+        counts[name] = flops_per_image(model, images, masks)
+        assert counts[name] == flops_per_image(model, images[1:], masks[1:])   # batch 1, the same on any image
+        assert all(p.requires_grad for p in model.parameters())                # gradients switched back on
+    assert counts["sam_demo"] > counts["unet"] > 1e6

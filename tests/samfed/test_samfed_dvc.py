@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from dsfed.config import parse_params
 from tests.conftest import dvc_project, run_ok, stages_run
@@ -26,11 +27,26 @@ def _params(root: Path) -> dict[str, Any]:
     return parse_params(raw, root=root).model_dump(mode="json")
 
 
-def test_samfed_stages_run_under_dvc_then_nothing_reruns(tmp_path: Path, prefect_api: str) -> None:
-    root = tmp_path / "repo"
+def _build(root: Path, prefect_api: str | None) -> tuple[dict[str, str], str]:
+    """The tiny SAM-Fed project in ``root`` after its first ``dvc repro`` of every SAM-Fed stage: (environment, output)."""
     root.mkdir()
     env = dvc_project(root, _params(root), api_url=prefect_api)
-    first = run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "samfed_evaluate@*"], root, env)
+    return env, run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "samfed_evaluate@*"], root, env)
+
+
+def _output_hashes(root: Path) -> dict[tuple[str, str], str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {(stage, out["path"]): out["md5"] for stage, entry in lock.items() for out in entry.get("outs", [])}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = tmp_path_factory.mktemp("samfed") / "repo"
+    return (root, *_build(root, prefect_api))
+
+
+def test_samfed_stages_run_under_dvc_then_nothing_reruns(built: tuple[Path, dict[str, str], str]) -> None:
+    root, env, first = built
     ran = stages_run(first)
     assert sorted(ran) == sorted(["samfed_public@pub", "samfed_prepare@c1", "samfed_prepare@c2", "samfed_teacher@pub",
                                   "samfed_init@unet", "samfed_init@nnunet", "samfed@samfed", "samfed@supervised", "samfed@hetero",
@@ -44,3 +60,17 @@ def test_samfed_stages_run_under_dvc_then_nothing_reruns(tmp_path: Path, prefect
     assert stages_run(second) == []
     out = run_ok([sys.executable, "-m", "dsfed_pipeline.flows.samfed", "summary"], root, env)
     assert "expected ordering needs" in out and "# SAM-Fed" in out   # the tiny task has no self-training variant
+
+
+def test_a_second_copy_elsewhere_gives_byte_identical_output_hashes(built: tuple[Path, dict[str, str], str],
+                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    prefect_api: str) -> None:
+    """Issue 16: every SAM-Fed output (stores, teacher, variants with their round checkpoints, evaluation) has the
+    same bytes when the same project is built in another folder."""
+    root = built[0]
+    other = tmp_path_factory.mktemp("samfed-again") / "repo"
+    _build(other, prefect_api)
+    first, again = _output_hashes(root), _output_hashes(other)
+    assert set(again) == set(first)
+    differing = sorted(f"{stage}: {path}" for (stage, path), md5 in again.items() if md5 != first[(stage, path)])
+    assert not differing, f"{len(differing)} of {len(again)} output hashes differ:\n" + "\n".join(differing)
