@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from dsfed.cli.deploy import register as register_deploy
 from dsfed.cli.flower import register as register_flower
 from dsfed.cli.pretrain import register as register_pretrain
 from dsfed.errors import DsfedError
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(clients_app, name="clients")
 register_pretrain(app)  # `pretrain`, `pretrain-sam`, `pretrain-tinysam`
 register_flower(app)  # `certs`, `server`, `node`: Flower deployment
+register_deploy(app)  # `predict`: segment new images
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file.")
 ARTIFACTS = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root.")

@@ -1,0 +1,1 @@
+"""What a hospital receives: segmenting new images with a model the pipeline produced (``dsfed predict``)."""
