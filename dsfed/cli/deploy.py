@@ -1,4 +1,4 @@
-"""``dsfed predict``: segment new images with a model the pipeline produced."""
+"""``dsfed predict`` and ``dsfed card``: segment new images with a model the pipeline produced, and describe it."""
 
 from __future__ import annotations
 
@@ -44,6 +44,25 @@ def predict(
         raise typer.Exit(1)
 
 
+def card(
+    model: str = typer.Argument(..., help="A model name from the report's tables (dsfed-tinysam is the distilled student) or a model folder."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for model_card.json and MODEL_CARD.md (default: <artifacts>/cards/<model>)."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file the model was trained with."),
+    artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root the model names refer to."),
+) -> None:
+    """Write MODEL's card: what it is, the input it expects, how it was trained, its test results per client with
+    intervals (the held-out client apart), cost, intended use and limits, provenance (commit, hashes, date)."""
+    from dsfed.config import load_params
+    from dsfed.deploy.card import build_card, write_card
+    from dsfed.deploy.models import resolve_model
+
+    cfg = load_params(params)
+    chosen = resolve_model(model, cfg, artifacts)
+    paths = write_card(build_card(chosen, cfg, params, artifacts), out or artifacts / "cards" / chosen.entry.key)
+    typer.echo("\n".join(str(p) for p in paths))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``predict`` to the ``dsfed`` app."""
+    """Add ``predict`` and ``card`` to the ``dsfed`` app."""
     app.command("predict")(predict)
+    app.command("card")(card)
