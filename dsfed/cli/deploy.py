@@ -1,4 +1,4 @@
-"""``dsfed predict`` and ``dsfed card``: segment new images with a model the pipeline produced, and describe it."""
+"""``dsfed predict``, ``dsfed card`` and ``dsfed export``: a pipeline model segmenting new images, described, exported."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ __all__ = ["register"]
 
 def predict(
     model: str = typer.Argument(..., help="A model name from the report's tables (fedtinysam, dsfedmed_tiny, server_sam...; "
-                                          "dsfed-tinysam is the distilled student) or a folder with model.json and model.safetensors."),
+                                          "dsfed-tinysam is the distilled student), a folder with model.json and model.safetensors, "
+                                          "or a `dsfed export` folder (run with onnxruntime; no params file needed)."),
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images (.png, .jpg, .jpeg, .bmp, .tif, .tiff)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <image>_<class>.png masks (or <image>_label.png) and <image>_overlay.png."),
     mask_format: str = typer.Option("per-class", "--format", help="per-class: one 0/255 PNG per class; label: one PNG, 0 background, k+1 for class k."),
@@ -25,20 +26,29 @@ def predict(
     """Segment images with MODEL: masks and overlays at each image's own resolution (prepare's resize undone).
     An unreadable image gets one line and the run goes on; the last line says how many were segmented."""
     from dsfed.config import load_params
+    from dsfed.deploy.export import OnnxSegmenter, is_export
     from dsfed.deploy.models import resolve_model
-    from dsfed.deploy.predict import collect_inputs, predict_images
+    from dsfed.deploy.predict import MaskFormat, collect_inputs, predict_images
     from dsfed.runtime import pick_device
 
     if mask_format not in ("per-class", "label"):
         raise DsfedError(f"--format {mask_format!r}: choose per-class or label")
-    cfg = load_params(params)
     files = collect_inputs(inputs)
-    chosen = resolve_model(model, cfg, artifacts)
-    torch_device = pick_device(device)
-    segmenter = chosen.load(list(cfg.data.classes), cfg.data.mask_size, torch_device)
-    typer.echo(f"predict: {chosen.label} ({chosen.entry.folder}) on {len(files)} file(s), {torch_device}")
-    summary = predict_images(segmenter, files, out, list(cfg.data.classes), cfg.data.image_size, cfg.data.resize,
-                             batch_size=batch_size, fmt="label" if mask_format == "label" else "per-class", device=torch_device)
+    fmt: MaskFormat = "label" if mask_format == "label" else "per-class"
+    if is_export(Path(model)):   # an export folder describes itself: no params file needed
+        runner = OnnxSegmenter(Path(model))
+        spec = runner.spec
+        typer.echo(f"predict: {spec['label']} (ONNX, {model}) on {len(files)} file(s), onnxruntime CPU")
+        summary = predict_images(runner, files, out, list(spec["classes"]), int(spec["image_size"]), str(spec["resize"]),
+                                 batch_size=batch_size, fmt=fmt)
+    else:
+        cfg = load_params(params)
+        chosen = resolve_model(model, cfg, artifacts)
+        torch_device = pick_device(device)
+        segmenter = chosen.load(list(cfg.data.classes), cfg.data.mask_size, torch_device)
+        typer.echo(f"predict: {chosen.label} ({chosen.entry.folder}) on {len(files)} file(s), {torch_device}")
+        summary = predict_images(segmenter, files, out, list(cfg.data.classes), cfg.data.image_size, cfg.data.resize,
+                                 batch_size=batch_size, fmt=fmt, device=torch_device)
     typer.echo(summary.line(out))
     if not summary.segmented:
         raise typer.Exit(1)
@@ -62,7 +72,38 @@ def card(
     typer.echo("\n".join(str(p) for p in paths))
 
 
+def export(
+    model: str = typer.Argument(..., help="A model name from the report's tables (dsfed-tinysam is the distilled student) or a model folder."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx: model.onnx (dynamic batch) run by onnxruntime, with export.json and the model card."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Export folder (default: <artifacts>/exports/<model>-<format>)."),
+    check_images: int = typer.Option(64, min=1, help="Test images (from the clients' stores under --artifacts) for the parity check and timings."),
+    params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file the model was trained with."),
+    artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root the model names refer to."),
+) -> None:
+    """Export MODEL for a hospital: the graph, checked against PyTorch on the test images (largest logit
+    difference, Dice between the two), timed at batch 1 (PyTorch vs onnxruntime), with its model card."""
+    from dsfed.config import load_params
+    from dsfed.deploy.card import build_card, write_card
+    from dsfed.deploy.export_run import run_export
+    from dsfed.deploy.models import resolve_model
+
+    if fmt != "onnx":
+        raise DsfedError(f"--format {fmt!r}: choose onnx")
+    cfg = load_params(params)
+    chosen = resolve_model(model, cfg, artifacts)
+    folder = out or artifacts / "exports" / f"{chosen.entry.key}-{fmt}"
+    spec = run_export(chosen, cfg, artifacts, folder, check_images)
+    write_card(build_card(chosen, cfg, params, artifacts), folder)
+    p = spec["parity"]
+    typer.echo(f"export: {folder} ({spec['onnx_bytes'] / 1e6:.1f} MB)")
+    typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
+               f"mask Dice PyTorch vs ONNX {p['mask_dice_pytorch_vs_onnx']:.5f}")
+    t = spec["timing_ms_per_image"]
+    typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, onnxruntime {t['onnxruntime']:.1f} ms")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``predict`` and ``card`` to the ``dsfed`` app."""
+    """Add ``predict``, ``card`` and ``export`` to the ``dsfed`` app."""
     app.command("predict")(predict)
     app.command("card")(card)
+    app.command("export")(export)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from dsfed.errors import DsfedError, SourceError
 from dsfed.generation.grid import OUTLINE_COLOURS
 from dsfed.io import atomic_path
 from dsfed.models.segmenter import Segmenter
+
+if TYPE_CHECKING:
+    from dsfed.deploy.export import OnnxSegmenter
 
 __all__ = ["MaskFormat", "PredictSummary", "collect_inputs", "masks_at_source_size", "predict_images"]
 
@@ -120,13 +123,14 @@ def _decoded(files: list[Path], summary: PredictSummary) -> Iterator[tuple[Path,
             log.warning("%s", exc)
 
 
-def predict_images(model: Segmenter, files: list[Path], out: Path, classes: list[str], image_size: int, resize: str,
+def predict_images(model: Segmenter | OnnxSegmenter, files: list[Path], out: Path, classes: list[str], image_size: int, resize: str,
                    batch_size: int = 8, fmt: MaskFormat = "per-class", device: torch.device | None = None,
                    progress: bool = True) -> PredictSummary:
     """Segment ``files`` with ``model`` into ``out``; unreadable files are skipped with one line each.
 
     Args:
-        model: a prompt-free segmenter in eval mode (a box-prompted one needs boxes no image carries).
+        model: a prompt-free segmenter in eval mode (a box-prompted one needs boxes no image carries), or an
+            ONNX export run by onnxruntime.
         classes: the class names (one mask channel each). image_size / resize: ``data.image_size`` and
             ``data.resize`` of the task the model was trained on.
     """
@@ -135,7 +139,8 @@ def predict_images(model: Segmenter, files: list[Path], out: Path, classes: list
     if model.prompt == "box":
         raise DsfedError("this model takes box prompts (one box per class from a mask), which new images do not have: "
                          "predict runs prompt-free models")
-    device = device or next(model.parameters()).device
+    if device is None:
+        device = next(model.parameters()).device if isinstance(model, Segmenter) else torch.device("cpu")
     out.mkdir(parents=True, exist_ok=True)
     summary = PredictSummary()
     stems = {p: p.stem for p in files}

@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-import yaml
 from PIL import Image
 
 from dsfed.deploy.predict import masks_at_source_size
-from dsfed.models import build_model
-from dsfed.server.outputs import save_model
-from tests.conftest import phantom_client
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """params.yaml (fundus classes, 32 px images, padded), a U-Net folder, and an input folder with a colour
-    image, a grey one, a 16-bit one, a corrupt file, a text file and an image past PIL's pixel limit."""
-    root = tmp_path_factory.mktemp("predict")
-    params = {"data": {"image_size": 32, "mask_size": 16, "resize": "pad"}, "clients": {"a": phantom_client("site_a")}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    torch.manual_seed(0)
-    model = build_model("unet", num_classes=2, output_size=16, input_size=32)
-    save_model(root / "model", model, "unet", 32)
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(images / "colour.png")
-    Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8), mode="L").save(images / "grey.png")
-    Image.fromarray(rng.integers(0, 4096, (40, 40)).astype(np.uint16)).save(images / "wide16.png")
-    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    (images / "notes.txt").write_text("not an image")
-    Image.fromarray(np.zeros((1200, 2100, 3), np.uint8)).save(images / "huge.png")
-    return root
-
-
-def _predict(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env_limit = "import PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 1_000_000; "   # huge.png is 2.5 M pixels: over twice the limit
-    code = env_limit + "import sys; from dsfed.cli import main; sys.argv = ['dsfed', *sys.argv[1:]]; main()"
-    return subprocess.run([sys.executable, "-c", code, "predict", *args], cwd=root, capture_output=True, text=True)
+from tests.deploy.conftest import dsfed_run
 
 
 def test_predict_segments_every_readable_image_at_its_own_size_and_names_each_bad_one(project: Path) -> None:
-    done = _predict(project, "model", "images", "-o", "out", "--batch-size", "2")
+    done = dsfed_run(project, "predict", "model", "images", "-o", "out", "--batch-size", "2")
     assert done.returncode == 0, done.stderr
     assert "segmented 3 of 5 image(s) into out; 2 skipped" in done.stdout   # notes.txt is not listed: not an image name
     assert "corrupt.png: cannot read image" in done.stderr and "huge.png: cannot read image" in done.stderr
@@ -62,14 +28,14 @@ def test_predict_segments_every_readable_image_at_its_own_size_and_names_each_ba
 
 
 def test_label_format_and_bad_arguments_get_one_line(project: Path) -> None:
-    done = _predict(project, "model", "images/colour.png", "-o", "labels", "--format", "label")
+    done = dsfed_run(project, "predict", "model", "images/colour.png", "-o", "labels", "--format", "label")
     assert done.returncode == 0, done.stderr
     with Image.open(project / "labels/colour_label.png") as im:
         assert im.size == (50, 30) and set(np.unique(np.asarray(im))) <= {0, 1, 2}
     for args, message in ((["nowhere", "images"], "model 'nowhere': no such model name or path"),
                           (["model", "missing"], "missing: no such file or folder"),
                           (["model", "images", "--format", "rle"], "--format 'rle': choose per-class or label")):
-        bad = _predict(project, *args, "-o", "bad")
+        bad = dsfed_run(project, "predict", *args, "-o", "bad")
         lines = bad.stderr.strip().splitlines()
         assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), bad.stderr
         assert not (project / "bad").exists()

@@ -1,0 +1,65 @@
+"""One ``dsfed export``: the graph, its description, the parity check on test images and the timings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsfed.config import Params
+from dsfed.deploy.export import ONNX_FILE, OPSET, OnnxSegmenter, export_onnx, parity, time_ms, write_export_spec
+from dsfed.deploy.models import ResolvedModel
+
+__all__ = ["check_images_of", "run_export"]
+
+log = logging.getLogger(__name__)
+
+
+def check_images_of(params: Params, artifacts: Path, n: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Up to ``n`` test images (N, 3, S, S) and masks of the clients' stores under ``artifacts`` (each client's
+    in turn), or ``n`` random images without masks when there is no store: (images, masks, where from)."""
+    from dsfed.evaluation.suite import load_test_sets
+    from dsfed.stages.prepare import store_path
+
+    stores = {c: store_path(artifacts, c) for c in params.clients if store_path(artifacts, c).is_dir()}
+    if not stores:
+        log.warning("export: no client store under %s: the parity check runs on random images", artifacts)
+        size = params.data.image_size
+        return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(params.seed)), None, "random"
+    tests = load_test_sets(stores)
+    images = torch.cat([x for x, _ in tests.values()])[:n]
+    masks = torch.cat([m for _, m in tests.values()])[:n]
+    return images, masks, f"test ({', '.join(stores)})"
+
+
+def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Path, n_check: int) -> dict[str, Any]:
+    """Export ``model`` as ONNX into ``folder``; returns what ``export.json`` holds."""
+    import onnxruntime
+
+    data = params.data
+    segmenter = model.load(list(data.classes), data.mask_size, torch.device("cpu"))
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("export: %s to %s", model.label, folder / ONNX_FILE)
+    export_onnx(segmenter, folder / ONNX_FILE, data.image_size)
+    spec: dict[str, Any] = {
+        "format": "onnx", "name": model.entry.key, "label": model.label, "classes": list(data.classes),
+        "image_size": data.image_size, "mask_size": data.mask_size, "resize": data.resize,
+        "input": {"name": "images", "shape": ["batch", 3, data.image_size, data.image_size], "dtype": "float32",
+                  "values": "RGB / 255 (in [0, 1])"},
+        "output": {"name": "logits", "shape": ["batch", len(data.classes), data.mask_size, data.mask_size],
+                   "foreground": "logit > 0"},
+        "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "onnx_bytes": (folder / ONNX_FILE).stat().st_size,
+    }
+    write_export_spec(folder, spec)
+    exported = OnnxSegmenter(folder)
+    images, masks, where = check_images_of(params, artifacts, n_check)
+    spec["parity"] = {**parity(segmenter, exported, images, masks), "images_from": where}
+    timing = images[: min(len(images), 20)]
+    with torch.no_grad():
+        spec["timing_ms_per_image"] = {"pytorch": round(time_ms(segmenter, timing), 2), "onnxruntime": round(time_ms(exported, timing), 2),
+                                       "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}
+    write_export_spec(folder, spec)
+    return spec
