@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from dsfed.config import Params
 from dsfed.deploy.models import ResolvedModel
 from dsfed.errors import DsfedError
 from dsfed.io import atomic_path, sha256_file, write_json
+from dsfed.report.contents import git_commit
 from dsfed.report.tables import fmt
 
 __all__ = ["CARD_JSON", "CARD_MD", "build_card", "card_markdown", "write_card"]
@@ -42,17 +42,6 @@ def _stage(entry_folder: Path, artifacts: Path) -> str | None:
     if parts[:2] == ("samfed", "variants") and len(parts) > 2:
         return f"samfed@{parts[2]}"
     return {"distill": "distill", "server_sam": "server_sam"}.get(parts[0]) if parts else None
-
-
-def _commit(root: Path) -> dict[str, Any]:
-    """The checkout's commit and whether it had uncommitted changes (None outside a git checkout)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                    text=True, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_changes": None}
-    return {"commit": head, "uncommitted_changes": dirty}
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -96,7 +85,7 @@ def build_card(model: ResolvedModel, params: Params, params_path: Path, artifact
                    f"{len(params.clients)} clients; on other scanners, sites or populations expect the held-out client's figure "
                    "or worse, and check on your own labelled sample first.",
                    "A prompt-free model: it segments every image it is given, including images without the structures."],
-        "provenance": {**_commit(params_path.resolve().parent), "params_sha256": hashlib.sha256(params_path.read_bytes()).hexdigest(),
+        "provenance": {**git_commit(params_path.resolve().parent), "params_sha256": hashlib.sha256(params_path.read_bytes()).hexdigest(),
                        "code_hash": code_hash(), "weights": str(weights), "weights_sha256": sha256_file(weights),
                        "written": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }

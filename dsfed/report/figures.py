@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_jpeg", "curves_png", "data_uri", "overlay_jpeg"]
+__all__ = ["as_jpeg", "curves_png", "data_uri", "honest_ylim", "overlay_jpeg"]
 
 
 def data_uri(image: bytes, mime: str = "image/png") -> str:
@@ -38,6 +38,9 @@ def curves_png(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[floa
     for ax, (title, xlabel, series) in zip(axes[0], panels):
         for name, (xs, ys) in series.items():
             ax.plot(xs, ys, marker="o", markersize=3, label=name)
+        limits = honest_ylim([y for _, ys in series.values() for y in ys])
+        if limits is not None:
+            ax.set_ylim(*limits)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -48,6 +51,22 @@ def curves_png(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[floa
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def honest_ylim(values: Sequence[float], min_span: float = 0.1) -> tuple[float, float] | None:
+    """Y limits for scores in [0, 1] spanning at least ``min_span`` (centred on the data, inside [0, 1]), so a
+    0.01 change does not fill the panel; None (matplotlib's own) for other values or none."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite or min(finite) < 0 or max(finite) > 1:
+        return None
+    lo, hi = min(finite), max(finite)
+    pad = max(min_span - (hi - lo), 0.0) / 2 + 0.01
+    lo, hi = lo - pad, hi + pad
+    if lo < 0:
+        lo, hi = 0.0, min(1.0, hi - lo)
+    if hi > 1:
+        lo, hi = max(0.0, lo - (hi - 1)), 1.0
+    return lo, hi
 
 
 def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], path: str | Path | None = None) -> bytes:
@@ -61,13 +80,18 @@ def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], 
 
     from dsfed.generation.grid import outline
 
-    size = images.shape[-1]
+    # tiles of at least 256 px, outlines 2 px wide: the cup's outline stays visible at the report's size
+    size = max(images.shape[-1], 256)
+    big = torch.nn.functional.interpolate(torch.as_tensor(images).float(), size=(size, size), mode="bicubic", align_corners=False)
+    big_images = big.clamp(0, 255).round().to(torch.uint8).numpy()
     rows = []
     for i in range(len(images)):
         tiles = []
         for _, masks in columns:
             m = torch.nn.functional.interpolate(torch.as_tensor(masks[i : i + 1]).float(), size=(size, size), mode="nearest")[0]
-            tiles.append(outline(images[i], m.numpy().astype(np.uint8)))
+            grown = torch.nn.functional.max_pool2d(m[None], 3, stride=1, padding=1)[0] if m.numel() else m
+            # the mask's boundary and the one just outside it: an outline 2 px wide
+            tiles.append(outline(outline(big_images[i], grown.numpy().astype(np.uint8)), m.numpy().astype(np.uint8)))
         rows.append(np.stack(tiles))
     import matplotlib
 
@@ -75,7 +99,7 @@ def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], 
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows + 0.6), squeeze=False)
     for r in range(n_rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -83,7 +107,7 @@ def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], 
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title("\n".join(textwrap.wrap(columns[c][0], 18)), fontsize=7)
+                ax.set_title("\n".join(textwrap.wrap(columns[c][0], 22)), fontsize=8)
     fig.tight_layout(pad=0.3)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="jpg", dpi=90, pil_kwargs={"quality": 85})

@@ -19,6 +19,7 @@ import numpy as np
 from dsfed.config import Params
 from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
+from dsfed.report.contents import provenance_rows, with_contents
 from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
 from dsfed.report.tables import accuracy_rows, fmt, models_in_order, table_html, table_md
 from dsfed.report.timings_page import TIMINGS_PAGE, write_timings_page
@@ -30,7 +31,8 @@ __all__ = ["build_report", "flow_findings", "read_eval"]
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.dsfedmed td{background:#f4f9ff}
-.small{color:#666;font-size:12px}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
+.small{color:#666;font-size:12px}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+.toc{background:#fafafa;border:1px solid #ddd;padding:6px 14px;display:inline-block;font-size:14px}.toc ol{margin:4px 0}"""
 
 
 def read_eval(artifacts: Path) -> dict[str, Any]:
@@ -252,8 +254,10 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
              "machine). Times measured on this machine (stage wall times, inference latency) change from run to run, so they "
              f"are kept out of this versioned report: <a href='../{TIMINGS_PAGE}'>{TIMINGS_PAGE}</a> beside it.</p>",
              table_html(eff_header, eff_rows)]
-    if ablation:
-        parts += ["<h2>Ablation</h2>", table_html(*ablation)]
+    parts += ["<h2>Ablation</h2>", table_html(*ablation) if ablation else
+              "<p class='small'>No ablation yet: <code>dsfed ablate</code> (Table 4's rows; <code>--sweep lam|rate|batch_topk</code>) "
+              "runs the distillation variants and writes <code>artifacts/ablation/table.json</code>, which this section shows "
+              "(<code>dsfed report --rebuild</code> redraws the report).</p>"]
     if curves:
         parts += ["<h2>Learning curves</h2>", f"<img src='{data_uri(curves)}' alt='learning curves'>"]
     if q_rows:
@@ -270,7 +274,9 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     from dsfed.stages.report_samfed import samfed_section
 
     samfed_html, samfed_md = samfed_section(params, artifacts)
-    parts += [*samfed_html, "</body></html>"]
+    parts += [*samfed_html, "<h2>Provenance</h2>", table_html(["what", "value"], provenance_rows(params.model_dump_json(), Path.cwd())),
+              f"<p class='small'>When each stage ran and how long it took: <a href='../{TIMINGS_PAGE}'>{TIMINGS_PAGE}</a>.</p>",
+              "</body></html>"]
 
     md = ["# dsfed: DSFedMed report", "", intro, "", "## Accuracy", "", table_md(acc_header, acc_rows), "",
           "## Did knowledge flow?", "", *[f"- {x}" for x in findings], "", "## Efficiency", "", table_md(eff_header, eff_rows), ""]
@@ -282,7 +288,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     md += [*samfed_md, f"The full report with figures: `{out / 'index.html'}`", ""]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "index.html", overwrite=True) as tmp:
-        tmp.write_text("\n".join(parts))
+        tmp.write_text(with_contents("\n".join(parts)))
     with atomic_path(out / "summary.md", overwrite=True) as tmp:
         tmp.write_text("\n".join(md))
     write_timings_page(artifacts, CSS)

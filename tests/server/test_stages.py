@@ -270,6 +270,9 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     assert "optic_disc outlined green, optic_cup blue." in page  # the overlay legend names the task's classes
     # measured times stay off the versioned report: a link to the timing page beside it, which has them
     assert "GFLOPs" in page and "ms/image" not in page and "href='../timings.html'" in page
+    # for a reviewer: contents linking every section, the ablation section (or how to get it), provenance
+    assert "<nav class='toc'>" in page and "href='#accuracy'" in page and "<h2 id='accuracy'>" in page
+    assert "<h2 id='ablation'>" in page and "<h2 id='provenance'>" in page and "code hash (dsfed package)" in page
     assert "inference (ms/image" in (root / "artifacts/timings.html").read_text()
     md = Path(result["markdown"]).read_text()
     assert "| model |" in md and "Did knowledge flow?" in md
