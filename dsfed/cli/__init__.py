@@ -285,7 +285,7 @@ def report(
     if rebuild:
         if cfg is None:
             raise DsfedError(f"{params}: no such params file (--rebuild needs it)")
-        build_report(cfg, artifacts)
+        build_report(cfg, artifacts, params_path=params)
     index = artifacts / "report" / "index.html"
     if not index.is_file():
         raise DsfedError(f"{index}: no report yet (run `dvc repro report`, or `make demo`)")

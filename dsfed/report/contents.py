@@ -32,9 +32,9 @@ def git_commit(root: Path) -> dict[str, Any]:
     return {"commit": head, "uncommitted_changes": bool(status.strip())}
 
 
-def provenance_rows(settings_json: str, root: Path) -> list[list[str]]:
-    """(what, value) rows: commit, params hash (SHA-256 of the validated settings ``settings_json``), code hash,
-    dsfed and torch versions."""
+def provenance_rows(params_file: Path, root: Path) -> list[list[str]]:
+    """(what, value) rows: commit, params hash (SHA-256 of ``params_file``'s bytes: the validated settings hold
+    absolute paths, which differ between two clones of one commit), code hash, dsfed and torch versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     import torch
@@ -49,7 +49,7 @@ def provenance_rows(settings_json: str, root: Path) -> list[list[str]]:
         dsfed_version = version("dsfed")
     except PackageNotFoundError:
         dsfed_version = "not installed"
-    return [["commit", commit], ["params (SHA-256 of the validated settings)", hashlib.sha256(settings_json.encode()).hexdigest()[:16]],
+    return [["commit", commit], [f"{params_file.name} (SHA-256)", hashlib.sha256(params_file.read_bytes()).hexdigest()[:16] if params_file.is_file() else "not found"],
             ["code hash (dsfed package)", code_hash()], ["dsfed", dsfed_version], ["torch", torch.__version__.split("+")[0]]]
 
 

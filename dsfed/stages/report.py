@@ -221,9 +221,10 @@ def _outside_note(params: Params) -> str:
             f"models never saw {them}, DSFedMed reaches {them} through the synthetic sets and distillation")
 
 
-def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
+def build_report(params: Params, artifacts: str | Path, params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """Write ``artifacts/report/index.html`` and ``summary.md``; returns their paths (``html``, ``markdown``),
-    the Markdown text (``summary``), the flow findings and the accuracy table."""
+    the Markdown text (``summary``), the flow findings and the accuracy table. ``params_path``: the file whose
+    hash the provenance table shows."""
     artifacts = Path(artifacts)
     out = artifacts / "report"
     ev = read_eval(artifacts)
@@ -274,7 +275,7 @@ def build_report(params: Params, artifacts: str | Path) -> dict[str, Any]:
     from dsfed.stages.report_samfed import samfed_section
 
     samfed_html, samfed_md = samfed_section(params, artifacts)
-    parts += [*samfed_html, "<h2>Provenance</h2>", table_html(["what", "value"], provenance_rows(params.model_dump_json(), Path.cwd())),
+    parts += [*samfed_html, "<h2>Provenance</h2>", table_html(["what", "value"], provenance_rows(Path(params_path), Path.cwd())),
               f"<p class='small'>When each stage ran and how long it took: <a href='../{TIMINGS_PAGE}'>{TIMINGS_PAGE}</a>.</p>",
               "</body></html>"]
 

@@ -22,4 +22,4 @@ def build(params_path: str, artifacts: str) -> dict[str, Any]:
     """The self-contained HTML report and its Markdown summary."""
     from dsfed.stages.report import build_report
 
-    return build_report(load_params(params_path), artifacts)
+    return build_report(load_params(params_path), artifacts, params_path=params_path)

@@ -28,8 +28,9 @@ def test_provenance_names_the_commit_and_ignores_the_pipeline_outputs(tmp_path: 
     assert len(state["commit"]) == 40 and state["uncommitted_changes"] is False
     (tmp_path / "code.py").write_text("b\n")
     assert git_commit(tmp_path)["uncommitted_changes"] is True
-    rows = dict(provenance_rows('{"seed": 0}', tmp_path))
-    assert rows["commit"].endswith("(with uncommitted changes)") and len(rows["params (SHA-256 of the validated settings)"]) == 16
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    rows = dict(provenance_rows(tmp_path / "params.yaml", tmp_path))
+    assert rows["commit"].endswith("(with uncommitted changes)") and len(rows["params.yaml (SHA-256)"]) == 16
 
 
 def test_score_axes_span_at_least_a_tenth() -> None:
