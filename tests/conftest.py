@@ -74,7 +74,7 @@ def prefect_settings(api: str) -> dict[Any, Any]:
     return {PREFECT_API_URL: api, PREFECT_API_AUTH_STRING: os.environ.get("PREFECT_API_AUTH_STRING")}
 
 
-def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) -> dict[str, str]:
+def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None, portable: bool = False) -> dict[str, str]:
     """A temporary git + DVC copy of the project (code, dvc.yaml, phantom table) with ``params``.
 
     Returns the environment to run ``dvc`` in (this interpreter's bin first on PATH, a private
@@ -95,9 +95,14 @@ def dvc_project(root: Path, params: dict[str, Any], api_url: str | None = None) 
         (root / kept).mkdir(parents=True)
         shutil.copy(REPO / kept / "README.md", root / kept / "README.md")
     shutil.copy(REPO / "data/phantom/samfed_sites.yaml", root / "data/phantom/samfed_sites.yaml")
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    text = yaml.safe_dump(params, sort_keys=False)
+    if portable:   # paths relative to the project, as a user's params.yaml has them: two copies have equal files
+        text = text.replace(f"{root.resolve()}/", "").replace(f"{root}/", "")
+    (root / "params.yaml").write_text(text)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1"}
+           "PREFECT_HOME": str(root / ".prefect"), "PYTHONDONTWRITEBYTECODE": "1",
+           # one commit date: two copies of the same files get the same commit (the report names it)
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00"}
     if api_url is not None:
         env["PREFECT_API_URL"] = api_url
     for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],

@@ -57,7 +57,7 @@ def _project(root: Path, prefect_api: str) -> tuple[dict[str, str], str]:
         "evaluate": {"bootstrap": 100, "timing_images": 2, "overlays": 1},
         "clients": clients,
     }
-    env = dvc_project(root, parse_params(raw, root=root).model_dump(mode="json"), api_url=prefect_api)
+    env = dvc_project(root, parse_params(raw, root=root).model_dump(mode="json"), api_url=prefect_api, portable=True)
     return env, run_ok([sys.executable, "-m", "dvc", "repro"], root, env)
 
 

@@ -30,7 +30,7 @@ def _params(root: Path) -> dict[str, Any]:
 def _build(root: Path, prefect_api: str | None) -> tuple[dict[str, str], str]:
     """The tiny SAM-Fed project in ``root`` after its first ``dvc repro`` of every SAM-Fed stage: (environment, output)."""
     root.mkdir()
-    env = dvc_project(root, _params(root), api_url=prefect_api)
+    env = dvc_project(root, _params(root), api_url=prefect_api, portable=True)
     return env, run_ok([sys.executable, "-m", "dvc", "repro", "--glob", "samfed_evaluate@*"], root, env)
 
 
