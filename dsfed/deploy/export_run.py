@@ -38,6 +38,7 @@ def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Pa
     """Export ``model`` as ONNX into ``folder``; returns what ``export.json`` holds."""
     import onnxruntime
 
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)   # its optimisation passes log every initializer at INFO
     data = params.data
     segmenter = model.load(list(data.classes), data.mask_size, torch.device("cpu"))
     folder.mkdir(parents=True, exist_ok=True)
