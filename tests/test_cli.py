@@ -18,7 +18,8 @@ def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DSFED, *args], capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["config", "dump"], ["pretrain"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "validate"], ["config", "dump"], ["pretrain"], ["data"], ["data", "show"], ["data", "preview"], ["prepare"],
+                                     ["predict"], ["export"], ["card"]])
 def test_help_is_complete(command: list[str]) -> None:
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
