@@ -80,11 +80,12 @@ class OnnxSegmenter:
         return self
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over images and classes of the Dice of boolean masks ``a`` and ``b`` (N, C, H, W); both empty scores 1."""
-    inter = (a & b).sum(axis=(2, 3))
-    total = a.sum(axis=(2, 3)) + b.sum(axis=(2, 3))
-    return float(np.where(total == 0, 1.0, 2 * inter / np.maximum(total, 1)).mean())
+def _dice(logits: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over images and classes of ``evaluate``'s Dice (:func:`per_image_metrics`: foreground where the logit
+    > 0; both empty scores 1) of ``logits`` against boolean ``truth`` (N, C, H, W)."""
+    from dsfed.evaluation.metrics import per_image_metrics
+
+    return float(per_image_metrics(torch.from_numpy(logits), torch.from_numpy(truth.astype(np.float32)))["dice"].mean())
 
 
 def parity(model: Segmenter, exported: OnnxSegmenter, images: torch.Tensor, masks: torch.Tensor | None,
@@ -95,11 +96,11 @@ def parity(model: Segmenter, exported: OnnxSegmenter, images: torch.Tensor, mask
         ref = torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
     got = torch.cat([exported(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
     out: dict[str, Any] = {"images": len(images), "max_abs_logit_difference": float(np.abs(ref - got).max()),
-                           "mask_dice_pytorch_vs_onnx": _dice(ref > 0, got > 0),
+                           "mask_dice_pytorch_vs_onnx": _dice(got, ref > 0),
                            "pixels_differing": int(((ref > 0) != (got > 0)).sum())}
     if masks is not None:
         truth = masks.numpy() > 0.5
-        out["dice_vs_truth"] = {"pytorch": _dice(ref > 0, truth), "onnx": _dice(got > 0, truth)}
+        out["dice_vs_truth"] = {"pytorch": _dice(ref, truth), "onnx": _dice(got, truth)}
     return out
 
 
