@@ -100,6 +100,7 @@ def export(
                f"mask Dice PyTorch vs ONNX {p['mask_dice_pytorch_vs_onnx']:.5f}")
     t = spec["timing_ms_per_image"]
     typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, onnxruntime {t['onnxruntime']:.1f} ms")
+    typer.echo(f"without PyTorch or dsfed, at the hospital: cd {folder} && {spec['runner']['usage']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,11 @@ import torch
 from dsfed.config import Params
 from dsfed.deploy.export import ONNX_FILE, OPSET, OnnxSegmenter, export_onnx, parity, time_ms, write_export_spec
 from dsfed.deploy.models import ResolvedModel
+from dsfed.io import atomic_path
 
-__all__ = ["check_images_of", "run_export"]
+__all__ = ["RUNNER_FILE", "check_images_of", "run_export", "write_runner"]
+
+RUNNER_FILE = "predict.py"
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,19 @@ def check_images_of(params: Params, artifacts: Path, n: int) -> tuple[torch.Tens
     return images, masks, f"test ({', '.join(stores)})"
 
 
+def write_runner(folder: Path) -> list[str]:
+    """Copy the torch-free runner (:mod:`dsfed.deploy.runner`) into ``folder`` as ``predict.py``, with the
+    ``requirements.txt`` it needs (this environment's versions as the floor); returns those requirements."""
+    from dsfed.deploy import runner
+
+    requirements = [f"{name}>={version(name)}" for name in ("onnxruntime", "numpy", "pillow")]
+    with atomic_path(folder / RUNNER_FILE, overwrite=True) as tmp:
+        shutil.copyfile(runner.__file__, tmp)
+    with atomic_path(folder / "requirements.txt", overwrite=True) as tmp:
+        tmp.write_text("\n".join(requirements) + "\n")
+    return requirements
+
+
 def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Path, n_check: int) -> dict[str, Any]:
     """Export ``model`` as ONNX into ``folder``; returns what ``export.json`` holds."""
     import onnxruntime
@@ -53,6 +71,8 @@ def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Pa
                    "foreground": "logit > 0"},
         "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "onnx_bytes": (folder / ONNX_FILE).stat().st_size,
+        "runner": {"script": RUNNER_FILE, "requirements": write_runner(folder),
+                   "usage": f"pip install -r requirements.txt && python {RUNNER_FILE} IMAGES... -o OUT"},
     }
     write_export_spec(folder, spec)
     exported = OnnxSegmenter(folder)
