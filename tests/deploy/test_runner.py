@@ -78,3 +78,35 @@ def test_the_runner_without_torch_gives_dsfed_predicts_masks(project: Path, expo
     assert label.returncode == 0, label.stderr
     values = np.unique(np.asarray(Image.open(hospital / "labels/grey_label.png")))
     assert set(values.tolist()) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize("resize", ["pad", "stretch"])
+@pytest.mark.parametrize("shape", [(20, 13), (45, 70), (32, 32)])   # enlarged (bicubic), shrunk (Lanczos), as is
+def test_the_runners_image_rules_are_prepares(resize: str, shape: tuple[int, int], tmp_path: Path) -> None:
+    import torch
+
+    from dsfed.data.sources.base import Sample
+    from dsfed.data.sources.images import read_image
+    from dsfed.data.store import resize_sample
+    from dsfed.deploy import predict, runner
+
+    rng = np.random.default_rng(sum(shape))
+    files = {"rgba.png": Image.fromarray(rng.integers(0, 255, (*shape, 4), dtype=np.uint8), mode="RGBA"),
+             "palette.png": Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).convert("P"),
+             "wide.png": Image.fromarray(rng.integers(300, 9000, shape).astype(np.uint16)),
+             "flat16.png": Image.fromarray(np.full(shape, 700, np.uint16))}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        decoded = read_image(tmp_path / name)
+        assert (runner.read_image(tmp_path / name) == decoded).all(), name
+        resized, _ = resize_sample(Sample(image=decoded, mask=np.zeros((0, *shape), bool)), 32, 1, mode=resize)
+        ours = runner.model_input(decoded, 32, resize)
+        assert (ours == torch.from_numpy(resized).float().div(255).numpy()).all(), name
+    logits = torch.randn(2, 16, 16, generator=torch.Generator().manual_seed(0))
+    theirs = predict.masks_at_source_size(logits, *shape, resize)
+    assert (runner.masks_at_source_size(logits.numpy(), *shape, resize) == theirs).all()
+    assert (runner.overlay(read_image(tmp_path / "rgba.png"), theirs) == predict._overlay(read_image(tmp_path / "rgba.png"), theirs)).all()
+    big = np.zeros((2, 700, 640), bool)   # outlines 2 px thick past 450 px: the dilation too
+    big[0, 100:500, 80:600], big[1, 300:420, 200:330] = True, True
+    canvas = rng.integers(0, 255, (700, 640, 3), dtype=np.uint8)
+    assert (runner.overlay(canvas, big) == predict._overlay(canvas, big)).all()
