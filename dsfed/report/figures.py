@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
-import textwrap
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
-__all__ = ["as_jpeg", "curves_png", "data_uri", "honest_ylim", "overlay_jpeg"]
+__all__ = ["as_jpeg", "curves_png", "data_uri", "honest_ylim", "overlay_html"]
 
 
 def data_uri(image: bytes, mime: str = "image/png") -> str:
@@ -69,49 +68,42 @@ def honest_ylim(values: Sequence[float], min_span: float = 0.1) -> tuple[float, 
     return lo, hi
 
 
-def overlay_jpeg(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], path: str | Path | None = None) -> bytes:
-    """Test images with predicted masks outlined: a row per image, a column per model.
-
-    Args:
-        images: (N, 3, S, S) uint8. columns: (title, masks (N, K, Sm, Sm) {0, 1}) per column; the first
-            is usually the ground truth.
-    """
+def _outlined_tiles(images: np.ndarray, masks: np.ndarray, size: int) -> list[np.ndarray]:
+    """(N, 3, S, S) uint8 images and (N, K, Sm, Sm) {0, 1} masks -> N tiles (3, size, size), each class outlined
+    2 px wide (the mask's boundary and the ring just outside it)."""
     import torch
 
     from dsfed.generation.grid import outline
 
-    # tiles of at least 256 px, outlines 2 px wide: the cup's outline stays visible at the report's size
-    size = max(images.shape[-1], 256)
     big = torch.nn.functional.interpolate(torch.as_tensor(images).float(), size=(size, size), mode="bicubic", align_corners=False)
     big_images = big.clamp(0, 255).round().to(torch.uint8).numpy()
-    rows = []
+    tiles = []
     for i in range(len(images)):
-        tiles = []
-        for _, masks in columns:
-            m = torch.nn.functional.interpolate(torch.as_tensor(masks[i : i + 1]).float(), size=(size, size), mode="nearest")[0]
-            grown = torch.nn.functional.max_pool2d(m[None], 3, stride=1, padding=1)[0] if m.numel() else m
-            # the mask's boundary and the one just outside it: an outline 2 px wide
-            tiles.append(outline(outline(big_images[i], grown.numpy().astype(np.uint8)), m.numpy().astype(np.uint8)))
-        rows.append(np.stack(tiles))
-    import matplotlib
+        m = torch.nn.functional.interpolate(torch.as_tensor(masks[i : i + 1]).float(), size=(size, size), mode="nearest")[0]
+        grown = torch.nn.functional.max_pool2d(m[None], 3, stride=1, padding=1)[0] if m.numel() else m
+        tiles.append(outline(outline(big_images[i], grown.numpy().astype(np.uint8)), m.numpy().astype(np.uint8)))
+    return tiles
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    n_rows, n_cols = len(rows), len(columns)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows + 0.6), squeeze=False)
-    for r in range(n_rows):
-        for c in range(n_cols):
-            ax = axes[r][c]
-            ax.imshow(rows[r][c].transpose(1, 2, 0))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title("\n".join(textwrap.wrap(columns[c][0], 22)), fontsize=8)
-    fig.tight_layout(pad=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="jpg", dpi=90, pil_kwargs={"quality": 85})
-    plt.close(fig)
-    if path is not None:
-        Path(path).write_bytes(buffer.getvalue())
-    return buffer.getvalue()
+def overlay_html(images: np.ndarray, columns: Sequence[tuple[str, np.ndarray]], alt: str) -> str:
+    """Test images with each model's masks outlined, as HTML: one captioned card per model (the first column
+    usually the ground truth) captioned above its N images stacked at 256 px or more, the cards wrapping across the page, so
+    tiles stay large and every model's name stays legible text whatever the number of models.
+
+    Args:
+        images: (N, 3, S, S) uint8. columns: (title, masks (N, K, Sm, Sm) {0, 1}) per card.
+    """
+    from PIL import Image
+
+    size = max(images.shape[-1], 256)
+    cards = []
+    for title, masks in columns:
+        gap = np.full((6, size, 3), 255, np.uint8)   # white between the stacked images
+        tiles = [t.transpose(1, 2, 0) for t in _outlined_tiles(images, masks, size)]
+        strip = np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=0)
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(strip)).save(buffer, format="JPEG", quality=88)
+        label = html.escape(title)
+        cards.append(f"<figure class='card'><figcaption>{label}</figcaption><img src='{data_uri(buffer.getvalue(), 'image/jpeg')}' "
+                     f"width='{size}' alt='{html.escape(alt)}: {label}'></figure>")
+    return "<div class='cards'>" + "".join(cards) + "</div>"

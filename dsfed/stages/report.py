@@ -20,7 +20,7 @@ from dsfed.config import Params
 from dsfed.generation.grid import outline_legend
 from dsfed.io import atomic_path
 from dsfed.report.contents import provenance_rows, with_contents
-from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_jpeg
+from dsfed.report.figures import as_jpeg, curves_png, data_uri, overlay_html
 from dsfed.report.tables import accuracy_rows, fmt, models_in_order, table_html, table_md
 from dsfed.report.timings_page import TIMINGS_PAGE, write_timings_page
 from dsfed.stages.federated import LABELS, method_folder
@@ -32,7 +32,9 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}tr.dsfedmed td{background:#f4f9ff}
 .small{color:#666;font-size:12px}img{max-width:100%}h2{border-bottom:1px solid #ddd;padding-bottom:4px}
-.toc{background:#fafafa;border:1px solid #ddd;padding:6px 14px;display:inline-block;font-size:14px}.toc ol{margin:4px 0}"""
+.toc{background:#fafafa;border:1px solid #ddd;padding:6px 14px;display:inline-block;font-size:14px}.toc ol{margin:4px 0}
+td{white-space:nowrap}td:first-child{white-space:normal}.cards{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-end}
+.card{margin:0;width:220px}.card img{width:220px;height:auto;display:block}.card figcaption{font-size:12px;padding-bottom:3px}"""
 
 
 def read_eval(artifacts: Path) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def _quality_rows(params: Params, artifacts: Path) -> tuple[list[str], list[list
     return header, rows
 
 
-def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
+def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, str]:
     path = artifacts / "eval" / "predictions.npz"
     if not path.is_file():
         return {}
@@ -145,7 +147,7 @@ def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
             continue
         columns = [("ground truth", data[f"truth/{client}"])]
         columns += [(m["label"], data[f"{key}/{client}"]) for key, m in models_in_order(ev) if f"{key}/{client}" in data]
-        out[client] = overlay_jpeg(data[f"image/{client}"], columns)
+        out[client] = overlay_html(data[f"image/{client}"], columns, f"{client} overlays")
     return out
 
 
@@ -270,8 +272,8 @@ def build_report(params: Params, artifacts: str | Path, params_path: str | Path 
                 parts.append(f"<h3>{html.escape(c)}</h3><img src='{data_uri(as_jpeg(grid.read_bytes()), 'image/jpeg')}' alt='{html.escape(c)} grid'>")
     if overlays:
         parts.append(f"<h2>Predictions on test images</h2><p class='small'>{html.escape(outline_legend(list(params.data.classes)))}</p>")
-        for c, png in overlays.items():
-            parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3><img src='{data_uri(png, 'image/jpeg')}' alt='{html.escape(c)} overlays'>")
+        for c, cards in overlays.items():
+            parts.append(f"<h3>{html.escape(c)}{' (held out)' if c == holdout else ''}</h3>{cards}")
     from dsfed.stages.report_samfed import samfed_section
 
     samfed_html, samfed_md = samfed_section(params, artifacts)

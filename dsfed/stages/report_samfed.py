@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from dsfed.config import Params
-from dsfed.report.figures import curves_png, data_uri, overlay_jpeg
+from dsfed.generation.grid import outline_legend
+from dsfed.report.figures import curves_png, data_uri, overlay_html
 from dsfed.report.tables import accuracy_rows, fmt, table_html, table_md
 from dsfed.samfed.task import samfed_root
 
@@ -171,7 +172,7 @@ def _comm_rows(params: Params, ev: dict[str, Any]) -> tuple[list[str], list[list
     return header, rows
 
 
-def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
+def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, str]:
     path = samfed_root(artifacts) / "eval" / "predictions.npz"
     if not path.is_file():
         return {}
@@ -182,7 +183,7 @@ def _overlays(ev: dict[str, Any], artifacts: Path) -> dict[str, bytes]:
             continue
         columns = [("ground truth", data[f"truth/{client}"])]
         columns += [(m["label"], data[f"{key}/{client}"]) for key, m in _ordered(ev) if f"{key}/{client}" in data]
-        out[client] = overlay_jpeg(data[f"image/{client}"], columns)
+        out[client] = overlay_html(data[f"image/{client}"], columns, f"{client} overlays")
     return out
 
 
@@ -225,6 +226,10 @@ def samfed_section(params: Params, artifacts: str | Path) -> tuple[list[str], li
         md += ["## Pseudo-label quality per round", "", table_md(pl_header, pl_rows), ""]
     parts += ["<h2>SAM-Fed communication</h2>", table_html(comm_header, comm_rows)]
     md += ["## Communication", "", table_md(comm_header, comm_rows), ""]
-    for client, jpeg in _overlays(ev, artifacts).items():
-        parts.append(f"<h3>{html.escape(client)}</h3><img src='{data_uri(jpeg, 'image/jpeg')}' alt='{html.escape(client)} overlays'>")
+    overlays = _overlays(ev, artifacts)
+    if overlays:
+        parts.append(f"<h2>SAM-Fed predictions on test images</h2><p class='small'>"
+                     f"{html.escape(outline_legend(list(cfg.data.classes)))}</p>")
+    for client, cards in overlays.items():
+        parts.append(f"<h3>{html.escape(client)}</h3>{cards}")
     return parts, md

@@ -7,6 +7,7 @@ out), plus a random foundation SAM checkpoint and a random student "federated" m
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -268,6 +269,10 @@ def test_report_is_self_contained(server: tuple[Path, Params]) -> None:
     assert page.count("data:image/png;base64,") >= 1 and page.count("data:image/jpeg;base64,") >= 2  # curves; grid, overlays
     assert not re.search(r"(src|href)=['\"]https?://", page)  # nothing fetched from the network
     assert "optic_disc outlined green, optic_cup blue." in page  # the overlay legend names the task's classes
+    # predictions: one card per model per client, captioned with the model's name as text (legible at any width)
+    captions = re.findall(r"<figure class='card'><figcaption>([^<]*)</figcaption><img src='data:image/jpeg", page)
+    labels = [m["label"] for m in json.loads((root / "artifacts/eval/metrics.json").read_text())["models"].values()]
+    assert captions.count("ground truth") == 2 and all(captions.count(html.escape(label)) == 2 for label in labels)  # a and h
     # measured times stay off the versioned report: a link to the timing page beside it, which has them
     assert "GFLOPs" in page and "ms/image" not in page and "href='../timings.html'" in page
     # for a reviewer: contents linking every section, the ablation section (or how to get it), provenance
