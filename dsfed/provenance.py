@@ -12,13 +12,21 @@ from typing import Any
 
 import dsfed
 
-__all__ = ["DISTILL_CODE", "FEDERATED_CODE", "code_hash", "provenance", "to_safetensors_metadata"]
+__all__ = ["CONTROLNET_CODE", "DISTILL_CODE", "FEDERATED_CODE", "ROUNDS_CODE", "SYNTHESIZE_CODE", "code_hash", "provenance", "to_safetensors_metadata"]
 
-FEDERATED_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py", "round_checkpoints.py", "stages/federated_run.py")
+ROUNDS_CODE = ("federated", "models", "training", "data", "evaluation", "runtime.py", "round_checkpoints.py")
+"""The code any federated rounds' numbers depend on (the rounds engine, models, training, data, evaluation)."""
+FEDERATED_CODE = (*ROUNDS_CODE, "stages/federated_run.py")
 """The code a federated run's numbers depend on (its resume identity; edits elsewhere keep its checkpoints)."""
 DISTILL_CODE = ("distill", "models", "training", "data", "server", "evaluation", "federated", "runtime.py", "round_checkpoints.py",
                 "stages/distill.py", "stages/client_validation.py")
 """The code a distillation run's numbers depend on."""
+CONTROLNET_CODE = ("generation/client.py", "generation/node.py", "generation/train.py", "generation/condition.py",
+                   "generation/controlnet.py", "runtime.py", "stages/controlnet.py", "stages/client_tasks.py")
+"""The code the ``controlnet`` stage depends on (its ``dvc.yaml`` deps): the hash its upload carries, so an edit
+elsewhere in the package (which DVC rightly does not rerun it for) would not change its bytes if it were rerun."""
+SYNTHESIZE_CODE = ("generation/server.py", "generation/sample.py", "generation/condition.py", "runtime.py", "stages/synthesize.py")
+"""The code the ``synthesize`` stage depends on (its ``dvc.yaml`` deps)."""
 
 
 @lru_cache(maxsize=16)
@@ -46,13 +54,14 @@ def _portable(program: str) -> str:
         return path.name
 
 
-def provenance(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"command", "params", "dsfed_version", "code_hash"}`` for the json configs and safetensors metadata."""
+def provenance(params: dict[str, Any] | None = None, code: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``{"command", "params", "dsfed_version", "code_hash"}`` for the json configs and safetensors metadata;
+    the hash covers ``code`` (parts as :func:`code_hash` takes them; the whole package when empty)."""
     return {
         "command": shlex.join([_portable(sys.argv[0]), *sys.argv[1:]]) if sys.argv else "",
         "params": params or {},
         "dsfed_version": dsfed.__version__,
-        "code_hash": code_hash(),
+        "code_hash": code_hash(*code),
     }
 
 

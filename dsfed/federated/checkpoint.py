@@ -36,9 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def capture_rng() -> dict[str, Any]:
-    """The process-global RNG states: torch (CPU and every CUDA device), numpy's global, python ``random``."""
+    """The process-global RNG states: torch (CPU and every CUDA device) and numpy's global.
+
+    Python's ``random`` is left out: no dsfed code draws from it outside client work (which seeds it and puts it
+    back, :mod:`dsfed.federated.rng`), while libraries in the stage's process draw from it on their own clock: the
+    keepalive pings of Prefect's event client (websockets, ``random.getrandbits(32)`` per ping on a timer in a
+    background thread) and Prefect's run names (coolname). Its state at a round's end therefore differed between
+    two identical runs (measured: two fresh clones' demos) and made the checkpoint's bytes and ``dvc.lock`` differ.
+    """
     np_state = np.random.get_state(legacy=False)
-    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -48,7 +54,6 @@ def capture_rng() -> dict[str, Any]:
             "has_gauss": int(np_state["has_gauss"]),
             "gauss": float(np_state["gauss"]),
         },
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -67,8 +72,9 @@ def restore_rng(state: dict[str, Any]) -> None:
             "gauss": npst["gauss"],
         }
     )
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    if "python" in state:  # checkpoints written before Python's state was left out
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -30,7 +30,7 @@ from dsfed.generation.controlnet import save_controlnet
 from dsfed.generation.settings import DiffusionTrainSpec
 from dsfed.generation.train import Noiser, controlnet_forward, train_controlnet
 from dsfed.io import atomic_path, write_json
-from dsfed.provenance import provenance
+from dsfed.provenance import CONTROLNET_CODE, provenance
 from dsfed.runtime import pick_device
 
 __all__ = [
@@ -184,7 +184,7 @@ def train_client_generator(
     after = {name: fixed_noise_loss(backbone, controlnet, *pair, draws=draws, device=device) for name, pair in checks.items()}
 
     meta = provenance({"client": client, "controlnet": cfg.model_dump(mode="json"),
-                       "backbone": recorded_manifest if recorded_manifest is not None else manifest.to_json()})
+                       "backbone": recorded_manifest if recorded_manifest is not None else manifest.to_json()}, code=CONTROLNET_CODE)
     # the stage, not the process's command line: the same upload whether the client ran in the stage's process
     # or as a Flower node (whose command names its ClientApp)
     del meta["command"]

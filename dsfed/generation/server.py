@@ -29,7 +29,7 @@ from dsfed.generation.controlnet import load_controlnet
 from dsfed.generation.sample import sample
 from dsfed.generation.settings import MaskAugmentConfig
 from dsfed.io import atomic_path, sha256_file
-from dsfed.provenance import code_hash
+from dsfed.provenance import SYNTHESIZE_CODE, code_hash
 from dsfed.runtime import pick_device
 
 __all__ = ["augment_masks", "synthesize_client", "upscale_images"]
@@ -146,7 +146,7 @@ def synthesize_client(params: Params, client: str, uploads: str | Path, backbone
     synthesis = {
         "n": cfg.n, "uploaded_masks": len(masks), "augmented": int((np.arange(cfg.n) >= len(masks)).sum()) if cfg.augment.enabled else 0,
         "device": str(device),
-        "generated_size": int(generated.shape[-1]), "backbone": manifest.kind, "code_hash": code_hash(),
+        "generated_size": int(generated.shape[-1]), "backbone": manifest.kind, "code_hash": code_hash(*SYNTHESIZE_CODE),
         "controlnet_sha256": sha256_file(uploads / CONTROLNET_FILE),
     }
     with atomic_path(out, overwrite=True) as tmp:

@@ -30,7 +30,7 @@ from dsfed.io import atomic_path, safe_name, write_json, write_safetensors
 from dsfed.models import Segmenter
 from dsfed.models.card import model_card
 from dsfed.models.checkpoint import read_state_dict
-from dsfed.provenance import FEDERATED_CODE, code_hash
+from dsfed.provenance import ROUNDS_CODE, code_hash
 from dsfed.runtime import pick_device
 from dsfed.samfed.client import TEACHER
 from dsfed.samfed.clients import build_samfed_client
@@ -50,7 +50,7 @@ def _config_hash(params: Params, variant: str, fingerprints: dict[str, str | Non
     cfg = params.samfed
     spec = cfg.variants[variant]
     payload = {
-        "code": code_hash(*FEDERATED_CODE, *SAMFED_CODE),
+        "code": code_hash(*ROUNDS_CODE, *SAMFED_CODE),
         "variant": spec.model_dump(mode="json"),
         "samfed": cfg.model_dump(mode="json", include={"rounds", "local", "loss", "augment", "agreement", "distill", "data", "min_clients"}),
         "seed": params.seed,
