@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -74,30 +75,51 @@ def card(
 
 def export(
     model: str = typer.Argument(..., help="A model name from the report's tables (dsfed-tinysam is the distilled student) or a model folder."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx: model.onnx (dynamic batch) run by onnxruntime, with export.json and the model card."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx: model.onnx (dynamic batch) run by onnxruntime, with predict.py (no PyTorch "
+                            "needed), export.json and the model card. bundle: a MONAI bundle (TorchScript models/model.ts, "
+                            "configs/inference.json for `python -m monai.bundle run`, configs/metadata.json, the card in docs/)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Export folder (default: <artifacts>/exports/<model>-<format>)."),
     check_images: int = typer.Option(64, min=1, help="Test images (from the clients' stores under --artifacts) for the parity check and timings."),
     params: Path = typer.Option(Path("params.yaml"), "--params", "-p", help="Params file the model was trained with."),
     artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="Artifacts root the model names refer to."),
 ) -> None:
-    """Export MODEL for a hospital: the graph, checked against PyTorch on the test images (largest logit
-    difference, Dice between the two), timed at batch 1 (PyTorch vs onnxruntime), with its model card."""
+    """Export MODEL for a hospital: the graph (ONNX, or a MONAI bundle with TorchScript weights), checked against
+    PyTorch on the test images (largest logit difference, Dice between the two), timed at batch 1, with its model
+    card. An earlier export in --out is replaced; any other non-empty folder is refused."""
     from dsfed.config import load_params
     from dsfed.deploy.card import build_card, write_card
     from dsfed.deploy.export_run import run_export
     from dsfed.deploy.models import resolve_model
 
-    if fmt != "onnx":
-        raise DsfedError(f"--format {fmt!r}: choose onnx")
+    if fmt not in ("onnx", "bundle"):
+        raise DsfedError(f"--format {fmt!r}: choose onnx or bundle")
     cfg = load_params(params)
     chosen = resolve_model(model, cfg, artifacts)
     folder = out or artifacts / "exports" / f"{chosen.entry.key}-{fmt}"
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "export.json").is_file():
+        raise DsfedError(f"--out {folder}: the folder holds files and is not an earlier export (no export.json); "
+                         "choose a new or empty folder (an export never writes over other files)")
+    if fmt == "bundle":
+        from dsfed.deploy.export_run import run_bundle_export
+
+        card = build_card(chosen, cfg, params, artifacts)
+        spec = run_bundle_export(chosen, cfg, artifacts, folder, check_images, card)
+        write_card(card, folder / "docs")
+        shutil.copyfile(folder / "docs" / "MODEL_CARD.md", folder / "docs" / "README.md")
+        p = spec["parity"]
+        typer.echo(f"export: MONAI bundle {folder} (TorchScript {spec['torchscript_bytes'] / 1e6:.1f} MB)")
+        typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
+                   f"mask Dice PyTorch vs TorchScript {p['mask_dice_pytorch_vs_export']:.5f}")
+        t = spec["timing_ms_per_image"]
+        typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, TorchScript {t['torchscript']:.1f} ms")
+        typer.echo(f"run it: cd {folder} && {spec['usage'].split('   ')[0]}")
+        return
     spec = run_export(chosen, cfg, artifacts, folder, check_images)
     write_card(build_card(chosen, cfg, params, artifacts), folder)
     p = spec["parity"]
     typer.echo(f"export: {folder} ({spec['onnx_bytes'] / 1e6:.1f} MB)")
     typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
-               f"mask Dice PyTorch vs ONNX {p['mask_dice_pytorch_vs_onnx']:.5f}")
+               f"mask Dice PyTorch vs ONNX {p['mask_dice_pytorch_vs_export']:.5f}")
     t = spec["timing_ms_per_image"]
     typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, onnxruntime {t['onnxruntime']:.1f} ms")
     typer.echo(f"without PyTorch or dsfed, at the hospital: cd {folder} && {spec['runner']['usage']}")

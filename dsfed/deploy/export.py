@@ -88,19 +88,21 @@ def _dice(logits: np.ndarray, truth: np.ndarray) -> float:
     return float(per_image_metrics(torch.from_numpy(logits), torch.from_numpy(truth.astype(np.float32)))["dice"].mean())
 
 
-def parity(model: Segmenter, exported: OnnxSegmenter, images: torch.Tensor, masks: torch.Tensor | None,
+def parity(model: Segmenter, exported: Any, images: torch.Tensor, masks: torch.Tensor | None,
            batch: int = 16) -> dict[str, Any]:
-    """PyTorch vs the export on ``images`` (N, 3, S, S): the largest absolute logit difference, the Dice between
-    their masks, and (with ``masks`` (N, C, Sm, Sm)) each one's Dice against the ground truth."""
+    """PyTorch vs the export (an :class:`OnnxSegmenter` or a TorchScript module) on ``images`` (N, 3, S, S): the
+    largest absolute logit difference, the Dice between their masks, the pixels whose mask differs, and (with
+    ``masks`` (N, C, Sm, Sm)) each one's Dice against the ground truth."""
     with torch.no_grad():
         ref = torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
-    got = torch.cat([exported(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
+    with torch.no_grad():
+        got = torch.cat([exported(images[i : i + batch]) for i in range(0, len(images), batch)]).numpy()
     out: dict[str, Any] = {"images": len(images), "max_abs_logit_difference": float(np.abs(ref - got).max()),
-                           "mask_dice_pytorch_vs_onnx": _dice(got, ref > 0),
+                           "mask_dice_pytorch_vs_export": _dice(got, ref > 0),
                            "pixels_differing": int(((ref > 0) != (got > 0)).sum())}
     if masks is not None:
         truth = masks.numpy() > 0.5
-        out["dice_vs_truth"] = {"pytorch": _dice(ref, truth), "onnx": _dice(got, truth)}
+        out["dice_vs_truth"] = {"pytorch": _dice(ref, truth), "export": _dice(got, truth)}
     return out
 
 

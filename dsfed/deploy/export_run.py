@@ -15,7 +15,7 @@ from dsfed.deploy.export import ONNX_FILE, OPSET, OnnxSegmenter, export_onnx, pa
 from dsfed.deploy.models import ResolvedModel
 from dsfed.io import atomic_path
 
-__all__ = ["RUNNER_FILE", "check_images_of", "run_export", "write_runner"]
+__all__ = ["RUNNER_FILE", "check_images_of", "run_bundle_export", "run_export", "write_runner"]
 
 RUNNER_FILE = "predict.py"
 
@@ -82,5 +82,31 @@ def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Pa
     with torch.no_grad():
         spec["timing_ms_per_image"] = {"pytorch": round(time_ms(segmenter, timing), 2), "onnxruntime": round(time_ms(exported, timing), 2),
                                        "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}
+    write_export_spec(folder, spec)
+    return spec
+
+
+def run_bundle_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Path, n_check: int,
+                      card: dict[str, Any] | None) -> dict[str, Any]:
+    """Export ``model`` as a MONAI bundle into ``folder`` (:mod:`dsfed.deploy.bundle`), check the traced
+    TorchScript against PyTorch and time both; returns what ``folder/export.json`` holds."""
+    from dsfed.deploy.bundle import TS_FILE, write_bundle
+
+    data = params.data
+    segmenter = model.load(list(data.classes), data.mask_size, torch.device("cpu"))
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("export: %s as a MONAI bundle in %s", model.label, folder)
+    spec: dict[str, Any] = {"format": "bundle", "name": model.entry.key, "label": model.label, "classes": list(data.classes),
+                            "image_size": data.image_size, "mask_size": data.mask_size, "resize": data.resize}
+    traced = write_bundle(segmenter, spec, folder, card)
+    spec["torchscript_bytes"] = (folder / TS_FILE).stat().st_size
+    images, masks, where = check_images_of(params, artifacts, n_check)
+    spec["parity"] = {**parity(segmenter, traced, images, masks), "images_from": where}
+    timing = images[: min(len(images), 20)]
+    with torch.no_grad():
+        spec["timing_ms_per_image"] = {"pytorch": round(time_ms(segmenter, timing), 2), "torchscript": round(time_ms(traced, timing), 2),
+                                       "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}
+    spec["usage"] = ("python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json "
+                     "--dataset_dir IMAGES --output_dir OUT   (from the bundle's folder)")
     write_export_spec(folder, spec)
     return spec

@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -171,6 +172,39 @@ def batches(files: list[Path], size: int, skipped: dict[str, str]) -> Iterator[l
         yield batch
 
 
+def segment(files: list[Path], out: Path, spec: dict[str, Any], logits_of: Callable[[np.ndarray], np.ndarray],
+            fmt: str = "per-class", batch_size: int = 8) -> tuple[int, dict[str, str]]:
+    """Segment ``files`` into ``out`` with ``logits_of`` (images (B, 3, S, S) float32 in [0, 1] -> logits
+    (B, C, Sm, Sm)) under ``spec`` (``export.json``: classes, image_size, resize); returns (segmented, skipped)."""
+    stems = {p: p.stem for p in files}
+    if len(set(stems.values())) < len(files):   # same name in two folders: keep both
+        stems = {p: f"{p.parent.name}_{p.stem}" for p in files}
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: dict[str, str] = {}
+    done = 0
+    for batch in batches(files, batch_size, skipped):
+        x = np.stack([model_input(image, spec["image_size"], spec["resize"]) for _, image in batch])
+        logits = np.asarray(logits_of(x), np.float32)
+        for (path, image), lg in zip(batch, logits, strict=True):
+            masks = masks_at_source_size(lg, image.shape[0], image.shape[1], spec["resize"])
+            write_outputs(out, stems[path], image, masks, spec["classes"], fmt)
+            done += 1
+    return done, skipped
+
+
+def summary_line(done: int, total: int, skipped: dict[str, str], out: Path, label: str) -> str:
+    tail = f"; {len(skipped)} skipped (see the lines above)" if skipped else ""
+    return f"segmented {done} of {total} image(s) into {out} with {label}{tail}"
+
+
+def segment_paths(inputs: list[Path], out: Path, spec: dict[str, Any], logits_of: Callable[[np.ndarray], np.ndarray],
+                  fmt: str = "per-class", batch_size: int = 8) -> str:
+    """:func:`segment` on files and folders (as the command line takes them); returns the summary line."""
+    files = image_files(inputs)
+    done, skipped = segment(files, out, spec, logits_of, fmt, batch_size)
+    return summary_line(done, len(files), skipped, out, spec.get("label", spec["name"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description="Segment images with the exported model beside this file (onnxruntime).")
@@ -189,21 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(here / "model.onnx"), options, providers=["CPUExecutionProvider"])
     files = image_files(args.inputs)
-    stems = {p: p.stem for p in files}
-    if len(set(stems.values())) < len(files):   # same name in two folders: keep both
-        stems = {p: f"{p.parent.name}_{p.stem}" for p in files}
-    args.out.mkdir(parents=True, exist_ok=True)
-    skipped: dict[str, str] = {}
-    done = 0
-    for batch in batches(files, args.batch_size, skipped):
-        x = np.stack([model_input(image, spec["image_size"], spec["resize"]) for _, image in batch])
-        logits = session.run(["logits"], {"images": x})[0]
-        for (path, image), lg in zip(batch, logits, strict=True):
-            masks = masks_at_source_size(np.asarray(lg, np.float32), image.shape[0], image.shape[1], spec["resize"])
-            write_outputs(args.out, stems[path], image, masks, spec["classes"], args.format)
-            done += 1
-    tail = f"; {len(skipped)} skipped (see the lines above)" if skipped else ""
-    print(f"segmented {done} of {len(files)} image(s) into {args.out} with {spec.get('label', spec['name'])}{tail}")
+    done, skipped = segment(files, args.out, spec, lambda x: session.run(["logits"], {"images": x})[0], args.format,
+                            args.batch_size)
+    print(summary_line(done, len(files), skipped, args.out, spec.get("label", spec["name"])))
     return 0 if done else 1
 
 

@@ -18,7 +18,7 @@ def test_an_onnx_export_matches_pytorch_and_predict_runs_from_it_without_params(
     assert spec["classes"] == ["optic_disc", "optic_cup"] and (spec["image_size"], spec["mask_size"], spec["resize"]) == (32, 16, "pad")
     parity = spec["parity"]
     assert parity["images"] == 6 and parity["images_from"] == "random"   # no client store in this project
-    assert parity["max_abs_logit_difference"] < 1e-4 and parity["mask_dice_pytorch_vs_onnx"] > 0.999
+    assert parity["max_abs_logit_difference"] < 1e-4 and parity["mask_dice_pytorch_vs_export"] > 0.999
     assert spec["timing_ms_per_image"]["pytorch"] > 0 and spec["timing_ms_per_image"]["onnxruntime"] > 0
     assert "max |logit difference|" in done.stdout and "onnxruntime" in done.stdout
     assert (project / "export/model_card.json").is_file() and (project / "export/MODEL_CARD.md").is_file()
@@ -38,4 +38,11 @@ def test_an_onnx_export_matches_pytorch_and_predict_runs_from_it_without_params(
 
 def test_an_unknown_format_is_one_line(project: Path) -> None:
     bad = dsfed_run(project, "export", "model", "--format", "torchscript", "-o", "nope")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --format 'torchscript': choose onnx" and not (project / "nope").exists()
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --format 'torchscript': choose onnx or bundle" and not (project / "nope").exists()
+
+
+def test_an_export_never_writes_into_a_folder_of_other_files(project: Path) -> None:
+    before = sorted(p.name for p in (project / "images").iterdir())
+    bad = dsfed_run(project, "export", "model", "-o", "images")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not an earlier export" in bad.stderr
+    assert sorted(p.name for p in (project / "images").iterdir()) == before
