@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo demo-samfed ui lint test bench clean-artifacts
+.PHONY: help install demo demo-samfed ui lint test bench bench-demo clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/models.py
 	python benchmarks/generation.py
 	python benchmarks/distill.py
+
+bench-demo: $(STAMP)  ## time `make demo` on a fresh clone under /tmp: wall time, peak memory, stage table (about 80 min)
+	python benchmarks/demo.py --work /tmp/dsfed-demo-bench-$$$$ --out docs/benchmarks/demo-cpu.json
 
 clean-artifacts:  ## remove every pipeline output under artifacts/ (not the committed READMEs; `dvc checkout` restores cached ones)
 	@git clean -ndX -- artifacts | sed 's/^Would remove /removing /'
