@@ -73,6 +73,13 @@ def card(
     typer.echo("\n".join(str(p) for p in paths))
 
 
+def _refuse_foreign_folder(folder: Path) -> None:
+    """One line when ``folder`` holds files and is not an earlier export (an export never writes over them)."""
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "export.json").is_file():
+        raise DsfedError(f"--out {folder}: the folder holds files and is not an earlier export (no export.json); "
+                         "choose a new or empty folder (an export never writes over other files)")
+
+
 def export(
     model: str = typer.Argument(..., help="A model name from the report's tables (dsfed-tinysam is the distilled student) or a model folder."),
     fmt: str = typer.Option("onnx", "--format", help="onnx: model.onnx (dynamic batch) run by onnxruntime, with predict.py (no PyTorch "
@@ -93,12 +100,12 @@ def export(
 
     if fmt not in ("onnx", "bundle"):
         raise DsfedError(f"--format {fmt!r}: choose onnx or bundle")
+    if out is not None:
+        _refuse_foreign_folder(out)   # before any loading: a wrong -o costs nothing
     cfg = load_params(params)
     chosen = resolve_model(model, cfg, artifacts)
     folder = out or artifacts / "exports" / f"{chosen.entry.key}-{fmt}"
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "export.json").is_file():
-        raise DsfedError(f"--out {folder}: the folder holds files and is not an earlier export (no export.json); "
-                         "choose a new or empty folder (an export never writes over other files)")
+    _refuse_foreign_folder(folder)
     if fmt == "bundle":
         from dsfed.deploy.export_run import run_bundle_export
 
