@@ -85,7 +85,8 @@ def _timed(args: list[str], cwd: Path, log: Path | None = None, memory: bool = F
             with TreeMemory(proc.pid) as sampler:
                 proc.wait()
             peak = sampler.peak
-        proc.wait()
+        else:
+            proc.wait()
         seconds = time.perf_counter() - t0
     finally:
         if log:

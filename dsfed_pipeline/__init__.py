@@ -4,10 +4,3 @@ so an installed ``dsfed`` has every command it lists; the core library (``dsfed`
 
 Data flows one way: flows -> tasks -> ``dsfed.stages`` -> the algorithm packages.
 """
-
-import os
-
-# A stage run without a server (``python -m dsfed_pipeline.flows.<stage>`` outside ``dsfed repro``) starts
-# Prefect's ephemeral server and waits 20 s for it by default; on a 2-core machine busy with another stage that
-# wait ran out (seen: a stage failed as "unexpected" while two demos ran). Two minutes, unless the user set it.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

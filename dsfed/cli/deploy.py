@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -80,6 +81,14 @@ def _refuse_foreign_folder(folder: Path) -> None:
                          "choose a new or empty folder (an export never writes over other files)")
 
 
+def _echo_check(spec: dict[str, Any], graph: str, runtime: str, runtime_label: str) -> None:
+    """The parity and timing lines of an export (``spec`` as ``export.json`` holds it)."""
+    p, t = spec["parity"], spec["timing_ms_per_image"]
+    typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
+               f"mask Dice PyTorch vs {graph} {p['mask_dice_pytorch_vs_export']:.5f}")
+    typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, {runtime_label} {t[runtime]:.1f} ms")
+
+
 def export(
     model: str = typer.Argument(..., help="A model name from the report's tables (dsfed-tinysam is the distilled student) or a model folder."),
     fmt: str = typer.Option("onnx", "--format", help="onnx: model.onnx (dynamic batch) run by onnxruntime, with predict.py (no PyTorch "
@@ -113,22 +122,14 @@ def export(
         spec = run_bundle_export(chosen, cfg, artifacts, folder, check_images, card)
         write_card(card, folder / "docs")
         shutil.copyfile(folder / "docs" / "MODEL_CARD.md", folder / "docs" / "README.md")
-        p = spec["parity"]
         typer.echo(f"export: MONAI bundle {folder} (TorchScript {spec['torchscript_bytes'] / 1e6:.1f} MB)")
-        typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
-                   f"mask Dice PyTorch vs TorchScript {p['mask_dice_pytorch_vs_export']:.5f}")
-        t = spec["timing_ms_per_image"]
-        typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, TorchScript {t['torchscript']:.1f} ms")
-        typer.echo(f"run it: cd {folder} && {spec['usage'].split('   ')[0]}")
+        _echo_check(spec, "TorchScript", "torchscript", "TorchScript")
+        typer.echo(f"run it: cd {folder} && {spec['usage']}")
         return
     spec = run_export(chosen, cfg, artifacts, folder, check_images)
     write_card(build_card(chosen, cfg, params, artifacts), folder)
-    p = spec["parity"]
     typer.echo(f"export: {folder} ({spec['onnx_bytes'] / 1e6:.1f} MB)")
-    typer.echo(f"parity on {p['images']} {p['images_from']} images: max |logit difference| {p['max_abs_logit_difference']:.2e}, "
-               f"mask Dice PyTorch vs ONNX {p['mask_dice_pytorch_vs_export']:.5f}")
-    t = spec["timing_ms_per_image"]
-    typer.echo(f"batch-1 inference on this CPU: PyTorch {t['pytorch']:.1f} ms, onnxruntime {t['onnxruntime']:.1f} ms")
+    _echo_check(spec, "ONNX", "onnxruntime", "onnxruntime")
     typer.echo(f"without PyTorch or dsfed, at the hospital: cd {folder} && {spec['runner']['usage']}")
 
 

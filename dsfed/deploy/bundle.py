@@ -87,8 +87,8 @@ def bundle_config(spec: dict[str, Any]) -> dict[str, Any]:
         "network": "$@network_def.eval()",
         "runner": "$__import__('scripts.runner', fromlist=['segment'])",
         "logits_of": "$lambda x: @network(torch.from_numpy(x).to(@device)).detach().float().cpu().numpy()",
-        "run": ["$print(@runner.segment_paths([pathlib.Path(@dataset_dir)], pathlib.Path(@output_dir), @spec, "
-                "@logits_of, @mask_format, @batch_size))"],
+        "run": ["$@runner.segment_paths([pathlib.Path(@dataset_dir)], pathlib.Path(@output_dir), @spec, "
+                "@logits_of, @mask_format, @batch_size)"],
     }
 
 

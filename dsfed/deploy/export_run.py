@@ -14,8 +14,9 @@ from dsfed.config import Params
 from dsfed.deploy.export import ONNX_FILE, OPSET, OnnxSegmenter, export_onnx, parity, time_ms, write_export_spec
 from dsfed.deploy.models import ResolvedModel
 from dsfed.io import atomic_path
+from dsfed.models.segmenter import Segmenter
 
-__all__ = ["RUNNER_FILE", "check_images_of", "run_bundle_export", "run_export", "write_runner"]
+__all__ = ["RUNNER_FILE", "check_and_time", "check_images_of", "describe", "run_bundle_export", "run_export", "write_runner"]
 
 RUNNER_FILE = "predict.py"
 
@@ -52,6 +53,13 @@ def write_runner(folder: Path) -> list[str]:
     return requirements
 
 
+def describe(model: ResolvedModel, params: Params, fmt: str) -> dict[str, Any]:
+    """What every export's ``export.json`` opens with: format, model, classes, sizes and resize rule."""
+    data = params.data
+    return {"format": fmt, "name": model.entry.key, "label": model.label, "classes": list(data.classes),
+            "image_size": data.image_size, "mask_size": data.mask_size, "resize": data.resize}
+
+
 def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Path, n_check: int) -> dict[str, Any]:
     """Export ``model`` as ONNX into ``folder``; returns what ``export.json`` holds."""
     import onnxruntime
@@ -63,8 +71,7 @@ def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Pa
     log.info("export: %s to %s", model.label, folder / ONNX_FILE)
     export_onnx(segmenter, folder / ONNX_FILE, data.image_size)
     spec: dict[str, Any] = {
-        "format": "onnx", "name": model.entry.key, "label": model.label, "classes": list(data.classes),
-        "image_size": data.image_size, "mask_size": data.mask_size, "resize": data.resize,
+        **describe(model, params, "onnx"),
         "input": {"name": "images", "shape": ["batch", 3, data.image_size, data.image_size], "dtype": "float32",
                   "values": "RGB / 255 (in [0, 1])"},
         "output": {"name": "logits", "shape": ["batch", len(data.classes), data.mask_size, data.mask_size],
@@ -75,15 +82,21 @@ def run_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Pa
                    "usage": f"pip install -r requirements.txt && python {RUNNER_FILE} IMAGES... -o OUT"},
     }
     write_export_spec(folder, spec)
-    exported = OnnxSegmenter(folder)
-    images, masks, where = check_images_of(params, artifacts, n_check)
-    spec["parity"] = {**parity(segmenter, exported, images, masks), "images_from": where}
-    timing = images[: min(len(images), 20)]
-    with torch.no_grad():
-        spec["timing_ms_per_image"] = {"pytorch": round(time_ms(segmenter, timing), 2), "onnxruntime": round(time_ms(exported, timing), 2),
-                                       "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}
+    spec.update(check_and_time(segmenter, OnnxSegmenter(folder), "onnxruntime", params, artifacts, n_check))
     write_export_spec(folder, spec)
     return spec
+
+
+def check_and_time(segmenter: Segmenter, exported: Any, runtime: str, params: Params, artifacts: Path,
+                   n_check: int) -> dict[str, Any]:
+    """``{"parity", "timing_ms_per_image"}``: the export against PyTorch on up to ``n_check`` test images, and
+    batch-1 latency of both (``runtime`` names the export's column) on up to 20 of them."""
+    images, masks, where = check_images_of(params, artifacts, n_check)
+    timing = images[: min(len(images), 20)]
+    with torch.no_grad():
+        times = {"pytorch": round(time_ms(segmenter, timing), 2), runtime: round(time_ms(exported, timing), 2)}
+    return {"parity": {**parity(segmenter, exported, images, masks), "images_from": where},
+            "timing_ms_per_image": {**times, "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}}
 
 
 def run_bundle_export(model: ResolvedModel, params: Params, artifacts: Path, folder: Path, n_check: int,
@@ -96,17 +109,11 @@ def run_bundle_export(model: ResolvedModel, params: Params, artifacts: Path, fol
     segmenter = model.load(list(data.classes), data.mask_size, torch.device("cpu"))
     folder.mkdir(parents=True, exist_ok=True)
     log.info("export: %s as a MONAI bundle in %s", model.label, folder)
-    spec: dict[str, Any] = {"format": "bundle", "name": model.entry.key, "label": model.label, "classes": list(data.classes),
-                            "image_size": data.image_size, "mask_size": data.mask_size, "resize": data.resize}
+    spec = describe(model, params, "bundle")
     traced = write_bundle(segmenter, spec, folder, card)
     spec["torchscript_bytes"] = (folder / TS_FILE).stat().st_size
-    images, masks, where = check_images_of(params, artifacts, n_check)
-    spec["parity"] = {**parity(segmenter, traced, images, masks), "images_from": where}
-    timing = images[: min(len(images), 20)]
-    with torch.no_grad():
-        spec["timing_ms_per_image"] = {"pytorch": round(time_ms(segmenter, timing), 2), "torchscript": round(time_ms(traced, timing), 2),
-                                       "images": len(timing), "threads": torch.get_num_threads(), "batch": 1}
+    spec.update(check_and_time(segmenter, traced, "torchscript", params, artifacts, n_check))
     spec["usage"] = ("python -m monai.bundle run --config_file configs/inference.json --meta_file configs/metadata.json "
-                     "--dataset_dir IMAGES --output_dir OUT   (from the bundle's folder)")
+                     "--dataset_dir IMAGES --output_dir OUT")   # from the bundle's folder (MONAI's bundle_root is ".")
     write_export_spec(folder, spec)
     return spec

@@ -192,17 +192,15 @@ def segment(files: list[Path], out: Path, spec: dict[str, Any], logits_of: Calla
     return done, skipped
 
 
-def summary_line(done: int, total: int, skipped: dict[str, str], out: Path, label: str) -> str:
-    tail = f"; {len(skipped)} skipped (see the lines above)" if skipped else ""
-    return f"segmented {done} of {total} image(s) into {out} with {label}{tail}"
-
-
 def segment_paths(inputs: list[Path], out: Path, spec: dict[str, Any], logits_of: Callable[[np.ndarray], np.ndarray],
-                  fmt: str = "per-class", batch_size: int = 8) -> str:
-    """:func:`segment` on files and folders (as the command line takes them); returns the summary line."""
+                  fmt: str = "per-class", batch_size: int = 8) -> int:
+    """:func:`segment` on files and folders (as the command line takes them); prints the summary line and
+    returns how many images were segmented."""
     files = image_files(inputs)
     done, skipped = segment(files, out, spec, logits_of, fmt, batch_size)
-    return summary_line(done, len(files), skipped, out, spec.get("label", spec["name"]))
+    tail = f"; {len(skipped)} skipped (see the lines above)" if skipped else ""
+    print(f"segmented {done} of {len(files)} image(s) into {out} with {spec.get('label', spec['name'])}{tail}")
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,10 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     options.intra_op_num_threads = args.threads
     options.log_severity_level = 3
     session = ort.InferenceSession(str(here / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    files = image_files(args.inputs)
-    done, skipped = segment(files, args.out, spec, lambda x: session.run(["logits"], {"images": x})[0], args.format,
-                            args.batch_size)
-    print(summary_line(done, len(files), skipped, args.out, spec.get("label", spec["name"])))
+    done = segment_paths(args.inputs, args.out, spec, lambda x: session.run(["logits"], {"images": x})[0], args.format,
+                         args.batch_size)
     return 0 if done else 1
 
 

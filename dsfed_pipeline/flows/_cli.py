@@ -5,6 +5,7 @@ and every run's wall time is recorded (``dsfed.timings``) for the report's effic
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 import psutil
 import typer
+from prefect.settings import temporary_settings
 
 from dsfed.error_log import debugging, error_lines, log_file, write_traceback
 from dsfed.errors import DsfedError
@@ -109,6 +111,15 @@ def divert_tracebacks(log: Path, stage: str) -> None:
         handler.addFilter(QuietFailures())
 
 
+def _server_wait() -> dict[Any, Any]:
+    """A stage run without a server starts Prefect's ephemeral one and waits 20 s for it by default; on a 2-core
+    machine busy with another stage that wait ran out (a stage failed as "unexpected" while two demos ran). Two
+    minutes, unless the user set ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    return {} if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ else {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}
+
+
 def run_flow(flow: Callable[..., Any], *args: Any) -> Any:
     """Check the project, then call ``flow(*args)``. A user error (:class:`DsfedError`) prints as its own line(s) on
     stderr and exits 2; anything else as one line naming the log file with the traceback, exit 1."""
@@ -124,7 +135,8 @@ def run_flow(flow: Callable[..., Any], *args: Any) -> Any:
     try:
         if not debugging():
             divert_tracebacks(log, stage)
-        result = flow(*args)
+        with temporary_settings(_server_wait()):
+            result = flow(*args)
         ok = True
         return result
     except Exception as exc:
