@@ -30,6 +30,25 @@ def _restore_torch_threads() -> Any:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``module_tmp(name)`` makes a folder that lives as long as the test module, removed at its end unless one of
+    the module's tests failed (kept to look at, as pytest's ``tmp_path_retention_policy = "failed"`` keeps a
+    failed test's ``tmp_path``). The module fixtures build whole DVC projects (up to 1 GB each with round
+    checkpoints); kept to the end of the session they filled a CI disk."""
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed_before:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A scratch project root holding a copy of the phantom site table as ``sites.yaml``."""

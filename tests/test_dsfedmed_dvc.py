@@ -71,8 +71,8 @@ FIRST_LOCK: dict[str, dict[tuple[str, str], str]] = {}   # the first repro's out
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("dsfedmed")
+def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = module_tmp("dsfedmed")
     env, first = _project(root, prefect_api)
     FIRST_LOCK["outs"] = _output_hashes(root)
     return root, env, first
@@ -185,12 +185,12 @@ def test_changing_lam_reruns_only_distill_evaluate_report(repo: tuple[Path, dict
 
 
 def test_a_second_copy_elsewhere_gives_byte_identical_output_hashes(repo: tuple[Path, dict[str, str], str],
-                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    tmp_path: Path,
                                                                     prefect_api: str) -> None:
     """Issue 16: the same inputs give the same bytes in another folder (a fresh clone on another machine), so a
     checkout's ``dvc repro`` reruns nothing whose inputs did not change: no wall times, timestamps, run-dependent
     metadata or absolute paths in any output."""
-    other = tmp_path_factory.mktemp("dsfedmed-again")
+    other = tmp_path / "dsfedmed-again"
     _project(other, prefect_api)
     again = _output_hashes(other)
     assert set(again) == set(FIRST_LOCK["outs"])

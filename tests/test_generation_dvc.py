@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,8 @@ CLIENT_STAGES = ("prepare", "controlnet", "synthesize", "quality")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("generation")
+def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = module_tmp("generation")
     tiny_release(root)
     # one training client (the held-out client's no-op stages are covered in tests/generation/test_stages.py)
     clients = {"a": phantom_client("site_a", n=12, view="roi")}

@@ -75,8 +75,8 @@ def user_params(root: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("one_class")
+def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = module_tmp("one_class")
     for name, clinic, n in (("hospital_a", "clinic_a", 14), ("hospital_b", "clinic_b", 14), ("hospital_c", "clinic_c", 6)):
         write_lesion_folders(root / "hospitals" / name, clinic, n)
     env = dvc_project(root, user_params(root), api_url=prefect_api)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,8 +21,8 @@ def _lock(repo: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("pipeline")
+def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str]]:
+    root = module_tmp("pipeline")
     params = {
         "seed": 0,
         "data": {"image_size": 32, "mask_size": 16, "holdout": "site_b"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,8 +40,8 @@ def feddg_tree(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def preset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("preset")
+def preset(module_tmp: Any) -> Path:
+    root = module_tmp("preset")
     torch.manual_seed(0)
     torch.save(sam_model_registry["vit_b"]().state_dict(), root / "sam_vit_b_01ec64.pth")
     torch.save(build_model("tinysam", num_classes=1, output_size=256).sam.state_dict(), root / "tinysam.pth")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,10 +19,10 @@ from tests.conftest import phantom_client
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(module_tmp: Any) -> Path:
     """params.yaml (fundus classes, 32 px images, padded), a U-Net folder, and an input folder with a colour
     image, a grey one, a 16-bit one, a corrupt file, a text file and an image past PIL's pixel limit."""
-    root = tmp_path_factory.mktemp("predict")
+    root = module_tmp("predict")
     params = {"data": {"image_size": 32, "mask_size": 16, "resize": "pad"}, "clients": {"a": phantom_client("site_a")}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     torch.manual_seed(0)

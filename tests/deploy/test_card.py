@@ -63,9 +63,9 @@ def test_a_card_says_what_how_how_well_and_where_from(project: Path) -> None:
     assert [p.name for p in paths] == [CARD_JSON, CARD_MD] and json.loads(paths[0].read_text()) == card
 
 
-def test_a_model_folder_elsewhere_and_a_missing_one(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_model_folder_elsewhere_and_a_missing_one(project: Path, tmp_path: Path) -> None:
     params = load_params(project / "params.yaml")
-    elsewhere = tmp_path_factory.mktemp("handed-over")
+    elsewhere = tmp_path / "handed-over"
     save_model(elsewhere, build_model("unet", num_classes=2, output_size=16, input_size=32), "unet", 32)
     card = build_card(resolve_model(str(elsewhere), params, project / "artifacts"), params, project / "params.yaml", project / "artifacts")
     assert card["training"]["stage"] is None and card["evaluation"] is None

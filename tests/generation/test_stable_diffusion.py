@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,8 +95,8 @@ def build_sd_folder(root: Path, bin_weights: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sd_folder(tmp_path_factory.mktemp("sd") / "sd15")
+def sd_dir(module_tmp: Any) -> Path:
+    return build_sd_folder(module_tmp("sd") / "sd15")
 
 
 @pytest.fixture(scope="module")

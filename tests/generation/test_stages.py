@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,9 +57,9 @@ def stage_params(root: Path, **sections: dict) -> Params:
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Params]:
+def chain(module_tmp: Any) -> tuple[Path, Params]:
     """Stores for a training client ``a`` and a held-out client ``h``, then every generation stage."""
-    root = tmp_path_factory.mktemp("chain")
+    root = module_tmp("chain")
     shutil.copy(Path(__file__).resolve().parents[2] / "data/phantom/sites.yaml", root / "sites.yaml")
     params = stage_params(root)
     art = root / "artifacts"

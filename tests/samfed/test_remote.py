@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,8 +24,8 @@ from tests.samfed.tiny import build_task
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("samfed-remote")
+def task(module_tmp: Any) -> Path:
+    root = module_tmp("samfed-remote")
     build_task(root, rounds=2)
     return root
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,8 +26,8 @@ from tests.samfed.tiny import PAUSE_MARKER, PAUSE_ROUND, REPO, build_task
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("samfed")
+def task(module_tmp: Any) -> Path:
+    root = module_tmp("samfed")
     build_task(root)
     return root
 

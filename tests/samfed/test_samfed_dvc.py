@@ -40,8 +40,8 @@ def _output_hashes(root: Path) -> dict[tuple[str, str], str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> tuple[Path, dict[str, str], str]:
-    root = tmp_path_factory.mktemp("samfed") / "repo"
+def built(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+    root = module_tmp("samfed") / "repo"
     return (root, *_build(root, prefect_api))
 
 
@@ -63,12 +63,12 @@ def test_samfed_stages_run_under_dvc_then_nothing_reruns(built: tuple[Path, dict
 
 
 def test_a_second_copy_elsewhere_gives_byte_identical_output_hashes(built: tuple[Path, dict[str, str], str],
-                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    tmp_path: Path,
                                                                     prefect_api: str) -> None:
     """Issue 16: every SAM-Fed output (stores, teacher, variants with their round checkpoints, evaluation) has the
     same bytes when the same project is built in another folder."""
     root = built[0]
-    other = tmp_path_factory.mktemp("samfed-again") / "repo"
+    other = tmp_path / "repo"
     _build(other, prefect_api)
     first, again = _output_hashes(root), _output_hashes(other)
     assert set(again) == set(first)
