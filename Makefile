@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo demo-samfed ui lint test bench bench-demo clean-artifacts
+.PHONY: help install demo demo-samfed ui lint test test-all bench bench-demo clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,7 +34,10 @@ lint: $(STAMP)  ## ruff (pyflakes, imports) on the code, mypy on dsfed/
 	ruff check dsfed dsfed_pipeline tests benchmarks scripts
 	mypy
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP)  ## run the test suite, one test of each kind (what CI runs)
+	python -m pytest -m "not extended"
+
+test-all: $(STAMP)  ## run every test, the extended ones too (second tests of a kind: +25 min on 2 cores)
 	python -m pytest
 
 bench: $(STAMP)  ## run the benchmarks (JSON on stdout)

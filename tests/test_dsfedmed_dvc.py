@@ -184,6 +184,7 @@ def test_changing_lam_reruns_only_distill_evaluate_report(repo: tuple[Path, dict
     assert json.loads((root / "artifacts/distill/metrics.json").read_text())["settings"]["lam"] == 0.3
 
 
+@pytest.mark.extended   # make test-all: byte-identical copies are test_samfed_dvc's kind too (3.5 min here, 2 min there)
 def test_a_second_copy_elsewhere_gives_byte_identical_output_hashes(repo: tuple[Path, dict[str, str], str],
                                                                     tmp_path: Path,
                                                                     prefect_api: str) -> None:

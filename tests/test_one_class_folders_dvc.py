@@ -24,7 +24,7 @@ from PIL import Image
 from dsfed.data.phantom import load_site_style, render_skin, sample_rng
 from tests.conftest import REPO, dvc_project, run_ok, stages_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]   # make test-all: the whole pipeline under DVC is test_dsfedmed_dvc's kind (5 min)
 
 
 def write_lesion_folders(base: Path, clinic: str, n: int, size: int = 72) -> None:

@@ -148,6 +148,7 @@ def test_two_rounds_on_flower_with_tls_and_node_auth_equal_the_in_process_run(pr
     assert all((project / "nodes" / c / c / "setup.json").is_file() for c in ("a", "b", "h"))
 
 
+@pytest.mark.extended   # make test-all: a restart on Flower (5 min); make test keeps the two-round TLS run
 def test_a_server_killed_mid_run_resumes_from_its_checkpoint_with_nodes_that_kept_their_state(
         project: Path, stores: Path, flower: dict[str, Any]) -> None:
     params = load_params_from(project, _flower_raw(flower, rounds=3))
@@ -179,6 +180,7 @@ def test_a_server_killed_mid_run_resumes_from_its_checkpoint_with_nodes_that_kep
     assert metrics["test"] == write_method_outputs(local, project / "inprocess")["test"]
 
 
+@pytest.mark.extended   # make test-all: a node killed on Flower (3.5 min)
 @pytest.mark.parametrize("flower", [("a", "b", "c", "h")], indirect=True)
 def test_a_node_killed_mid_round_is_left_out_while_min_clients_holds(project: Path, stores: Path, flower: dict[str, Any]) -> None:
     """Node c is SIGKILLed as round 1 starts: round 1 completes with a and b (Flower reports c unavailable),

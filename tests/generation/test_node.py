@@ -115,6 +115,7 @@ def test_an_upload_cannot_name_a_file_outside_its_folder(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.extended   # make test-all: the simulation engine is test_flower_simulation's kind (1.7 min)
 def test_controlnet_on_the_simulation_engine_equals_the_in_process_stage(chain: tuple[Path, Params], tmp_path: Path,  # noqa: F811
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """controlnet@a with federated.engine: simulation: a Flower ServerApp task, the client a simulated SuperNode

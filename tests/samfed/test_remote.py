@@ -81,6 +81,7 @@ def test_a_node_without_the_public_store_fails_its_setup_with_one_line(task: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.extended   # make test-all: the simulation engine is test_flower_simulation's kind (2 min)
 def test_a_variant_on_the_simulation_engine_equals_the_in_process_run(task: Path, tmp_path: Path) -> None:
     """The samfed stage with federated.engine: simulation: Flower's ServerApp and ClientApp, the teacher
     delivered through Flower messages; the same curve, test metrics and weights as in process."""

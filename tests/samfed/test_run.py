@@ -77,7 +77,7 @@ def _child(task: Path, out: Path, variant: str, env: dict[str, str] | None = Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["samfed", "hetero"])
+@pytest.mark.parametrize("variant", ["samfed", pytest.param("hetero", marks=pytest.mark.extended)])   # hetero: make test-all
 def test_resume_after_sigkill_is_bit_identical(task: Path, tmp_path: Path, variant: str) -> None:
     build_task(task)
     marker = tmp_path / "paused"

@@ -121,6 +121,7 @@ def test_a_validation_client_refuses_a_damaged_delivery_and_an_unknown_model(ser
 
 
 @pytest.mark.slow
+@pytest.mark.extended   # make test-all: the simulation engine is test_flower_simulation's kind (2 min)
 def test_server_stages_on_the_simulation_engine_equal_the_in_process_run(server: tuple[Path, Params], tmp_path: Path) -> None:  # noqa: F811
     """server_sam and distill with federated.engine: simulation: each runs as a Flower ServerApp task, the
     clients are simulated SuperNodes (ClientApp processes) over their own stores that validate and receive
