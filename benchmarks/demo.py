@@ -16,6 +16,8 @@ the project's HEAD under ``--work`` (the user's checkout is never touched):
     python benchmarks/demo.py --work /tmp/dsfed-demo-bench --out docs/benchmarks/demo-cpu.json
 
 ``--existing DIR`` skips 1 and summarises a demo already run in DIR (no memory figure, no install time).
+``--target STAGE`` runs and reruns ``dsfed repro STAGE`` instead of ``make demo`` (``--target evaluate``: DSFedMed's
+stages alone, without SAM-Fed's and the report); ``--venv`` names the virtual environment an existing run used.
 Run it on a quiet machine: a second CPU-bound job on 2 cores slows both 2-6x.
 """
 
@@ -119,7 +121,7 @@ def report_figures(artifacts: Path) -> dict[str, dict[str, float | None]]:
             for key, m in models.items()}
 
 
-def summarise(root: Path, result: dict[str, Any]) -> dict[str, Any]:
+def summarise(root: Path, result: dict[str, Any], target: str | None = None, venv: Path | None = None) -> dict[str, Any]:
     artifacts = root / "artifacts"
     stages = stage_table(artifacts)
     result["stages"] = stages
@@ -127,9 +129,10 @@ def summarise(root: Path, result: dict[str, Any]) -> dict[str, Any]:
     result["process_s_total"] = round(sum(r["process_s"] for r in stages), 1)
     result["startup_s_total"] = round(sum(r["startup_s"] for r in stages), 1)
     result["report_dice"] = report_figures(artifacts)
-    dvc, dsfed = root / ".venv/bin/dvc", root / ".venv/bin/dsfed"
+    bin = (venv or root / ".venv") / "bin"
+    dvc, dsfed = bin / "dvc", bin / "dsfed"
     if dvc.exists():
-        result["noop_repro_s"] = _best_of([str(dvc), "repro"], root)
+        result["noop_repro_s"] = _best_of([str(dvc), "repro", *([target] if target else [])], root)
     if dsfed.exists():
         result["validate_s"] = _best_of([str(dsfed), "config", "validate"], root)
     return result
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dsfed-demo-bench"), help="Folder for the clone (created; must not exist).")
     parser.add_argument("--existing", type=Path, default=None, help="Summarise the demo already run in this checkout instead.")
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
+    parser.add_argument("--target", default=None, help="Run `dsfed repro TARGET` (and time its no-op rerun) instead of make demo.")
+    parser.add_argument("--venv", type=Path, default=None, help="The virtual environment of an --existing run (default: its .venv).")
     args = parser.parse_args()
 
     import torch
@@ -167,9 +172,11 @@ def main() -> None:
         print(f"clone of {result['commit']} in {root}; make install ...", file=sys.stderr)
         result["install_s"] = round(_timed(["make", "install"], root, args.work / "install.log")[0], 1)
         print(f"make demo (log: {args.work / 'demo.log'}) ...", file=sys.stderr)
-        seconds, peak = _timed(["make", "demo"], root, args.work / "demo.log", memory=True)
+        command = ["make", "demo"] if not args.target else [str(root / ".venv/bin/dsfed"), "repro", args.target]
+        seconds, peak = _timed(command, root, args.work / "demo.log", memory=True)
         result["demo_s"], result["peak_rss_gb"] = round(seconds, 1), round(peak / 1e9, 2)
-    result = summarise(root, result)
+    result["target"] = args.target or "make demo"
+    result = summarise(root, result, args.target, args.venv)
     print_table(result)
     text = json.dumps(result, indent=2)
     print(text)
