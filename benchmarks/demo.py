@@ -129,8 +129,8 @@ def summarise(root: Path, result: dict[str, Any], target: str | None = None, ven
     result["process_s_total"] = round(sum(r["process_s"] for r in stages), 1)
     result["startup_s_total"] = round(sum(r["startup_s"] for r in stages), 1)
     result["report_dice"] = report_figures(artifacts)
-    bin = (venv or root / ".venv") / "bin"
-    dvc, dsfed = bin / "dvc", bin / "dsfed"
+    bin_dir = (venv or root / ".venv") / "bin"
+    dvc, dsfed = bin_dir / "dvc", bin_dir / "dsfed"
     if dvc.exists():
         result["noop_repro_s"] = _best_of([str(dvc), "repro", *([target] if target else [])], root)
     if dsfed.exists():

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from dsfed.config import Params, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
+ModuleTmp = Callable[[str], Path]   # the module_tmp fixture: a name -> a new folder for the module
 
 
 def phantom_client(site: str, n: int = 12, **extra: Any) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def _restore_torch_threads() -> Any:
 
 
 @pytest.fixture(scope="module")
-def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def module_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleTmp]:
     """``module_tmp(name)`` makes a folder that lives as long as the test module, removed at its end unless one of
     the module's tests failed (kept to look at, as pytest's ``tmp_path_retention_policy = "failed"`` keeps a
     failed test's ``tmp_path``). The module fixtures build whole DVC projects (up to 1 GB each with round

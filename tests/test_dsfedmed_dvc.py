@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from dsfed.config import parse_params
 from dsfed.models import build_model
 from dsfed.orchestration.prefect_server import stop_server
-from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
+from tests.conftest import ModuleTmp, dvc_project, phantom_client, run_ok, stages_run
 from tests.generation.test_stages import tiny_release
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ FIRST_LOCK: dict[str, dict[tuple[str, str], str]] = {}   # the first repro's out
 
 
 @pytest.fixture(scope="module")
-def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+def repo(module_tmp: ModuleTmp, prefect_api: str) -> tuple[Path, dict[str, str], str]:
     root = module_tmp("dsfedmed")
     env, first = _project(root, prefect_api)
     FIRST_LOCK["outs"] = _output_hashes(root)

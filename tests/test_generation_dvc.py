@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from dsfed.config import parse_params
 from dsfed.data.store import ClientStore
 from dsfed.federated.ledger import read_ledger
-from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
+from tests.conftest import ModuleTmp, dvc_project, phantom_client, run_ok, stages_run
 from tests.generation.test_stages import tiny_release
 
 pytestmark = pytest.mark.slow
@@ -26,7 +25,7 @@ CLIENT_STAGES = ("prepare", "controlnet", "synthesize", "quality")
 
 
 @pytest.fixture(scope="module")
-def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+def repo(module_tmp: ModuleTmp, prefect_api: str) -> tuple[Path, dict[str, str], str]:
     root = module_tmp("generation")
     tiny_release(root)
     # one training client (the held-out client's no-op stages are covered in tests/generation/test_stages.py)

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from dsfed.data.phantom import load_site_style, render_skin, sample_rng
-from tests.conftest import REPO, dvc_project, run_ok, stages_run
+from tests.conftest import REPO, ModuleTmp, dvc_project, run_ok, stages_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.extended]   # make test-all: the whole pipeline under DVC is test_dsfedmed_dvc's kind (5 min)
 
@@ -75,7 +75,7 @@ def user_params(root: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+def repo(module_tmp: ModuleTmp, prefect_api: str) -> tuple[Path, dict[str, str], str]:
     root = module_tmp("one_class")
     for name, clinic, n in (("hospital_a", "clinic_a", 14), ("hospital_b", "clinic_b", 14), ("hospital_c", "clinic_c", 6)):
         write_lesion_folders(root / "hospitals" / name, clinic, n)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from dsfed.config import parse_params
 from dsfed.data.store import ClientStore
-from tests.conftest import dvc_project, phantom_client, run_ok, stages_run
+from tests.conftest import ModuleTmp, dvc_project, phantom_client, run_ok, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +20,7 @@ def _lock(repo: Path) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def repo(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str]]:
+def repo(module_tmp: ModuleTmp, prefect_api: str) -> tuple[Path, dict[str, str]]:
     root = module_tmp("pipeline")
     params = {
         "seed": 0,

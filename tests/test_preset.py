@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from dsfed.generation.backbones import prepare_backbone
 from dsfed.models import build_model
 from dsfed.stages.federated_run import model_factory
 from dsfed.stages.prepare import store_path
+from tests.conftest import ModuleTmp
 from tests.data.test_importers import fundus_mask, rgb, save
 from tests.generation.test_stable_diffusion import build_sd_folder
 
@@ -40,7 +40,7 @@ def feddg_tree(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def preset(module_tmp: Any) -> Path:
+def preset(module_tmp: ModuleTmp) -> Path:
     root = module_tmp("preset")
     torch.manual_seed(0)
     torch.save(sam_model_registry["vit_b"]().state_dict(), root / "sam_vit_b_01ec64.pth")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,11 +14,11 @@ from PIL import Image
 
 from dsfed.models import build_model
 from dsfed.server.outputs import save_model
-from tests.conftest import phantom_client
+from tests.conftest import ModuleTmp, phantom_client
 
 
 @pytest.fixture(scope="module")
-def project(module_tmp: Any) -> Path:
+def project(module_tmp: ModuleTmp) -> Path:
     """params.yaml (fundus classes, 32 px images, padded), a U-Net folder, and an input folder with a colour
     image, a grey one, a 16-bit one, a corrupt file, a text file and an image past PIL's pixel limit."""
     root = module_tmp("predict")

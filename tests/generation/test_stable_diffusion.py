@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from dsfed.generation import (
 )
 from dsfed.generation.controlnet import default_embedding_channels
 from dsfed.generation.sample import make_sampler, sample
+from tests.conftest import ModuleTmp
 from tests.generation.test_generation import disc_masks
 
 PROMPT = "a retinal fundus photograph"
@@ -95,7 +95,7 @@ def build_sd_folder(root: Path, bin_weights: bool = False) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sd_dir(module_tmp: Any) -> Path:
+def sd_dir(module_tmp: ModuleTmp) -> Path:
     return build_sd_folder(module_tmp("sd") / "sd15")
 
 

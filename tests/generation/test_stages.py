@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from dsfed.stages.controlnet import generator_dir, run_controlnet_stage
 from dsfed.stages.prepare import store_path
 from dsfed.stages.quality import run_quality_stage
 from dsfed.stages.synthesize import run_synthesize_stage, synthetic_path
-from tests.conftest import phantom_client
+from tests.conftest import ModuleTmp, phantom_client
 from tests.generation.test_generation import TINY
 
 
@@ -57,7 +56,7 @@ def stage_params(root: Path, **sections: dict) -> Params:
 
 
 @pytest.fixture(scope="module")
-def chain(module_tmp: Any) -> tuple[Path, Params]:
+def chain(module_tmp: ModuleTmp) -> tuple[Path, Params]:
     """Stores for a training client ``a`` and a held-out client ``h``, then every generation stage."""
     root = module_tmp("chain")
     shutil.copy(Path(__file__).resolve().parents[2] / "data/phantom/sites.yaml", root / "sites.yaml")

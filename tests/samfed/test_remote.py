@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -20,11 +19,12 @@ from dsfed.samfed.clients import samfed_setup
 from dsfed.samfed.run import run_variant
 from dsfed.samfed.task import public_store, samfed_root
 from dsfed.stages.prepare import store_path
+from tests.conftest import ModuleTmp
 from tests.samfed.tiny import build_task
 
 
 @pytest.fixture(scope="module")
-def task(module_tmp: Any) -> Path:
+def task(module_tmp: ModuleTmp) -> Path:
     root = module_tmp("samfed-remote")
     build_task(root, rounds=2)
     return root

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -22,11 +21,12 @@ from dsfed.federated.serialize import from_bytes
 from dsfed.samfed.client import SamFedClient, SamFedTraining
 from dsfed.samfed.run import run_variant
 from dsfed.samfed.server import build_architecture
+from tests.conftest import ModuleTmp
 from tests.samfed.tiny import PAUSE_MARKER, PAUSE_ROUND, REPO, build_task
 
 
 @pytest.fixture(scope="module")
-def task(module_tmp: Any) -> Path:
+def task(module_tmp: ModuleTmp) -> Path:
     root = module_tmp("samfed")
     build_task(root)
     return root

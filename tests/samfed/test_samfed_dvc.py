@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dsfed.config import parse_params
-from tests.conftest import dvc_project, run_ok, stages_run
+from tests.conftest import ModuleTmp, dvc_project, run_ok, stages_run
 from tests.samfed.tiny import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def _output_hashes(root: Path) -> dict[tuple[str, str], str]:
 
 
 @pytest.fixture(scope="module")
-def built(module_tmp: Any, prefect_api: str) -> tuple[Path, dict[str, str], str]:
+def built(module_tmp: ModuleTmp, prefect_api: str) -> tuple[Path, dict[str, str], str]:
     root = module_tmp("samfed") / "repo"
     return (root, *_build(root, prefect_api))
 
