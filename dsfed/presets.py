@@ -4,7 +4,8 @@ A preset is a builder (name -> function of the local paths it needs) returning a
 the result validates like any hand-written file. ``paper-fundus`` is DSFedMed's fundus setting: SAM
 ViT-B and TinySAM at 1024 px with 256 px masks, Stable Diffusion 1.5 + a mask ControlNet, 100 FedAvg
 rounds x 1 local epoch (Adam 1e-4, BCE pos_weight 2), distillation batch 4 and lam 0.5, on the four
-FedDG fundus domains with one held out.
+FedDG fundus domains with one held out. One deviation: the weights travel through the payload codec
+(``federated.codec``: fp16 down, bf16 deltas up, zstd), about a third of the paper's traffic.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def paper_fundus(paths: PresetPaths) -> dict[str, Any]:
             "local": {"epochs": 1, "batch_size": 4, "lr": 1.0e-4, "amp": True},
             "loss": {"name": "bce_dice", "pos_weight": 2.0, "dice": 0.0},
             "augment": {"enabled": True},
+            # ours, not the paper's: fp16 downloads, bf16 update deltas, zstd (the paper's fp32 both ways: 8,920 MB per
+            # client; this: ~2,900-3,600 MB at a demo Dice within 0.001, docs/benchmarks/codec-cpu.json)
+            "codec": {"down": "fp16", "up": "bf16", "delta": True, "compress": "zstd"},
             "methods": {
                 "fedtinysam": {"model": "tinysam", "checkpoint": str(paths.tinysam), "strategy": "fedavg"},
                 "fedsam": sam,

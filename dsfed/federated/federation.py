@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dsfed.federated.codec import PLAIN, Codec, decode, encode
 from dsfed.federated.engines.base import (
     DeliverReply,
     DeliverTask,
@@ -31,7 +32,7 @@ from dsfed.federated.protocol import Weights
 from dsfed.federated.serialize import from_bytes, to_bytes
 
 if TYPE_CHECKING:
-    from dsfed.federated.settings import SecAggConfig
+    from dsfed.federated.settings import CodecConfig, SecAggConfig
 
 __all__ = ["Federation"]
 
@@ -52,13 +53,21 @@ class Federation:
         run: the run's identity (its config hash); clients key their state by it.
         ledger: every payload's size goes here; None records nothing (pooled training, where nothing travels).
         secure: SecAgg+ for every fit (the engine must offer ``secure_fit``: Flower's); None: plain fits.
+        codec: how weights travel (``federated.codec``): downloads in ``codec.down``, updates in ``codec.up``
+            (as deltas with ``codec.delta``), compressed or not; None: float32 safetensors both ways.
     """
 
-    def __init__(self, engine: Engine, run: str, ledger: Ledger | None = None, secure: SecAggConfig | None = None) -> None:
+    def __init__(self, engine: Engine, run: str, ledger: Ledger | None = None, secure: SecAggConfig | None = None,
+                 codec: CodecConfig | None = None) -> None:
         self.engine = engine
         self.run = run
         self.ledger = ledger
         self.secure = secure
+        self.down: Codec = PLAIN
+        self.up: Codec | None = None   # None: the clients reply in plain bytes
+        if codec is not None and not codec.plain:
+            self.down = Codec(codec.down, False, codec.compress, codec.level)
+            self.up = Codec(codec.up, codec.delta, codec.compress, codec.level)
         self._max_weight: float | None = None
 
     def _record(self, round: int, client: str, direction: str, what: str, nbytes: int) -> None:
@@ -78,8 +87,9 @@ class Federation:
     ) -> dict[str, FitReply]:
         """Send each client its weights (``weights[client]``) and config; return the replies (errors included).
 
-        Ledger: ``down``/``global_weights`` for every client asked, ``up``/``update`` for every update received.
-        With ``secure``, see :meth:`_fit_secure`.
+        Ledger: ``down``/``global_weights`` for every client asked, ``up``/``update`` for every update received,
+        each with its encoded size. A reply's payload is in the federation's codec: read it with
+        :meth:`decode_update`. With ``secure``, see :meth:`_fit_secure`.
         """
         if self.secure is not None:
             return self._fit_secure(round, weights, configs, committed=committed, keep=keep, local_keys=local_keys)
@@ -87,7 +97,7 @@ class Federation:
         tasks: dict[str, FitTask] = {}
         for name, own in weights.items():
             if id(own) not in payloads:
-                payloads[id(own)] = to_bytes(own)
+                payloads[id(own)] = encode(own, self.down, reply=self.up)
             payload = payloads[id(own)]
             tasks[name] = FitTask(self.run, round, payload, dict(configs.get(name, {})), committed, tuple(sorted(set(keep))), tuple(local_keys))
             self._record(round, name, "down", "global_weights", len(payload))
@@ -97,6 +107,11 @@ class Federation:
             if reply.ok:
                 self._record(round, name, "up", "update", len(reply.payload))
         return replies
+
+    def decode_update(self, payload: bytes, sent: Weights) -> Weights:
+        """A fit reply's weights: ``payload`` decoded, its deltas (codec ``delta``) added to ``sent``, the float32
+        weights the server sent that client (not their rounded download: the rounding does not stay)."""
+        return decode(payload, reference=sent if self.up is not None and self.up.delta else None)
 
     def _fit_secure(
         self, round: int, weights: Mapping[str, Weights], configs: Mapping[str, Mapping[str, Any]], *, committed: int,
@@ -179,7 +194,7 @@ class Federation:
         """
         if not clients:
             return {}
-        payload = to_bytes(weights)
+        payload = encode(weights, self.down)
         at = round if state_round is None else state_round
         tasks = {name: EvaluateTask(self.run, payload, split, at, model) for name in clients}
         for name in clients:

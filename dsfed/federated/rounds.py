@@ -317,10 +317,10 @@ def _run_round(
         reply = replies[name]
         if reply.ok:
             try:
-                update = _check_update(from_bytes(reply.payload), groups[membership[name]], local_keys)
+                update = _check_update(federation.decode_update(reply.payload, payloads[name]), groups[membership[name]], local_keys)
                 if reply.num_samples < 0:
                     raise ValueError(f"reported {reply.num_samples} training samples")
-            except ValueError as exc:  # a malformed update: the server refuses it, the client is left out
+            except (ValueError, FederatedError) as exc:  # a malformed update: the server refuses it, the client is left out
                 reply.error = f"{type(exc).__name__}: {exc}"
             else:
                 _stop_if_not_finite(update, f"client {name}, round {rnd}: sent")

@@ -18,8 +18,15 @@ def to_bytes(weights: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def from_bytes(payload: bytes) -> Weights:
-    """Deserialise what :func:`to_bytes` wrote into fresh CPU tensors that share nothing with the sender."""
-    return dict(load(payload))
+    """Deserialise what :func:`to_bytes` wrote into fresh CPU tensors that share nothing with the sender.
+
+    A payload of another codec (half floats, compressed: :mod:`dsfed.federated.codec`) is decoded to the
+    float32 weights it stands for; one that holds deltas needs its reference (``codec.decode``) and raises."""
+    from dsfed.federated.codec import decode, is_plain
+
+    if is_plain(payload):
+        return dict(load(payload))
+    return decode(payload)
 
 
 def payload_size(weights: Mapping[str, torch.Tensor]) -> int:

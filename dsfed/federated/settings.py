@@ -12,7 +12,7 @@ from dsfed.data.settings import AugmentConfig
 from dsfed.settings import Device, Strict, known_model, resolve_path
 from dsfed.training.settings import LossConfig
 
-__all__ = ["DPConfig", "FederatedConfig", "LocalSection", "MethodConfig"]
+__all__ = ["CodecConfig", "DPConfig", "FederatedConfig", "LocalSection", "MethodConfig"]
 
 
 class LocalSection(Strict):
@@ -79,6 +79,31 @@ class SecAggConfig(Strict):
             raise ValueError(f"secagg.modulus_range must be a power of 2 above quantization_range ({self.quantization_range}), "
                              f"got {self.modulus_range}")
         return self
+
+
+class CodecConfig(Strict):
+    """How weights travel in the federated rounds (``federated.codec``; :mod:`dsfed.federated.codec`).
+
+    The server keeps its weights in float32 whatever travels; the ledger counts the encoded bytes. The
+    default sends float32 safetensors as they are. Half the traffic: ``down: fp16``, ``up: bf16``,
+    ``delta: true``, ``compress: zstd`` (docs/benchmarks/codec-cpu.json has the bytes and the Dice of each).
+    """
+
+    # the float type of the global weights sent to the clients (for training and for evaluation)
+    down: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # the float type of the clients' updates
+    up: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # updates as the client's weights minus those it received (the server adds them to the float32 weights it
+    # sent): a round's change keeps its precision in a half type, and the download's rounding does not stay
+    delta: bool = False
+    # lossless compression of every payload: none, or zstd (Blosc byte shuffle + zstd)
+    compress: Literal["none", "zstd"] = "none"
+    level: Annotated[int, Field(ge=1, le=9)] = 5
+
+    @property
+    def plain(self) -> bool:
+        """Float32 whole weights, uncompressed: what travels without a codec."""
+        return self.down == "fp32" and self.up == "fp32" and not self.delta and self.compress == "none"
 
 
 SECURE_STRATEGIES = ("fedavg", "fedprox", "fedadam")
@@ -197,6 +222,8 @@ class FederatedConfig(Strict):
     # artifacts/clients/, the same ServerApp and ClientApp as flower; for trying 20-100 clients)
     engine: Literal["inprocess", "flower", "simulation"] = "inprocess"
     flower: FlowerSection = FlowerSection()
+    # How weights travel in the rounds: float type each way, updates as deltas, lossless compression
+    codec: CodecConfig = CodecConfig()
     # The folder every method's `checkpoint` lies in (or is linked into): the federated stages depend on it
     # as a whole (DVC cannot depend on an optional path from params), so a checkpoint replaced in place
     # retrains the methods. A checkpoint outside it is refused.
@@ -219,6 +246,9 @@ class FederatedConfig(Strict):
         if secure and self.engine == "inprocess":
             raise ValueError(f"federated.methods.{secure[0]}.secagg needs federated.engine flower or simulation: "
                              "SecAgg+ runs between Flower's SuperLink and the nodes")
+        if secure and not self.codec.plain:
+            raise ValueError(f"federated.codec with federated.methods.{secure[0]}.secagg: SecAgg+ quantises the updates itself; "
+                             "leave federated.codec at its defaults (fp32, no delta, no compression) for that method's run")
         return self
 
     @model_validator(mode="after")

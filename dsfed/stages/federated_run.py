@@ -79,12 +79,16 @@ def method_config_hash(params: Params, method: str, fingerprints: dict[str, str 
     payload = {
         "code": code_hash(*FEDERATED_CODE),
         "method": params.federated.methods[method].model_dump(mode="json"),
-        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients", "engine", "flower"}),  # the stores name the federation; the engine moves bytes, it does not change them
+        # the stores name the federation; the engine moves bytes, it does not change them; the codec changes
+        # them (a plain codec is left out, so runs of before it existed keep their identity)
+        "federated": params.federated.model_dump(mode="json", exclude={"methods", "clients", "engine", "flower", "codec"}),
         "seed": params.seed,
         "classes": params.data.classes,
         "mask_size": params.data.mask_size,
         "stores": dict(sorted(fingerprints.items())),
     }
+    if not params.federated.codec.plain:
+        payload["codec"] = params.federated.codec.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -153,7 +157,8 @@ def run_method(params: Params, method: str, artifacts: str | Path, work: str | P
 
     ledger = Ledger(work / "ledger.csv")
     ledger.ensure()  # pooled (centralized) training moves no payload: its ledger is the header alone
-    federation = Federation(engine, config_hash, None if centralized else ledger, secure=spec.secagg)
+    federation = Federation(engine, config_hash, None if centralized else ledger, secure=spec.secagg,
+                            codec=None if centralized else cfg.codec)
     trainers = [n for n, r in info.items() if r.trainable]
     strategy = build_strategy("fedavg" if centralized else spec.strategy, **spec.strategy_args)
     if spec.dp is not None:

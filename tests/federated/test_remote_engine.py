@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsfed.config import parse_params
 from dsfed.federated.engines.base import EvaluateReply, FitTask, QueryReply
 from dsfed.federated.engines.node import Node, NodeConfig
 from dsfed.federated.engines.remote import LoopbackTransport, RemoteEngine
@@ -16,6 +17,7 @@ from dsfed.federated.ledger import read_ledger
 from dsfed.stages.federated_run import remote_setup, run_method
 from dsfed.stages.prepare import store_path
 from tests.federated.project import tiny_params as _params
+from tests.federated.project import tiny_raw
 
 
 def test_every_message_survives_the_wire() -> None:
@@ -104,3 +106,22 @@ def test_a_node_finds_the_checkpoint_in_its_own_copy_of_the_pretrained_dir(proje
     # without --pretrained the node uses the server's path (one machine, or a shared mount)
     (server_dir / "unet/init.safetensors").write_bytes((server_dir / "unet/init.safetensors").read_bytes())
     assert local_checkpoint(params, spec, NodeConfig("a", store_path(stores, "a"), tmp_path / "s"), digest).checkpoint == spec.checkpoint
+
+
+def test_a_codec_run_through_the_wire_equals_its_in_process_run_at_a_third_of_the_bytes(project: Path, stores: Path) -> None:
+    """The node reads the codec from the download (fp16 weights asking for bf16 deltas, zstd) and answers in it."""
+    methods = {"fedunet": {"model": "unet", "input_size": 32}}
+    plain = run_method(_params(project, methods), "fedunet", stores, stores / "federated/plain", progress=False)
+    raw = tiny_raw(methods)
+    raw["federated"]["codec"] = {"down": "fp16", "up": "bf16", "delta": True, "compress": "zstd"}
+    params = parse_params(raw, root=project)
+    local = run_method(params, "fedunet", stores, stores / "federated/local", progress=False)
+    engine, _ = _loopback(params, "fedunet", stores, stores / "federated/remote", fresh=True)
+    remote = run_method(params, "fedunet", stores, stores / "federated/remote", progress=False, engine=engine)
+    assert remote.curve == local.curve and remote.test == local.test
+    assert all(torch.equal(remote.final[k], v) for k, v in local.final.items())
+    rows = {name: read_ledger(stores / f"federated/{name}/ledger.csv") for name in ("plain", "local", "remote")}
+    assert rows["remote"] == rows["local"]
+    train = {name: sum(r["bytes"] for r in rs if r["what"] in ("global_weights", "update")) for name, rs in rows.items()}
+    assert train["local"] < 0.4 * train["plain"], train
+    assert abs(local.test["h"]["dice"] - plain.test["h"]["dice"]) < 0.05   # tiny model, 2 rounds: close, not equal

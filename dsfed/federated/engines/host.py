@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from dsfed.data.splits import stable_seed
+from dsfed.federated.codec import encode, reply_codec
 from dsfed.federated.engines.base import (
     DeliverReply,
     DeliverTask,
@@ -122,7 +123,9 @@ class ClientHost:
             shared = local.shared(result.weights)
             if LOCAL_DP in task.config:   # local DP: the update is clipped and noised before it leaves the client
                 shared = apply_local_dp(task.config, self.name, task.round, shared, from_bytes(task.payload))
-            payload = to_bytes(shared)  # local keys never leave the client
+            reply = reply_codec(task.payload)   # the codec the server asked for (in the download's metadata)
+            # local keys never leave the client; deltas are taken from the weights as received (decoded afresh)
+            payload = to_bytes(shared) if reply is None else encode(shared, reply, reference=from_bytes(task.payload) if reply.delta else None)
             self.state.save(task.run, task.round, self.algo.state_dict())
             self._holds = (task.run, task.round)
             self.state.forget(task.run, {r for r in keep if r is not None} | {task.round})
