@@ -15,7 +15,7 @@ from dsfed.distill.loss import mutual_distillation_loss
 from dsfed.distill.scores import gt_loss, learnability_scores, symmetric_kl
 from dsfed.distill.selection import SELECTIONS, batch_topk, sample_pool
 
-__all__ = ["DistillSettings", "RoundResult", "distill_round", "score_samples"]
+__all__ = ["DistillSettings", "RoundResult", "distill_round", "embed_images", "frozen_encoder", "score_samples"]
 
 
 @dataclass(frozen=True)
@@ -58,23 +58,59 @@ def _as_float(images: Tensor) -> Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
+def frozen_encoder(sam: nn.Module) -> bool:
+    """Whether ``sam`` is a SAM-family segmenter whose image encoder does not train (its embeddings can be cached)."""
+    encoder = getattr(getattr(sam, "sam", None), "image_encoder", None)
+    return encoder is not None and hasattr(sam, "forward_embeddings") and not any(p.requires_grad for p in encoder.parameters())
+
+
+@torch.no_grad()
+def embed_images(sam: nn.Module, images: Tensor, batch: int, device: torch.device | str = "cpu") -> Tensor:
+    """SAM's image embeddings of every image, once (its encoder frozen: they never change).
+
+    Args:
+        sam: a :class:`~dsfed.models.sam.SamSegmenter`. images: (N, 3, S, S) uint8 or float in [0, 1].
+
+    Returns:
+        (N, 256, s/16, s/16) float32 on the CPU, s = ``sam.input_size`` (1024 px: 4 MB an image).
+    """
+    from dsfed.models.segmenter import resize
+
+    training = sam.training
+    sam.eval()
+    out = [sam.embed(resize(_as_float(images[lo : lo + batch]).to(device), sam.input_size)).float().cpu()  # type: ignore[operator]
+           for lo in range(0, len(images), batch)]
+    sam.train(training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _sam_logits(sam: nn.Module, x: Tensor, embeddings: Tensor | None, idx: Tensor | slice, device: torch.device) -> Tensor:
+    """SAM's logits (B, C, Sm, Sm) of the batch: from its cached embeddings when given, else from the images ``x``."""
+    if embeddings is None:
+        return sam(x, None)
+    return sam.forward_embeddings(embeddings[idx].to(device))  # type: ignore[operator]
+
+
 @torch.no_grad()
 def score_samples(
-    sam: nn.Module, tiny: nn.Module, images: Tensor, masks: Tensor, settings: DistillSettings, device: torch.device
+    sam: nn.Module, tiny: nn.Module, images: Tensor, masks: Tensor, settings: DistillSettings, device: torch.device,
+    sam_embeddings: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample ``scores``, ``gt_sam``, ``gt_tiny``, ``sym_kl`` (each (N,), on the CPU) with both models in eval mode.
 
     Args:
         images: (N, 3, S, S) uint8 or float in [0, 1]. masks: (N, C, Sm, Sm) {0, 1}; both models' logits
             are (N, C, Sm, Sm).
+        sam_embeddings: (N, 256, h, w) from :func:`embed_images` (SAM's encoder frozen), or None.
     """
     sam.eval()
     tiny.eval()
     parts: dict[str, list[Tensor]] = {"scores": [], "gt_sam": [], "gt_tiny": [], "sym_kl": []}
     for lo in range(0, len(images), settings.batch_size * 4):
-        x = _as_float(images[lo : lo + settings.batch_size * 4]).to(device)
-        m = masks[lo : lo + settings.batch_size * 4].to(device).float()
-        s_logits, t_logits = sam(x, None).float(), tiny(x, None).float()
+        span = slice(lo, lo + settings.batch_size * 4)
+        x = _as_float(images[span]).to(device)
+        m = masks[span].to(device).float()
+        s_logits, t_logits = _sam_logits(sam, x, sam_embeddings, span, device).float(), tiny(x, None).float()
         parts["scores"].append(learnability_scores(s_logits, t_logits, m, settings.lam, settings.temperature, settings.pos_weight).cpu())
         parts["gt_sam"].append(gt_loss(s_logits, m, settings.pos_weight).cpu())
         parts["gt_tiny"].append(gt_loss(t_logits, m, settings.pos_weight).cpu())
@@ -92,6 +128,7 @@ def distill_round(
     settings: DistillSettings,
     generator: torch.Generator,
     device: torch.device | str = "cpu",
+    sam_embeddings: Tensor | None = None,
 ) -> RoundResult:
     """Score all N samples, select this round's pool, and train on it for one pass.
 
@@ -101,9 +138,10 @@ def distill_round(
     Args:
         images: (N, 3, S, S) uint8 or float [0, 1]; masks (N, C, Sm, Sm) {0, 1} (the synthetic sets).
         generator: drives the pool draw and the batch order (a round is reproducible from it).
+        sam_embeddings: SAM's cached image embeddings (:func:`embed_images`; its encoder frozen), or None.
     """
     device = torch.device(device)
-    scored = score_samples(sam, tiny, images, masks, settings, device)
+    scored = score_samples(sam, tiny, images, masks, settings, device, sam_embeddings)
     scores = scored["scores"]
     if settings.selection == "pool":
         pool = sample_pool(scores, settings.rate, settings.tau, generator)
@@ -117,7 +155,7 @@ def distill_round(
     for lo in range(0, len(order), settings.batch_size):
         idx = order[lo : lo + settings.batch_size]
         x, m = _as_float(images[idx]).to(device), masks[idx].to(device).float()
-        s_logits, t_logits = sam(x, None).float(), tiny(x, None).float()
+        s_logits, t_logits = _sam_logits(sam, x, sam_embeddings, idx, device).float(), tiny(x, None).float()
         kl_mask = None
         if settings.selection == "batch_topk":
             with torch.no_grad():

@@ -8,6 +8,7 @@ the history so far in its ``meta.json``. The last ``keep`` rounds are kept.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from dsfed.distill.rounds import DistillSettings, RoundResult, distill_round
+from dsfed.distill.rounds import DistillSettings, RoundResult, distill_round, embed_images, frozen_encoder
 from dsfed.io import write_safetensors
 from dsfed.round_checkpoints import RoundCheckpointer
 
@@ -73,6 +74,7 @@ def run_distillation(
     keep: int = 2,
     on_round: Callable[[int, RoundResult], None] | None = None,
     device: torch.device | str = "cpu",
+    cache_embeddings: bool = True,
 ) -> list[dict[str, Any]]:
     """Run rounds 1..``rounds`` of :func:`distill_round`, resuming after the last checkpoint in ``work``.
 
@@ -82,6 +84,8 @@ def run_distillation(
             ends with the weights an uninterrupted run has (same torch thread count).
         run: the run's identity; a checkpoint in ``work`` of another identity is refused.
         on_round: called after each round (logging, model selection).
+        cache_embeddings: when SAM's image encoder is frozen, embed every image once (:func:`embed_images`) and
+            run only SAM's decoder in the rounds, scoring and training alike.
 
     Returns:
         one record per round: ``round``, ``pool_size``, the mean loss parts, score mean/std.
@@ -99,8 +103,14 @@ def run_distillation(
             history = list(found.meta["history"])
             start = found.round + 1
             log.info("distillation: resuming after round %d of %d", found.round, rounds)
+    embeddings = None
+    if cache_embeddings and frozen_encoder(sam) and start <= rounds:
+        started = time.perf_counter()
+        embeddings = embed_images(sam, images, settings.batch_size * 4, device)
+        log.info("distillation: SAM's encoder is frozen: %d image embeddings cached (%.0f MB, %.1f s)", len(embeddings),
+                 embeddings.numel() * 4 / 1e6, time.perf_counter() - started)
     for round in range(start, rounds + 1):
-        result = distill_round(sam, tiny, sam_optimizer, tiny_optimizer, images, masks, settings, generator, device)
+        result = distill_round(sam, tiny, sam_optimizer, tiny_optimizer, images, masks, settings, generator, device, embeddings)
         history.append({"round": round, "pool_size": len(result.pool), **result.losses,
                         "score_mean": float(result.scores.mean()), "score_std": float(result.scores.std())})
         if on_round is not None:  # before the checkpoint: a run killed in between redoes the round

@@ -42,6 +42,9 @@ class DistillConfig(Strict):
     lr_sam: Annotated[float, Field(gt=0)] = 1e-4
     lr_tiny: Annotated[float, Field(gt=0)] = 1e-4
     freeze_sam_encoder: bool = False
+    # with freeze_sam_encoder: SAM's image embeddings computed once per run, the rounds running only its decoder
+    # (float32 on the CPU: 4 MB an image at 1024 px; false recomputes them in every batch)
+    cache_embeddings: bool = True
     quantile: Annotated[float, Field(gt=0, le=1)] = 0.7
     keep: Annotated[float, Field(gt=0, le=1)] = 0.5
     warm_start: bool = True

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import Tensor, nn
 
-from dsfed.models.segmenter import PromptMode, Segmenter, check_boxes
+from dsfed.models.segmenter import PromptMode, Segmenter, check_boxes, resize
 from dsfed.models.tinyvit import TinyViT
 
 __all__ = ["DecoderConfig", "SamSegmenter", "TinyViTConfig", "ViTConfig", "adapt_state_dict_to_size", "build_sam"]
@@ -176,6 +176,12 @@ class SamSegmenter(Segmenter):
     def predict(self, images: Tensor, boxes: Tensor | None) -> Tensor:
         masks, _ = self.decode(self.embed(images), boxes)
         return self.head(masks)
+
+    def forward_embeddings(self, embeddings: Tensor, boxes: Tensor | None = None) -> Tensor:
+        """What :meth:`forward` returns, from the image embeddings :meth:`embed` gave for the images resized to
+        ``input_size``: (B, 256, h, w) -> logits (B, C, output_size, output_size). For a frozen encoder."""
+        masks, _ = self.decode(embeddings, boxes if self.prompt == "box" else None)
+        return resize(self.head(masks), self.output_size)
 
 
 def adapt_state_dict_to_size(state: dict[str, Tensor], model: Sam) -> dict[str, Tensor]:

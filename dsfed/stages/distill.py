@@ -224,7 +224,8 @@ def run_distill_stage(params: Params, artifacts: str | Path, out: str | Path | N
 
     t0 = time.perf_counter()
     history = run_distillation(sam, tiny, sam_opt, tiny_opt, images, masks, settings, rounds, seed=params.seed,
-                               work=work, run=run_hash, keep=2, on_round=on_round, device=device) if rounds else []
+                               work=work, run=run_hash, keep=2, on_round=on_round, device=device,
+                               cache_embeddings=cfg.cache_embeddings) if rounds else []
     wall = time.perf_counter() - t0
     guard = {stem: choose(real["undistilled"][stem]["val_dice"], _curve(real["rounds"], stem)) for stem in models}
     synthetic_round = {stem: best_round(_curve(val_curve, stem)) for stem in models}

@@ -61,3 +61,33 @@ def test_kl_only_rounds_bring_the_models_together(selection: str) -> None:
         result = distill_round(sam, tiny, opt_s, opt_t, images, masks, settings, gen)
     end = score_samples(sam, tiny, images, masks, settings, torch.device("cpu"))["sym_kl"].mean()
     assert end < 0.5 * start and {"total", "gt_sam", "kl_sam_tiny"} <= result.losses.keys()
+
+
+def test_a_frozen_encoder_is_run_once_and_the_rounds_match_the_uncached_ones() -> None:
+    """SAM's encoder frozen: ``run_distillation`` embeds every image once; scores and weights are those of
+    rounds that run the encoder in every batch (to float rounding)."""
+    from dsfed.distill.rounds import frozen_encoder
+    from dsfed.distill.run import run_distillation
+    from dsfed.server.finetune import freeze_image_encoder
+
+    images, masks = _data()
+    settings = DistillSettings(rate=0.5, batch_size=4)
+    runs = {}
+    for cache in (True, False):
+        torch.manual_seed(0)
+        sam = build_model("sam_demo", num_classes=2, output_size=16, input_size=32)
+        torch.manual_seed(1)
+        tiny = build_model("unet", num_classes=2, output_size=16, input_size=32)
+        assert not frozen_encoder(sam) and freeze_image_encoder(sam) > 0 and frozen_encoder(sam)
+        calls = []
+        sam.sam.image_encoder.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+        opt_s = torch.optim.Adam([p for p in sam.parameters() if p.requires_grad], lr=1e-3)
+        opt_t = torch.optim.Adam(tiny.parameters(), lr=1e-3)
+        history = run_distillation(sam, tiny, opt_s, opt_t, images, masks, settings, rounds=2, cache_embeddings=cache)
+        runs[cache] = (history, calls, sam.state_dict(), tiny.state_dict())
+    (cached, calls, sam_c, tiny_c), (plain, plain_calls, sam_p, tiny_p) = runs[True], runs[False]
+    assert sum(calls) == len(images) and sum(plain_calls) == 2 * (len(images) + len(images) // 2)   # once, vs score + pool per round
+    for a, b in zip(cached, plain):
+        assert a["pool_size"] == b["pool_size"] and abs(a["score_mean"] - b["score_mean"]) < 1e-5 and abs(a["total"] - b["total"]) < 1e-5
+    for coded, reference in ((sam_c, sam_p), (tiny_c, tiny_p)):
+        assert all(torch.allclose(coded[k].float(), v.float(), atol=1e-5) for k, v in reference.items())
