@@ -76,9 +76,9 @@ def embed_images(sam: nn.Module, images: Tensor, batch: int, device: torch.devic
     """
     from dsfed.models.segmenter import resize
 
-    training = sam.training
+    training, side = sam.training, int(sam.input_size)  # type: ignore[arg-type]
     sam.eval()
-    out = [sam.embed(resize(_as_float(images[lo : lo + batch]).to(device), sam.input_size)).float().cpu()  # type: ignore[operator]
+    out = [sam.embed(resize(_as_float(images[lo : lo + batch]).to(device), side)).float().cpu()  # type: ignore[operator]
            for lo in range(0, len(images), batch)]
     sam.train(training)
     return torch.cat(out) if out else torch.zeros(0)
