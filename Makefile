@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install demo demo-samfed ui lint test test-all bench bench-demo clean-artifacts
+.PHONY: help install demo demo-samfed ui lint test test-all bench bench-demo bench-gpu clean-artifacts
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/models.py
 	python benchmarks/generation.py
 	python benchmarks/distill.py
+
+bench-gpu: $(STAMP)  ## on a CUDA machine: the real models' training near the GPU's limit, SD 1.5, the paper's run projected (~10 min)
+	python benchmarks/gpu.py
 
 bench-demo: $(STAMP)  ## time `make demo` on a fresh clone under /tmp: wall time, peak memory, stage table (about 80 min)
 	python benchmarks/demo.py --work /tmp/dsfed-demo-bench-$$$$ --out docs/benchmarks/demo-cpu.json
