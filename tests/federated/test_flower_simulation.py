@@ -1,6 +1,7 @@
 """Flower's simulation engine for real: the same ServerApp and ClientApp, every client a simulated node
 (Ray actors) of a private SuperLink the stage starts; weights, ledger and metrics equal the in-process run's.
-The method runs with local DP, so the clipping and seeded noise at the client are checked over the wire too."""
+The method runs with local DP and the payload codec (fp16 down, bf16 deltas up, zstd), so the clipping and
+seeded noise at the client and the codec's reply-in-kind are checked over Flower's messages too."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ METHOD = {"fedunet": {"model": "unet", "input_size": 32, "dp": {"mode": "local",
 
 def test_two_rounds_on_the_simulation_engine_equal_the_in_process_run(project: Path, stores: Path) -> None:
     raw = tiny_raw(METHOD, rounds=2)
-    raw["federated"] |= {"engine": "simulation", "flower": {"client_cpus": 1, "timeout_s": 300, "wait_nodes_s": 60}}
+    raw["federated"] |= {"engine": "simulation", "flower": {"client_cpus": 1, "timeout_s": 300, "wait_nodes_s": 60},
+                         "codec": {"down": "fp16", "up": "bf16", "delta": True, "compress": "zstd"}}
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     params = load_params(project / "params.yaml")
     metrics = train_method(params, project / "params.yaml", "fedunet", stores)
@@ -38,6 +40,8 @@ def test_two_rounds_on_the_simulation_engine_equal_the_in_process_run(project: P
     assert metrics["privacy"]["mode"] == "local" and metrics["privacy"]["epsilon"] > 0
     strip = lambda rows: [(r["round"], r["client"], r["direction"], r["what"], r["bytes"]) for r in rows]  # noqa: E731
     assert strip(read_ledger(out / "ledger.csv")) == strip(read_ledger(project / "inprocess/ledger.csv"))
+    updates = [r["bytes"] for r in read_ledger(out / "ledger.csv") if r["what"] == "update"]
+    assert updates and max(updates) < 0.5 * sum(v.numel() * 4 for v in local.selected.values())   # bf16 deltas, compressed
     # each simulated node kept its state where the in-process engine keeps a client's
     assert {p.name for p in (out / "client-state").iterdir()} >= {"a", "b", "h"}
     assert all((out / "client-state" / c / "setup.json").is_file() for c in ("a", "b", "h"))
