@@ -26,7 +26,8 @@ from dsfed.evaluation.metrics import per_image_metrics
 from dsfed.models import Segmenter
 from dsfed.models.prompts import boxes_from_masks
 
-__all__ = ["bootstrap_ci", "clean_floats", "flops_per_image", "inference_ms", "load_test_sets", "score_on_tests", "source_mean"]
+__all__ = ["bootstrap_ci", "clean_floats", "flops_per_image", "inference_ms", "load_test_sets", "score_client", "score_on_tests", "source_mean",
+           "summarise_client"]
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,25 @@ def load_test_sets(stores: dict[str, Path]) -> dict[str, tuple[torch.Tensor, tor
     return tests
 
 
+def score_client(model: Segmenter, images: torch.Tensor, masks: torch.Tensor, params: Params,
+                 device: torch.device) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """Per-image metrics (each (N, C)) and logits (N, C, Sm, Sm) of ``model`` on one client's test images (N, 3, S, S)."""
+    logits = _predict(model, images, device, masks)
+    return {k: v.numpy() for k, v in per_image_metrics(logits, masks, hd95=params.evaluate.hd95).items()}, logits
+
+
+def summarise_client(metrics: dict[str, np.ndarray], params: Params) -> dict[str, Any]:
+    """One client's summary (means, per-class means, std, bootstrap CI of Dice) from its per-image metrics."""
+    return _summary(metrics, list(params.data.classes), params.evaluate, params.seed)
+
+
 def score_on_tests(model: Segmenter, tests: dict[str, tuple[torch.Tensor, torch.Tensor]], params: Params,
                    device: torch.device) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]], dict[str, torch.Tensor]]:
     """(summary per client, per-image metrics per client, logits per client) of ``model`` on ``tests``."""
     summaries, per_image, logits_by = {}, {}, {}
     for client, (images, masks) in tests.items():
-        logits = _predict(model, images, device, masks)
-        metrics = {k: v.numpy() for k, v in per_image_metrics(logits, masks, hd95=params.evaluate.hd95).items()}
-        summaries[client] = _summary(metrics, list(params.data.classes), params.evaluate, params.seed)
+        metrics, logits = score_client(model, images, masks, params, device)
+        summaries[client] = summarise_client(metrics, params)
         per_image[client], logits_by[client] = metrics, logits
     return summaries, per_image, logits_by
 

@@ -36,7 +36,6 @@ from dsfed.distill.run import latest_round, run_distillation
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import Ledger
 from dsfed.federated.validator import DEPLOYED_MODEL
-from dsfed.generation.client import read_pairs
 from dsfed.io import atomic_path, sha256_file, write_csv, write_json
 from dsfed.models.card import card_architecture, load_carded_model
 from dsfed.provenance import DISTILL_CODE, code_hash
@@ -71,6 +70,9 @@ def _hash(payload: Any) -> str:
 def _train_pairs(stores: dict[str, ClientStore]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[str, int]]]:
     """Every source client's synthetic train pairs: images (N,3,S,S) uint8, masks (N,K,Sm,Sm) uint8, and
     (client, store row) per sample."""
+    # imported here: the module imports diffusers, which evaluate and report (importing this one) do not need
+    from dsfed.generation.client import read_pairs
+
     images, masks, origin = [], [], []
     for name, store in stores.items():
         rows = store.split("train")

@@ -16,13 +16,15 @@ import numpy as np
 import torch
 
 from dsfed.config import Params
+from dsfed.evaluation.cache import ScoreCache, tensor_digest
 from dsfed.evaluation.suite import (
     clean_floats,
     flops_per_image,
     inference_ms,
     load_test_sets,
-    score_on_tests,
+    score_client,
     source_mean,
+    summarise_client,
 )
 from dsfed.federated.ledger import ledger_totals
 from dsfed.io import write_csv, write_json, write_npz
@@ -48,7 +50,8 @@ def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[Mode
     ``metrics.json``: per model, per client summaries, the source-client mean and the held-out client's,
     and the efficiency row: parameters, communication, GFLOPs per image (``entries``: these models instead of the
     producer registry's; SAM-Fed's task passes its own). The measured batch-1 latency per model is recorded under
-    ``stage`` in ``<timings_root or artifacts>/timings.jsonl``, not in the hashed outputs. ``predictions.npz``
+    ``stage`` in ``<timings_root or artifacts>/timings.jsonl``, not in the hashed outputs (for a model read from the
+    score cache, ``eval/cache``: :mod:`dsfed.evaluation.cache`, its latency when first scored). ``predictions.npz``
     holds the first ``overlays`` test images of each client with every model's predicted masks, for the report's
     overlays.
     """
@@ -67,26 +70,49 @@ def run_evaluate_stage(params: Params, artifacts: str | Path, entries: list[Mode
     latency: dict[str, float] = {}
     timing_images = torch.cat([x for x, _ in tests.values()])[: cfg.timing_images]
     timing_masks = torch.cat([m for _, m in tests.values()])[: cfg.timing_images]
+    cache = ScoreCache(out / "cache", {"classes": classes, "mask_size": params.data.mask_size, "device": str(device),
+                                       "evaluate": cfg.model_dump(mode="json", exclude={"device"}), "seed": params.seed,
+                                       "timing": tensor_digest(timing_images, timing_masks)})
+    client_keys = {client: tensor_digest(images, masks) for client, (images, masks) in tests.items()}
+    scored = 0
     for entry in entries:
-        model = entry.load(classes, params.data.mask_size, device)
-        per_client, per_image, logits_by = score_on_tests(model, tests, params, device)
-        for client, metrics in per_image.items():
+        key = cache.model_key([entry.checkpoint] if entry.checkpoint is not None else [entry.folder / "model.safetensors",
+                                                                                        entry.folder / "model.json"], entry.build)
+        model = None
+        per_client: dict[str, Any] = {}
+        for client, (images, masks) in tests.items():
+            hit = cache.get(key, client_keys[client])
+            if hit is None:
+                model = model if model is not None else entry.load(classes, params.data.mask_size, device)
+                metrics, logits = score_client(model, images, masks, params, device)
+                hit = (metrics, (logits[: cfg.overlays] > 0).numpy().astype(np.uint8))
+                cache.put(key, client_keys[client], *hit)
+                scored += 1
+            metrics, masks_out = hit
+            per_client[client] = summarise_client(metrics, params)
             for i in range(len(metrics["dice"])):
                 rows.append({"model": entry.key, "client": client, "image": i,
                              **{f"{m}_{cls}": float(metrics[m][i, k]) for m in metrics for k, cls in enumerate(classes)}})
             if cfg.overlays:
-                overlay[f"{entry.key}/{client}"] = (logits_by[client][: cfg.overlays] > 0).numpy().astype(np.uint8)
+                overlay[f"{entry.key}/{client}"] = masks_out
         means = source_mean(per_client, source)
         comm = sum(int(ledger_totals(p)["total"]) for p in entry.ledgers if p.is_file())
-        # deterministic cost in the hashed metrics; the measured latency goes to the timings log (dsfed.timings)
-        efficiency = {"parameters": model.num_parameters(), "communication_bytes": comm,
-                      "gflops_per_image": flops_per_image(model, timing_images, masks=timing_masks) / 1e9, "note": entry.note}
-        latency[entry.key] = round(inference_ms(model, timing_images, device, masks=timing_masks), 3)
+        cost = cache.get_model(key)
+        if cost is None:   # deterministic cost in the hashed metrics; the measured latency goes to the timings log
+            model = model if model is not None else entry.load(classes, params.data.mask_size, device)
+            cost = {"parameters": model.num_parameters(), "gflops_per_image": flops_per_image(model, timing_images, masks=timing_masks) / 1e9,
+                    "latency_ms": round(inference_ms(model, timing_images, device, masks=timing_masks), 3)}
+            cache.put_model(key, cost)
+        efficiency = {"parameters": cost["parameters"], "communication_bytes": comm, "gflops_per_image": cost["gflops_per_image"],
+                      "note": entry.note}
+        latency[entry.key] = cost["latency_ms"]   # measured when the model was first scored
         results[entry.key] = {"label": entry.label, "group": entry.group, "clients": per_client, "source_mean": means,
                               "holdout": per_client.get(holdout) if holdout else None, "efficiency": efficiency}
-        log.info("evaluate: %-14s source Dice %.4f%s", entry.key, means.get("dice", math.nan),
-                 f", held-out {per_client[holdout]['dice']:.4f}" if holdout else "")
+        log.info("evaluate: %-14s source Dice %.4f%s%s", entry.key, means.get("dice", math.nan),
+                 f", held-out {per_client[holdout]['dice']:.4f}" if holdout else "", "" if model is not None else " (cached)")
         del model
+    cache.prune()
+    log.info("evaluate: %d of %d (model, client) scores computed, the rest read from %s", scored, len(entries) * len(tests), cache.root)
     for client, (images, masks) in tests.items():
         overlay[f"image/{client}"] = (images[: cfg.overlays] * 255).round().to(torch.uint8).numpy()
         overlay[f"truth/{client}"] = masks[: cfg.overlays].numpy().astype(np.uint8)

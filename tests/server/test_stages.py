@@ -405,3 +405,36 @@ def test_no_zero_shot_row_for_a_foundation_whose_class_head_is_reinitialised(tmp
     assert [e.key for e in produced_models(two, tmp_path)] == ["foundation", "server_sam"]
     assert [e.key for e in produced_models(with_classes(["lesion"]), tmp_path)] == ["foundation", "server_sam"]
     assert [e.key for e in produced_models(with_classes(["liver"]), tmp_path)] == ["server_sam"]
+
+
+def test_evaluate_reads_unchanged_scores_from_its_cache_and_scores_a_changed_model_again(server: tuple[Path, Params],
+                                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfed.stages.producers import ModelEntry
+
+    root, params = server
+    art = root / "artifacts"
+    outputs = ("metrics.json", "per_image.csv", "predictions.npz")
+    before = {name: (art / "eval" / name).read_bytes() for name in outputs}
+    loaded: list[str] = []
+    load = ModelEntry.load
+    monkeypatch.setattr(ModelEntry, "load", lambda self, *args, **kwargs: loaded.append(self.key) or load(self, *args, **kwargs))
+    run_evaluate_stage(params, art)   # nothing changed: every score from the cache, the same bytes
+    assert loaded == [] and {name: (art / "eval" / name).read_bytes() for name in outputs} == before
+    weights = art / "federated/fedtinysam/model.safetensors"
+    original = weights.read_bytes()
+    try:   # a retrained student: it alone is loaded and scored again
+        save_file({k: v * 1.05 if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}, str(weights))
+        changed = run_evaluate_stage(params, art)
+        assert loaded == ["fedtinysam"]
+        old = json.loads(before["metrics.json"])["models"]
+        assert changed["models"]["fedtinysam"]["clients"] != old["fedtinysam"]["clients"]
+        assert all(changed["models"][k] == v for k, v in old.items() if k != "fedtinysam")
+        cached = {name: (art / "eval" / name).read_bytes() for name in outputs}
+        shutil.rmtree(art / "eval/cache")   # scored afresh without the cache: the same bytes
+        run_evaluate_stage(params, art)
+        assert {name: (art / "eval" / name).read_bytes() for name in outputs} == cached
+    finally:
+        weights.write_bytes(original)
+        run_evaluate_stage(params, art)
+    assert {name: (art / "eval" / name).read_bytes() for name in outputs} == before
+    assert len(list((art / "eval/cache").iterdir())) == len(json.loads(before["metrics.json"])["models"])   # the current models only
