@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from dsfed.models import build_model
 from dsfed.models.sdpa import use_sdpa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import flops, matmul_peak  # noqa: E402  (benchmarks/models.py)
+from models import flops, matmul_peak, train_step  # noqa: E402  (benchmarks/models.py)
 
 PAPER_MIN = {"fedsam": 1411.0, "dsfedmed_federated": 198.0, "dsfedmed_generation_distill": 455.5}
 # FedDG fundus training images of the three source domains (Domain1-3: 101, 159, 400 images) after the
@@ -50,23 +49,6 @@ CONTROLNET_STEPS = 5000      # paper-fundus: controlnet.steps at batch 4
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def _step_fn(model: torch.nn.Module, batch: int, size: int, device: torch.device, amp: bool) -> Callable[[], None]:
-    x = torch.rand(batch, 3, size, size, device=device)
-    y = (torch.rand(batch, 2, 256, 256, device=device) > 0.8).float()
-    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-
-    def step() -> None:
-        with cast:
-            logits = model(x)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
-    return step
 
 
 def _variant(name: str, preset: str, size: int, device: torch.device) -> torch.nn.Module:
@@ -83,7 +65,7 @@ def _variant(name: str, preset: str, size: int, device: torch.device) -> torch.n
 def _samples_per_s(name: str, preset: str, size: int, batch: int, device: torch.device, amp: bool, steps: int) -> float:
     """Samples/s of ``steps`` timed training steps after three warm-up steps (compilation happens there)."""
     model = _variant(name, preset, size, device)
-    step = _step_fn(model, batch, size, device, amp)
+    step = train_step(model, torch.rand(batch, 3, size, size, device=device), (torch.rand(batch, 2, 256, 256, device=device) > 0.8).float(), amp)
     for _ in range(3):
         step()
     _sync()

@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,22 +60,28 @@ def flops(model: torch.nn.Module, x: torch.Tensor, train: bool) -> int:
     return counter.get_total_flops()
 
 
-def bench_preset(name: str, device: torch.device, batch: int, steps: int, amp: bool) -> dict[str, Any]:
-    model = build_model(name, num_classes=2, output_size=64).to(device)
-    size = model.input_size
-    x = torch.rand(batch, 3, size, size, device=device)
-    y = (torch.rand(batch, 2, 64, 64, device=device) > 0.8).float()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    cast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
+def train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> Callable[[], None]:
+    """A function doing one Adam step (lr 1e-4) of BCE between ``model(x)`` and masks ``y``, bf16 autocast when ``amp``."""
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    cast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp)
 
     def step() -> None:
         with cast:
             logits = model(x)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
+        optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        optimiser.step()
 
+    return step
+
+
+def bench_preset(name: str, device: torch.device, batch: int, steps: int, amp: bool) -> dict[str, Any]:
+    model = build_model(name, num_classes=2, output_size=64).to(device)
+    size = model.input_size
+    x = torch.rand(batch, 3, size, size, device=device)
+    step = train_step(model, x, (torch.rand(batch, 2, 64, 64, device=device) > 0.8).float(), amp)
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     model.train()
     step()
     _sync(device)
