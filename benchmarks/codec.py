@@ -34,7 +34,10 @@ import torch
 import yaml
 
 from dsfed.federated.codec import PLAIN, Codec, encode
+from dsfed.federated.engines import InProcessEngine
+from dsfed.federated.federation import Federation
 from dsfed.federated.ledger import ledger_totals
+from dsfed.federated.settings import CodecConfig
 
 MB = 1e6
 RECOMMENDED = "down=fp16,up=bf16,delta=1,compress=zstd"
@@ -136,9 +139,9 @@ def real_tinysam(codecs: dict[str, tuple[Codec, Codec]], steps: int, input_size:
 
 
 def codec_pair(spec: dict[str, Any]) -> tuple[Codec, Codec]:
-    """The (download, upload) codecs of a ``federated.codec`` mapping, as :class:`~dsfed.federated.federation.Federation` builds them."""
-    compress, level = spec.get("compress", "none"), int(spec.get("level", 5))
-    return Codec(spec.get("down", "fp32"), False, compress, level), Codec(spec.get("up", "fp32"), bool(spec.get("delta", False)), compress, level)
+    """The (download, upload) codecs a :class:`~dsfed.federated.federation.Federation` uses for a ``federated.codec`` mapping."""
+    federation = Federation(InProcessEngine([]), "", codec=CodecConfig(**spec))
+    return federation.down, federation.up or PLAIN
 
 
 def main() -> None:
