@@ -12,8 +12,11 @@ nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for
   train their ControlNets, audit their synthetic sets and train the federated methods and SAM-Fed's variants
   on their nodes, DSFedMed's server stages validate on the nodes and deliver the student to them (the audit's
   grid of real images stays at the nodes: the server's ``grid.png`` differs by design);
-- with ``--whole``, ``dsfed repro --force --no-run-cache``: every stage of the pipeline, as ``dvc repro`` runs
-  it on a fresh checkout, with the Flower engine.
+- with ``--whole``, every stage of the pipeline, as ``dvc repro`` runs it on a fresh checkout, with the Flower
+  engine: one ``dsfed repro --force --single-item --no-run-cache STAGE`` per stage, in the order ``dvc repro``
+  runs them, each listed in ``.flower/whole-done.txt`` once it ran; ``--whole --resume`` goes on after the
+  last stage listed (a run of two hours can be stopped and taken up again: the in-process lock, params and
+  uncached outputs are kept in ``.flower/before/`` from the first start).
 
 It then compares every output whose hash changed with its in-process version, by content
 (``scripts/compare_outputs.py``: the old version from the DVC cache, or from a snapshot taken before the run
@@ -22,7 +25,7 @@ but for wall-clock figures and ``resumed_from``, count as equal and are listed. 
 ``client-state/`` are left out: the checkpoints' folder is named by the run's config hash, which includes the
 federated code's hash, and on Flower the clients' state is at the nodes.
 
-    python scripts/repro_on_flower.py [--stages 'controlnet@*' 'federated@*' ...] [--whole] [--keep-lock]
+    python scripts/repro_on_flower.py [--stages 'controlnet@*' 'federated@*' ...] [--whole [--resume]] [--keep-lock]
 
 Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` keeps the new dvc.lock
 (default: the old one is put back when no output differs in content, so only the engine differs).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -51,22 +55,62 @@ def _dsfed(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "dsfed", *args], stdout=out, stderr=subprocess.STDOUT if out else None)
 
 
+def _stage_order(project: Path) -> list[str]:
+    """Every stage, in the order ``dvc repro`` runs them (its dry run of a forced repro)."""
+    dry = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force"], cwd=project, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=True).stdout
+    return re.findall(r"Running stage '([^']+)'", dry)
+
+
+def _checkpoints(project: Path, stage: str) -> list[Path]:
+    """The checkpoint folders a forced ``stage`` would resume from: removed first, for a fresh run."""
+    kind, _, item = stage.partition("@")
+    folder = {"federated": f"artifacts/federated/{item}", "distill": "artifacts/distill", "samfed": f"artifacts/samfed/variants/{item}"}.get(kind)
+    return [project / folder / "checkpoints"] if folder else []
+
+
+def _run_whole(project: Path, done_file: Path, env: dict[str, str]) -> None:
+    """Force every stage in turn on Flower, skipping those ``done_file`` lists; each is listed once it ran."""
+    done = set(done_file.read_text().split()) if done_file.is_file() else set()
+    order = _stage_order(project)
+    for i, stage in enumerate(order, 1):
+        if stage in done:
+            continue
+        for folder in _checkpoints(project, stage):
+            shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dsfed", "repro", "--force", "--single-item", "--no-run-cache", stage], check=True, env=env)
+        with done_file.open("a") as f:
+            f.write(f"{stage}\n")
+        print(f"[{i}/{len(order)}] {stage} on Flower: {time.perf_counter() - started:.0f} s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stages", nargs="+", default=["controlnet@*", "quality@*", "federated@*", "server_sam", "distill", "samfed@*"],
                         help="the stages to force on Flower (dvc repro --glob patterns)")
     parser.add_argument("--whole", action="store_true", help="rerun every stage of the pipeline (dsfed repro --force)")
+    parser.add_argument("--resume", action="store_true", help="with --whole: go on after the stages .flower/whole-done.txt lists")
     parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
     args = parser.parse_args()
     project = Path.cwd()
     params_path = project / "params.yaml"
-    original_params = params_path.read_bytes()
-    lock_before = (project / "dvc.lock").read_bytes()
-    raw = yaml.safe_load(original_params)
+    before = project / ".flower" / "before"   # the in-process run's lock, params and uncached outputs
+    snapshot = before / "snapshot"
     skip = ("/checkpoints", "/client-state")
-    snapshot = project / ".flower" / "snapshot"
-    shutil.rmtree(snapshot, ignore_errors=True)
-    snapshot_uncached(project, yaml.safe_load(lock_before), snapshot, skip)   # metrics, ledgers: not in the DVC cache
+    done_file = project / ".flower" / "whole-done.txt"
+    if args.resume and not (args.whole and (before / "dvc.lock").is_file()):
+        parser.error("--resume goes on with an earlier --whole run: none was started here")
+    if not args.resume:
+        shutil.rmtree(before, ignore_errors=True)
+        done_file.unlink(missing_ok=True)
+        before.mkdir(parents=True)
+        shutil.copy2(project / "params.yaml", before / "params.yaml")
+        shutil.copy2(project / "dvc.lock", before / "dvc.lock")
+        snapshot_uncached(project, yaml.safe_load((before / "dvc.lock").read_bytes()), snapshot, skip)   # metrics, ledgers: not in the DVC cache
+    original_params = (before / "params.yaml").read_bytes()
+    lock_before = (before / "dvc.lock").read_bytes()
+    raw = yaml.safe_load(original_params)
     stores = {name: project / "artifacts/clients" / name / "data.zarr" for name in raw["clients"]}
     if args.whole or any(p.startswith("samfed") for p in args.stages):
         stores |= {name: project / "artifacts/samfed/clients" / name / "data.zarr" for name in (raw.get("samfed") or {}).get("clients") or {}}
@@ -98,12 +142,15 @@ def main() -> None:
         raw["federated"]["flower"] = {"control": f"127.0.0.1:{control}", "root_certificates": str(certs / "ca.crt"), "timeout_s": 900,
                                       "wait_nodes_s": 180}
         params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        for pattern in ("artifacts/federated/*/checkpoints", "artifacts/distill/checkpoints", "artifacts/samfed/variants/*/checkpoints"):
-            for checkpoints in project.glob(pattern):   # a fresh run, not a resume of the last one
-                shutil.rmtree(checkpoints)
         env = {**os.environ}
-        command = ["--force", "--no-run-cache"] if args.whole else ["--force", "--single-item", "--no-run-cache", "--glob", *args.stages]
-        subprocess.run([sys.executable, "-m", "dsfed", "repro", *command], check=True, env=env)
+        if args.whole:
+            _run_whole(project, done_file, env)
+        else:
+            for pattern in ("artifacts/federated/*/checkpoints", "artifacts/distill/checkpoints", "artifacts/samfed/variants/*/checkpoints"):
+                for checkpoints in project.glob(pattern):   # a fresh run, not a resume of the last one
+                    shutil.rmtree(checkpoints)
+            command = ["--force", "--single-item", "--no-run-cache", "--glob", *args.stages]
+            subprocess.run([sys.executable, "-m", "dsfed", "repro", *command], check=True, env=env)
     finally:
         params_path.write_bytes(original_params)
         for p in procs:
