@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def engine_report(benchmark: str, engine: str, times: dict[str, dict[int, float]], weights: dict[str, dict[str, torch.Tensor]],
-                  rounds: int, federation: str, command: str, out: Path | None) -> dict[str, object]:
+                  rounds: int, federation: str, command: str, out: Path | None, extra: dict[str, object] | None = None) -> dict[str, object]:
     """``times[e][r]``: wall seconds of ``r`` rounds on engine ``e`` (``inprocess`` and ``engine``), for 1 and
-    ``rounds``; ``weights["<e>-<rounds>"]``: final weights. Prints the JSON, writes it to ``out`` if given."""
+    ``rounds``; ``weights["<e>-<rounds>"]``: final weights; ``extra``: more keys of the benchmark's own. Prints
+    the JSON, writes it to ``out`` if given."""
     per_round = {e: (t[rounds] - t[1]) / (rounds - 1) for e, t in times.items()}
     final = weights[f"{engine}-{rounds}"]
     result: dict[str, object] = {
@@ -38,6 +39,7 @@ def engine_report(benchmark: str, engine: str, times: dict[str, dict[int, float]
         "fixed_overhead_s": round((times[engine][1] - per_round[engine]) - (times["inprocess"][1] - per_round["inprocess"]), 2),
         "weights_bit_identical": all(torch.equal(final[k], v) for k, v in weights[f"inprocess-{rounds}"].items()),
         "command": command,
+        **(extra or {}),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -5,7 +5,8 @@ A tiny federation (phantom fundus sites a, b and held-out h, 10 images each, U-N
 and one SuperNode per client, separate processes on 127.0.0.1, plaintext). Per engine: wall time of the
 stage's work; ``per_round_s`` = (t[R] - t[1]) / (R - 1), so the fixed costs (``flwr run``, greeting the
 nodes, setup) fall out; ``overhead_per_round_s`` = Flower's per round minus in-process's. Also checks the
-two engines' final weights are bit-identical.
+two engines' final weights are bit-identical, and where a message's time goes at the nodes
+(``message_phases``: the nodes log at DEBUG, with timestamps; :mod:`flower_messages`).
 
     python benchmarks/flower_overhead.py --rounds 3 --out docs/benchmarks/flower-overhead-cpu.json
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from engine_compare import engine_report, timed_run  # noqa: E402  (this folder, first on sys.path)
+from flower_messages import message_phases, summarise_phases  # noqa: E402
 
 from dsfed.config import load_params  # noqa: E402
 from dsfed.data.store import build_client_store  # noqa: E402
@@ -62,6 +64,9 @@ def main() -> None:
         build_client_store(params, name, store_path(root / "artifacts", name), root=root, progress=False)
     fleet, control, appio, *node_ports = free_ports(3 + len(SITES))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    node_env = {**env, "FLWR_LOG_LEVEL": "DEBUG"}   # timestamps on the nodes' lines: where a message's time goes
+    logs = root / "node-logs"
+    logs.mkdir()
     procs = [subprocess.Popen([sys.executable, "-m", "dsfed", "server", "start", "--state", str(root / "superlink"), "--fleet-port", str(fleet),
                                "--control-port", str(control), "--serverappio-port", str(appio)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
@@ -71,7 +76,7 @@ def main() -> None:
             procs.append(subprocess.Popen([sys.executable, "-m", "dsfed", "node", "start", "--client", name, "--data",
                                            str(store_path(root / "artifacts", name)), "--state", str(root / "nodes"),
                                            "--superlink", f"127.0.0.1:{fleet}", "--clientappio-port", str(port)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+                                          stdout=(logs / f"{name}.log").open("w"), stderr=subprocess.STDOUT, env=node_env))
         times: dict[str, dict[int, float]] = {"inprocess": {}, "flower": {}}
         weights: dict[str, dict[str, torch.Tensor]] = {}
         for engine in ("inprocess", "flower"):
@@ -84,9 +89,11 @@ def main() -> None:
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+        phases = {name: summarise_phases(message_phases(logs / f"{name}.log")) for name in SITES}
         shutil.rmtree(root, ignore_errors=True)
     engine_report("flower_overhead", "flower", times, weights, args.rounds, "3 nodes (a, b train; h held out), 10 phantom fundus images each, U-Net 32 px, batch 4",
-                  f"python benchmarks/flower_overhead.py --rounds {args.rounds}", args.out)
+                  f"python benchmarks/flower_overhead.py --rounds {args.rounds}", args.out,
+                  {"per_message_at_the_nodes": phases})   # both Flower runs, per node: median seconds of each phase
 
 if __name__ == "__main__":
     main()
