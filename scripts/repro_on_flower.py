@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -105,6 +106,7 @@ def main() -> None:
         shutil.rmtree(before, ignore_errors=True)
         done_file.unlink(missing_ok=True)
         before.mkdir(parents=True)
+        (before / "started").write_text(datetime.now(timezone.utc).isoformat(timespec="seconds") + "\n")   # benchmarks/flower_demo.py
         shutil.copy2(project / "params.yaml", before / "params.yaml")
         shutil.copy2(project / "dvc.lock", before / "dvc.lock")
         snapshot_uncached(project, yaml.safe_load((before / "dvc.lock").read_bytes()), snapshot, skip)   # metrics, ledgers: not in the DVC cache
