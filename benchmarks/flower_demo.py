@@ -77,8 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="a project where repro_on_flower.py --whole ran")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--note", help="what else ran meanwhile, and anything the figures need said")
     args = parser.parse_args()
     result = {**pair_stage_times(args.project), "command": "python benchmarks/flower_demo.py --project CLONE"}
+    if args.note:
+        result["note"] = args.note
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
