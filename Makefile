@@ -34,11 +34,13 @@ lint: $(STAMP)  ## ruff (pyflakes, imports) on the code, mypy on dsfed/
 	ruff check dsfed dsfed_pipeline tests benchmarks scripts
 	mypy
 
+TEST_WORKERS ?= 2   # pytest-xdist processes; a test module stays in one (its fixtures build whole DVC projects)
+
 test: $(STAMP)  ## run the test suite, one test of each kind (what CI runs)
-	python -m pytest -m "not extended"
+	python -m pytest -m "not extended" -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)  ## run every test, the extended ones too (second tests of a kind: +25 min on 2 cores)
-	python -m pytest
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)  ## run the benchmarks (JSON on stdout)
 	python benchmarks/store_access.py
