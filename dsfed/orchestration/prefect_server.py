@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -187,10 +189,26 @@ def run_with_server(command: list[str]) -> int:
         env |= client_env(url)
         print(f"prefect server: started a Prefect server at {url} in {time.perf_counter() - t0:.1f} s "
               "(stopped when the command ends)", file=sys.stderr)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     try:
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        return subprocess.call(command, env=env)
+        child = subprocess.Popen(command, env=env)
+    except BaseException:
+        if proc is not None:
+            stop_server(proc)
+        raise
+    # a SIGTERM (or SIGHUP) to this process goes on to the command, and the server started here is stopped when it
+    # ends: the server runs in its own session, so without this a terminated `dsfed repro` left it running
+    main_thread = threading.current_thread() is threading.main_thread()   # only there can Python take signals
+    forward = {sig: signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+               for sig in ((signal.SIGTERM, signal.SIGHUP) if main_thread else ())}
+    try:
+        return child.wait()
     finally:
+        for sig, previous in forward.items():
+            signal.signal(sig, previous)
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
         if proc is not None:
             stop_server(proc)
 
