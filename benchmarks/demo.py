@@ -38,6 +38,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from emit_json import emit  # noqa: E402  (this folder, first on sys.path)
+
 from dsfed.timings import latest_stage_times  # noqa: E402
 
 
@@ -178,10 +180,7 @@ def main() -> None:
     result["target"] = args.target or "make demo"
     result = summarise(root, result, args.target, args.venv)
     print_table(result)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ against the in-process engine, and whether the final weights are bit-identical."
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -13,6 +12,7 @@ from typing import Any
 
 import torch
 import yaml
+from emit_json import emit  # noqa: E402  (this folder, first on sys.path)
 from safetensors.torch import load_file
 
 from dsfed.config import load_params
@@ -41,10 +41,7 @@ def engine_report(benchmark: str, engine: str, times: dict[str, dict[int, float]
         "command": command,
         **(extra or {}),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if out:
-        out.write_text(text + "\n")
+    emit(result, out)
     return result
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from emit_json import emit  # noqa: E402  (this folder, first on sys.path)
 
 
 def _rounds(raw: dict[str, Any], stage: str) -> int | None:
@@ -82,10 +83,7 @@ def main() -> None:
     result = {**pair_stage_times(args.project), "command": "python benchmarks/flower_demo.py --project CLONE"}
     if args.note:
         result["note"] = args.note
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from emit_json import emit  # noqa: E402  (this folder, first on sys.path)
+
 from dsfed.orchestration.prefect_server import client_env, start_server, stop_server  # noqa: E402
 from dsfed.timings import latest_stage_times  # noqa: E402
 
@@ -193,10 +195,7 @@ def main() -> None:
         stop_server(server)
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
