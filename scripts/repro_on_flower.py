@@ -22,8 +22,9 @@ It then compares every output whose hash changed with its in-process version, by
 (``scripts/compare_outputs.py``: the old version from the DVC cache, or from a snapshot taken before the run
 for ``cache: false`` outputs such as metrics and ledgers): equal weights with other metadata, or JSON equal
 but for wall-clock figures and ``resumed_from``, count as equal and are listed. ``checkpoints/`` and
-``client-state/`` are left out: the checkpoints' folder is named by the run's config hash, which includes the
-federated code's hash, and on Flower the clients' state is at the nodes.
+``client-state/`` and SAM-Fed's ``client-cache/`` are left out: the checkpoints' folder is named by the run's config
+hash, which includes the federated code's hash, and on Flower the clients' state and cached teacher predictions
+are at the nodes (the server's folder holds a README saying so).
 
     python scripts/repro_on_flower.py [--stages 'controlnet@*' 'federated@*' ...] [--whole [--resume]] [--keep-lock]
 
@@ -98,7 +99,7 @@ def main() -> None:
     params_path = project / "params.yaml"
     before = project / ".flower" / "before"   # the in-process run's lock, params and uncached outputs
     snapshot = before / "snapshot"
-    skip = ("/checkpoints", "/client-state")
+    skip = ("/checkpoints", "/client-state", "/client-cache")   # run folders; what the clients keep: at the nodes on Flower
     done_file = project / ".flower" / "whole-done.txt"
     if args.resume and not (args.whole and (before / "dvc.lock").is_file()):
         parser.error("--resume goes on with an earlier --whole run: none was started here")
