@@ -64,11 +64,15 @@ def _stage_order(project: Path) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", dry)
 
 
+CHECKPOINTS = {"federated": "artifacts/federated/{}/checkpoints", "distill": "artifacts/distill/checkpoints",
+               "samfed": "artifacts/samfed/variants/{}/checkpoints"}
+"""Stage kind -> the checkpoint folder a forced stage of it would resume from ({}: the stage's item)."""
+
+
 def _checkpoints(project: Path, stage: str) -> list[Path]:
     """The checkpoint folders a forced ``stage`` would resume from: removed first, for a fresh run."""
     kind, _, item = stage.partition("@")
-    folder = {"federated": f"artifacts/federated/{item}", "distill": "artifacts/distill", "samfed": f"artifacts/samfed/variants/{item}"}.get(kind)
-    return [project / folder / "checkpoints"] if folder else []
+    return [project / CHECKPOINTS[kind].format(item)] if kind in CHECKPOINTS else []
 
 
 def _run_whole(project: Path, done_file: Path, env: dict[str, str]) -> None:
@@ -149,7 +153,7 @@ def main() -> None:
         if args.whole:
             _run_whole(project, done_file, env)
         else:
-            for pattern in ("artifacts/federated/*/checkpoints", "artifacts/distill/checkpoints", "artifacts/samfed/variants/*/checkpoints"):
+            for pattern in (template.format("*") for template in CHECKPOINTS.values()):
                 for checkpoints in project.glob(pattern):   # a fresh run, not a resume of the last one
                     shutil.rmtree(checkpoints)
             command = ["--force", "--single-item", "--no-run-cache", "--glob", *args.stages]
