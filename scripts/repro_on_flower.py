@@ -16,7 +16,10 @@ nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for
   engine: one ``dsfed repro --force --single-item --no-run-cache STAGE`` per stage, in the order ``dvc repro``
   runs them, each listed in ``.flower/whole-done.txt`` once it ran; ``--whole --resume`` goes on after the
   last stage listed (a run of two hours can be stopped and taken up again: the in-process lock, params and
-  uncached outputs are kept in ``.flower/before/`` from the first start).
+  uncached outputs are kept in ``.flower/before/`` from the first start); ``--whole --only PATTERN...`` forces
+  only the stages matching the patterns (fnmatch, in ``dvc repro``'s order) and takes the others as run: they
+  must be up to date in process (``dvc status``), as after an earlier run whose Flower outputs equalled the
+  in-process ones byte for byte (a whole run split over sessions: the later stages get the same inputs).
 
 It then compares every output whose hash changed with its in-process version, by content
 (``scripts/compare_outputs.py``: the old version from the DVC cache, or from a snapshot taken before the run
@@ -26,7 +29,7 @@ but for wall-clock figures and ``resumed_from``, count as equal and are listed. 
 hash, which includes the federated code's hash, and on Flower the clients' state and cached teacher predictions
 are at the nodes (the server's folder holds a README saying so).
 
-    python scripts/repro_on_flower.py [--stages 'controlnet@*' 'federated@*' ...] [--whole [--resume]] [--keep-lock]
+    python scripts/repro_on_flower.py [--stages 'controlnet@*' 'federated@*' ...] [--whole [--resume | --only PATTERN...]] [--keep-lock]
 
 Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` keeps the new dvc.lock
 (default: the old one is put back when no output differs in content, so only the engine differs).
@@ -35,6 +38,8 @@ Logs of the SuperLink and the nodes go to ``.flower/logs/``. ``--keep-lock`` kee
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import os
 import re
 import shutil
@@ -75,6 +80,17 @@ def _checkpoints(project: Path, stage: str) -> list[Path]:
     return [project / CHECKPOINTS[kind].format(item)] if kind in CHECKPOINTS else []
 
 
+def _taken_as_run(project: Path, order: list[str], only: list[str]) -> list[str]:
+    """The stages ``--only`` leaves out; each must be up to date (``dvc status``), else one line and exit."""
+    others = [s for s in order if not any(fnmatch.fnmatchcase(s, p) for p in only)]
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, text=True,
+                            stdout=subprocess.PIPE, check=True).stdout
+    stale = sorted(set(json.loads(status or "{}")) & set(others))
+    if stale:
+        sys.exit(f"--only: {', '.join(stale)} not up to date in process: run `dsfed repro` of them first")
+    return others
+
+
 def _run_whole(project: Path, done_file: Path, env: dict[str, str]) -> None:
     """Force every stage in turn on Flower, skipping those ``done_file`` lists; each is listed once it ran."""
     done = set(done_file.read_text().split()) if done_file.is_file() else set()
@@ -97,6 +113,8 @@ def main() -> None:
                         help="the stages to force on Flower (dvc repro --glob patterns)")
     parser.add_argument("--whole", action="store_true", help="rerun every stage of the pipeline (dsfed repro --force)")
     parser.add_argument("--resume", action="store_true", help="with --whole: go on after the stages .flower/whole-done.txt lists")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN",
+                        help="with --whole: force only these stages (fnmatch), the others up to date in process")
     parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
     args = parser.parse_args()
     project = Path.cwd()
@@ -107,6 +125,8 @@ def main() -> None:
     done_file = project / ".flower" / "whole-done.txt"
     if args.resume and not (args.whole and (before / "dvc.lock").is_file()):
         parser.error("--resume goes on with an earlier --whole run: none was started here")
+    if args.only and (args.resume or not args.whole):
+        parser.error("--only goes with --whole, not with --resume")
     if not args.resume:
         shutil.rmtree(before, ignore_errors=True)
         done_file.unlink(missing_ok=True)
@@ -115,6 +135,8 @@ def main() -> None:
         shutil.copy2(project / "params.yaml", before / "params.yaml")
         shutil.copy2(project / "dvc.lock", before / "dvc.lock")
         snapshot_uncached(project, yaml.safe_load((before / "dvc.lock").read_bytes()), snapshot, skip)   # metrics, ledgers: not in the DVC cache
+        if args.only:
+            done_file.write_text("".join(f"{s}\n" for s in _taken_as_run(project, _stage_order(project), args.only)))
     original_params = (before / "params.yaml").read_bytes()
     lock_before = (before / "dvc.lock").read_bytes()
     raw = yaml.safe_load(original_params)
