@@ -9,6 +9,10 @@ stages with rounds (``federated@*``, ``samfed@*``) gives Flower's extra seconds 
 costs, greeting and setting up the nodes and the final test replies, spread over its rounds).
 
     python benchmarks/flower_demo.py --project CLONE --out docs/benchmarks/flower-demo-cpu.json
+
+A whole run split over sessions (``repro_on_flower.py --whole --only ...`` for the later stages):
+``--merge OLD_JSON`` keeps the earlier result's rows for the stages this run did not time, and lists when
+each part started (``flower_runs_started``).
 """
 
 from __future__ import annotations
@@ -74,13 +78,28 @@ def pair_stage_times(project: Path) -> dict[str, Any]:
             "ratio_total": round(total_fl / total_in, 2) if total_in else None, "stages": rows}
 
 
+def merge(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with ``old``'s rows for the stages it lacks (old rows first, in their order), totals recomputed."""
+    timed = {row["stage"] for row in new["stages"]}
+    rows = [row for row in old["stages"] if row["stage"] not in timed] + new["stages"]
+    total_in, total_fl = sum(r["inprocess_s"] for r in rows), sum(r["flower_s"] for r in rows)
+    starts = old.get("flower_runs_started") or [old["flower_run_started"]]
+    return {**new, "flower_run_started": starts[0], "flower_runs_started": [*starts, new["flower_run_started"]],
+            "stages_compared": len(rows), "inprocess_s_total": round(total_in, 1), "flower_s_total": round(total_fl, 1),
+            "ratio_total": round(total_fl / total_in, 2) if total_in else None, "stages": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="a project where repro_on_flower.py --whole ran")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--note", help="what else ran meanwhile, and anything the figures need said")
+    parser.add_argument("--merge", type=Path, metavar="OLD_JSON", help="an earlier part's result: its rows for stages this run did not time")
     args = parser.parse_args()
     result = {**pair_stage_times(args.project), "command": "python benchmarks/flower_demo.py --project CLONE"}
+    if args.merge:
+        result = merge(result, json.loads(args.merge.read_text()))
+        result["command"] += " --merge OLD_JSON"
     if args.note:
         result["note"] = args.note
     emit(result, args.out)
