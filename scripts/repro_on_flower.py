@@ -17,9 +17,10 @@ nodes' keys, sets ``federated.engine: flower`` in params.yaml (restored byte for
   runs them, each listed in ``.flower/whole-done.txt`` once it ran; ``--whole --resume`` goes on after the
   last stage listed (a run of two hours can be stopped and taken up again: the in-process lock, params and
   uncached outputs are kept in ``.flower/before/`` from the first start); ``--whole --only PATTERN...`` forces
-  only the stages matching the patterns (fnmatch, in ``dvc repro``'s order) and takes the others as run: they
-  must be up to date in process (``dvc status``), as after an earlier run whose Flower outputs equalled the
-  in-process ones byte for byte (a whole run split over sessions: the later stages get the same inputs).
+  only the stages matching the patterns (fnmatch, in ``dvc repro``'s order) and takes the others as run, as
+  after an earlier session's run whose Flower outputs equalled the in-process ones byte for byte (a whole run
+  split over sessions: the later stages get the same inputs); the forced stages and those upstream of them
+  must be up to date in process first (``dvc status``).
 
 It then compares every output whose hash changed with its in-process version, by content
 (``scripts/compare_outputs.py``: the old version from the DVC cache, or from a snapshot taken before the run
@@ -81,14 +82,18 @@ def _checkpoints(project: Path, stage: str) -> list[Path]:
 
 
 def _taken_as_run(project: Path, order: list[str], only: list[str]) -> list[str]:
-    """The stages ``--only`` leaves out; each must be up to date (``dvc status``), else one line and exit."""
-    others = [s for s in order if not any(fnmatch.fnmatchcase(s, p) for p in only)]
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, text=True,
+    """The stages ``--only`` leaves out, taken as run. The forced stages and every stage upstream of them must
+    be up to date in process (``dvc status``: the in-process outputs are what the Flower ones are compared
+    with, and the inputs they get), else one line and exit."""
+    forced = [s for s in order if any(fnmatch.fnmatchcase(s, p) for p in only)]
+    if not forced:
+        sys.exit(f"--only: no stage matches {' '.join(only)}")
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", *forced], cwd=project, text=True,
                             stdout=subprocess.PIPE, check=True).stdout
-    stale = sorted(set(json.loads(status or "{}")) & set(others))
+    stale = sorted(json.loads(status or "{}"))
     if stale:
         sys.exit(f"--only: {', '.join(stale)} not up to date in process: run `dsfed repro` of them first")
-    return others
+    return [s for s in order if s not in forced]
 
 
 def _run_whole(project: Path, done_file: Path, env: dict[str, str]) -> None:
@@ -114,7 +119,7 @@ def main() -> None:
     parser.add_argument("--whole", action="store_true", help="rerun every stage of the pipeline (dsfed repro --force)")
     parser.add_argument("--resume", action="store_true", help="with --whole: go on after the stages .flower/whole-done.txt lists")
     parser.add_argument("--only", nargs="+", metavar="PATTERN",
-                        help="with --whole: force only these stages (fnmatch), the others up to date in process")
+                        help="with --whole: force only these stages (fnmatch); they and their upstream up to date in process first")
     parser.add_argument("--keep-lock", action="store_true", help="keep the dvc.lock the Flower run wrote")
     args = parser.parse_args()
     project = Path.cwd()
