@@ -71,10 +71,14 @@ def pair_stage_times(project: Path) -> dict[str, Any]:
             row["rounds"] = rounds
             row["extra_s_per_round"] = round((after[stage] - before[stage]) / rounds, 1)
         rows.append(row)
-    total_in, total_fl = sum(r["inprocess_s"] for r in rows), sum(r["flower_s"] for r in rows)
     return {"benchmark": "flower_demo", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "flower_run_started": started.isoformat(timespec="seconds"), "stages_compared": len(rows), "stages_listed_done": len(done),
-            "inprocess_s_total": round(total_in, 1), "flower_s_total": round(total_fl, 1),
+            "flower_run_started": started.isoformat(timespec="seconds"), "stages_listed_done": len(done), **_totals(rows)}
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows with their count and the in-process and Flower totals and ratio."""
+    total_in, total_fl = sum(r["inprocess_s"] for r in rows), sum(r["flower_s"] for r in rows)
+    return {"stages_compared": len(rows), "inprocess_s_total": round(total_in, 1), "flower_s_total": round(total_fl, 1),
             "ratio_total": round(total_fl / total_in, 2) if total_in else None, "stages": rows}
 
 
@@ -82,11 +86,8 @@ def merge(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
     """``new`` with ``old``'s rows for the stages it lacks (old rows first, in their order), totals recomputed."""
     timed = {row["stage"] for row in new["stages"]}
     rows = [row for row in old["stages"] if row["stage"] not in timed] + new["stages"]
-    total_in, total_fl = sum(r["inprocess_s"] for r in rows), sum(r["flower_s"] for r in rows)
     starts = old.get("flower_runs_started") or [old["flower_run_started"]]
-    return {**new, "flower_run_started": starts[0], "flower_runs_started": [*starts, new["flower_run_started"]],
-            "stages_compared": len(rows), "inprocess_s_total": round(total_in, 1), "flower_s_total": round(total_fl, 1),
-            "ratio_total": round(total_fl / total_in, 2) if total_in else None, "stages": rows}
+    return {**new, "flower_run_started": starts[0], "flower_runs_started": [*starts, new["flower_run_started"]], **_totals(rows)}
 
 
 def main() -> None:

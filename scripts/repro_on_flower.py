@@ -138,6 +138,7 @@ def main() -> None:
         parser.error("--resume goes on with an earlier --whole run: none was started here")
     if args.only and (args.resume or not args.whole):
         parser.error("--only goes with --whole, not with --resume")
+    taken = _taken_as_run(project, _stage_order(project), args.only) if args.only else None   # checked before before/ is reset
     if not args.resume:
         shutil.rmtree(before, ignore_errors=True)
         done_file.unlink(missing_ok=True)
@@ -146,8 +147,8 @@ def main() -> None:
         shutil.copy2(project / "params.yaml", before / "params.yaml")
         shutil.copy2(project / "dvc.lock", before / "dvc.lock")
         snapshot_uncached(project, yaml.safe_load((before / "dvc.lock").read_bytes()), snapshot, skip)   # metrics, ledgers: not in the DVC cache
-        if args.only:
-            done_file.write_text("".join(f"{s}\n" for s in _taken_as_run(project, _stage_order(project), args.only)))
+        if taken is not None:
+            done_file.write_text("".join(f"{s}\n" for s in taken))
     original_params = (before / "params.yaml").read_bytes()
     lock_before = (before / "dvc.lock").read_bytes()
     raw = yaml.safe_load(original_params)
