@@ -35,7 +35,10 @@ def test_a_terminated_run_stops_its_server_and_its_command(tmp_path: Path, sig: 
     command = [sys.executable, "-c", f"import pathlib, time; pathlib.Path({str(started)!r}).touch(); time.sleep(600)"]
     env = {**os.environ, "PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
-    run = subprocess.Popen([sys.executable, "-c", _RUN, *command], env=env)
+    # SIGHUP as a terminal's shell leaves it: a suite started under nohup would pass its ignored SIGHUP on to the
+    # command (ignored signals survive exec), which would then outlive the hangup the run forwarded to it
+    run = subprocess.Popen([sys.executable, "-c", _RUN, *command], env=env,
+                           preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     server = None
     try:
         deadline = time.monotonic() + 180
