@@ -14,13 +14,13 @@ import numpy as np
 import zarr
 from PIL import Image
 from tqdm.auto import tqdm
-from zarr.codecs import BloscCodec
 
 import dsfed
 from dsfed.config import Params
 from dsfed.data.guarded_masks import GuardedMasks
 from dsfed.data.mask_checks import check_foreground
 from dsfed.data.partition import partition_indices
+from dsfed.data.sample_arrays import write_sample_array
 from dsfed.data.sources import Sample, SourceItem, build_source
 from dsfed.data.splits import SPLITS, assign_splits, stable_seed
 from dsfed.errors import HeldOutError, SourceError, StoreError
@@ -251,17 +251,8 @@ def write_store(
     """
     group = zarr.open_group(path, mode="w")
     for name, array in (("images", images), ("masks", masks)):
-        if array is None:
-            continue
-        stored = group.create_array(
-            name,
-            shape=array.shape,
-            chunks=(1, *array.shape[1:]),
-            dtype=array.dtype,
-            compressors=BloscCodec(cname=codec, clevel=level, shuffle="bitshuffle"),
-        )
-        if len(array):
-            stored[:] = array
+        if array is not None:
+            write_sample_array(group, name, array, codec, level)
     split_group = group.create_group("splits")
     for name in SPLITS:
         split_group.create_array(name, data=np.asarray(splits.get(name, []), dtype=np.int64))

@@ -17,9 +17,9 @@ import torch
 import zarr
 from diffusers import ControlNetModel
 from torch.nn import functional as F
-from zarr.codecs import BloscCodec
 
 from dsfed.config import Params
+from dsfed.data.sample_arrays import write_sample_array
 from dsfed.data.store import ClientStore
 from dsfed.errors import DsfedError
 from dsfed.federated.ledger import Ledger
@@ -62,13 +62,9 @@ def dir_bytes(path: Path) -> int:
 
 
 def write_masks(path: Path, masks: np.ndarray, attrs: dict[str, Any]) -> None:
-    """The masks upload: one Zarr array (M, K, Sm, Sm) uint8, one mask per chunk, Blosc/Zstd bit-shuffled."""
+    """The masks upload: one Zarr array (M, K, Sm, Sm) uint8 in the layout of :func:`write_sample_array`."""
     group = zarr.open_group(path, mode="w")
-    stored = group.create_array(
-        "masks", shape=masks.shape, chunks=(1, *masks.shape[1:]), dtype=np.uint8,
-        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
-    )
-    stored[:] = masks.astype(np.uint8)
+    write_sample_array(group, "masks", masks.astype(np.uint8))
     group.attrs.update(attrs)
 
 

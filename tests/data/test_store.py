@@ -24,6 +24,7 @@ def test_store_schema_and_contents(project: Path) -> None:
     assert store.images.shape == (12, 3, 48, 48) and store.images.dtype == np.uint8
     assert store.masks.shape == (12, 2, 24, 24) and set(np.unique(store.masks[:])) <= {0, 1}
     assert store.images.chunks == (1, 3, 48, 48) and store.masks.chunks == (1, 2, 24, 24)
+    assert store.images.shards == (12, 3, 48, 48) and store.masks.shards == (12, 2, 24, 24)
     splits = {s: store.split(s).tolist() for s in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == list(range(12))
     assert [len(splits[s]) for s in ("train", "val", "test")] == [7, 2, 3]
