@@ -19,21 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dsfed.io import write_json, write_npz
+from dsfed.io import sha256_file, write_json, write_npz
 from dsfed.provenance import code_hash
 
 __all__ = ["EVALUATION_CODE", "ScoreCache", "tensor_digest"]
 
 EVALUATION_CODE = ("evaluation", "models", "runtime.py", "stages/evaluate.py", "stages/producers.py")
 """The code a cached score depends on."""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tensor_digest(*tensors: torch.Tensor) -> str:
@@ -61,7 +53,7 @@ class ScoreCache:
 
     def model_key(self, files: list[Path], extra: object = None) -> str:
         """The key of a model: its files' contents (weights, card or checkpoint), ``extra`` and the context."""
-        parts = [self.context, repr(extra), *(f"{p.name}:{_sha256_file(p)}" for p in files if p.is_file())]
+        parts = [self.context, repr(extra), *(f"{p.name}:{sha256_file(p)}" for p in files if p.is_file())]
         key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
         self.used.add(key)
         return key

@@ -31,6 +31,7 @@ from safetensors.torch import load, save
 
 from dsfed.federated.errors import FederatedError
 from dsfed.federated.protocol import Weights
+from dsfed.federated.serialize import to_bytes
 from dsfed.io import canonical_safetensors
 
 __all__ = ["CODEC_KEY", "DTYPES", "MAGIC", "PLAIN", "REPLY_KEY", "Codec", "decode", "encode", "is_plain", "reply_codec"]
@@ -96,7 +97,7 @@ def encode(weights: Mapping[str, torch.Tensor], codec: Codec = PLAIN, reference:
         reply: written into the metadata for a client to encode its update with (:func:`reply_codec`).
     """
     if codec.plain and reply is None:
-        return save({name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in weights.items()})
+        return to_bytes(weights)
     half = DTYPES[codec.dtype]
     tensors: dict[str, torch.Tensor] = {}
     as_is: list[str] = []

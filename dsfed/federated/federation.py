@@ -81,13 +81,21 @@ class Federation:
         _raise_fatal(replies, "a query")
         return replies
 
+    def _record_sent(self, round: int, replies: Mapping[str, Reply], downloads: Mapping[str, tuple[str, int]]) -> None:
+        """A ``down`` row (what, bytes) per client in ``downloads`` that the engine reached (``Reply.sent``); in
+        the order of ``downloads``. A client whose node was not connected was sent nothing and gets no row."""
+        for name, (what, nbytes) in downloads.items():
+            reply = replies.get(name)
+            if reply is None or reply.sent:
+                self._record(round, name, "down", what, nbytes)
+
     def fit(
         self, round: int, weights: Mapping[str, Weights], configs: Mapping[str, Mapping[str, Any]], *, committed: int,
         keep: Iterable[int] = (), local_keys: Sequence[str] = (),
     ) -> dict[str, FitReply]:
         """Send each client its weights (``weights[client]``) and config; return the replies (errors included).
 
-        Ledger: ``down``/``global_weights`` for every client asked, ``up``/``update`` for every update received,
+        Ledger: ``down``/``global_weights`` for every client reached, ``up``/``update`` for every update received,
         each with its encoded size. A reply's payload is in the federation's codec: read it with
         :meth:`decode_update`. With ``secure``, see :meth:`_fit_secure`.
         """
@@ -100,8 +108,8 @@ class Federation:
                 payloads[id(own)] = encode(own, self.down, reply=self.up)
             payload = payloads[id(own)]
             tasks[name] = FitTask(self.run, round, payload, dict(configs.get(name, {})), committed, tuple(sorted(set(keep))), tuple(local_keys))
-            self._record(round, name, "down", "global_weights", len(payload))
         replies = self.engine.fit(tasks)
+        self._record_sent(round, replies, {name: ("global_weights", len(task.payload)) for name, task in tasks.items()})
         _raise_fatal(replies, f"round {round}")
         for name, reply in replies.items():
             if reply.ok:
@@ -171,9 +179,8 @@ class Federation:
         targets = [n for n in clients if not (held[n].ok and held[n].holds.get(what) == digest)]
         if not targets:
             return {}
-        for name in targets:
-            self._record(round, name, "down", what, len(payload))
         replies = self.engine.deliver({name: DeliverTask(self.run, what, payload, digest) for name in targets})
+        self._record_sent(round, replies, {name: (what, len(payload)) for name in targets})
         _raise_fatal(replies, f"the delivery of {what}")
         for name, reply in replies.items():
             if reply.ok:
@@ -190,16 +197,15 @@ class Federation:
         Each client pairs the weights with its own state as of ``state_round`` (default: ``round``), so a
         client restarted after a crash evaluates as it would have without the crash. ``model`` names which of
         the clients' models the weights are for, when they hold several (empty: their only one).
-        Ledger (under ``round``): ``down``/``<split>_weights`` and ``up``/``<split>_metrics`` per client.
+        Ledger (under ``round``): ``down``/``<split>_weights`` per client reached and ``up``/``<split>_metrics`` per reply.
         """
         if not clients:
             return {}
         payload = encode(weights, self.down)
         at = round if state_round is None else state_round
         tasks = {name: EvaluateTask(self.run, payload, split, at, model) for name in clients}
-        for name in clients:
-            self._record(round, name, "down", f"{split}_weights", len(payload))
         replies = self.engine.evaluate(tasks)
+        self._record_sent(round, replies, {name: (f"{split}_weights", len(payload)) for name in clients})
         _raise_fatal(replies, f"evaluation on {split}")
         for name, reply in replies.items():
             if reply.ok:

@@ -77,6 +77,29 @@ def test_a_node_that_is_gone_is_left_out_and_a_lost_quorum_is_one_line(project: 
     assert "\n" not in str(info.value) and "b" in str(info.value)
 
 
+def test_a_node_that_is_not_connected_gets_no_ledger_row(project: Path, stores: Path) -> None:
+    """Node b goes away after its first training reply: from then on nothing is sent to it, so the ledger
+    (what crossed the wire) has b's round-0 validation, its round-1 download and update, and no row after them."""
+    raw = tiny_raw({"fedunet": {"model": "unet", "input_size": 32}}, rounds=2)
+    raw["federated"]["min_clients"] = 1
+    params = parse_params(raw, root=project)
+    engine, transport = _loopback(params, "fedunet", stores, stores / "federated/gone")
+
+    def exchange(messages: dict, real=transport.exchange) -> dict:   # the real exchange, then b's node is gone
+        answers = real(messages)
+        if any(kind == "fit" for kind, _, _ in messages.values()):
+            transport.down.add("b")
+        return answers
+
+    transport.exchange = exchange  # type: ignore[method-assign]
+    run_method(params, "fedunet", stores, stores / "federated/gone", progress=False, engine=engine)
+    rows = read_ledger(stores / "federated/gone/ledger.csv")
+    assert [(r["round"], r["direction"], r["what"]) for r in rows if r["client"] == "b"] == [
+        (0, "down", "val_weights"), (0, "up", "val_metrics"), (1, "down", "global_weights"), (1, "up", "update")]
+    assert {(r["round"], r["direction"], r["what"]) for r in rows if r["client"] == "a"} >= {
+        (1, "down", "global_weights"), (1, "up", "update"), (2, "down", "global_weights"), (2, "up", "update")}
+
+
 def test_a_node_finds_the_checkpoint_in_its_own_copy_of_the_pretrained_dir(project: Path, stores: Path, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """``dsfed node start --pretrained DIR``: the same file under the node's own folder, checked by sha256."""

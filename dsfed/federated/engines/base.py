@@ -30,6 +30,7 @@ __all__ = [
     "EvaluateTask",
     "FitReply",
     "FitTask",
+    "NOT_CONNECTED",
     "QueryReply",
     "Reply",
     "is_client_failure",
@@ -132,6 +133,10 @@ class DeliverTask:
 # Replies (client -> server)
 # --------------------------------------------------------------------------------------------------
 
+NOT_CONNECTED = "is not connected"
+"""How a reply's error ends when the engine had no connection to the client's node (nothing was sent)."""
+
+
 
 @dataclass
 class Reply:
@@ -141,11 +146,15 @@ class Reply:
         client: who answers.
         error: one line when the client failed (then the rest of the reply is empty).
         fatal: the failure is a bug in the client-side code: the server must stop, not drop the client.
+        sent: False when the task never reached the client (its node is not connected, or setting it up
+            failed): nothing went down, so the ledger has no row for it. Set by the server's engine; not
+            carried over the wire.
     """
 
     client: str
     error: str | None = None
     fatal: bool = False
+    sent: bool = True
 
     @property
     def ok(self) -> bool:

@@ -116,16 +116,20 @@ class ClientHost:
             self._bring_state_to(task.run, task.committed)
             keep = {self.state.latest_at(task.run, r) for r in (task.committed, *task.keep)}
             self._holds = None  # training moves the state; a failure leaves it unknown (restored next time)
+            received = from_bytes(task.payload)   # decoded once (a codec payload: decompression, half -> float32)
+            reply = reply_codec(task.payload)   # the codec the server asked for (in the download's metadata)
+            # the update is taken against the weights as received: a copy, as train() may change what it is given
+            wants_reference = LOCAL_DP in task.config or (reply is not None and reply.delta)
+            reference = {name: tensor.clone() for name, tensor in received.items()} if wants_reference else {}
             with global_rngs_seeded(self.training_seed(task.round)):  # dropout & co: the same on every engine
-                result = self.algo.train(from_bytes(task.payload), task.round, dict(task.config))
+                result = self.algo.train(received, task.round, dict(task.config))
             if not isinstance(result, FitResult):
                 raise FederatedError(f"client {self.name}: train() returned {type(result).__name__}, expected FitResult")
             shared = local.shared(result.weights)
             if LOCAL_DP in task.config:   # local DP: the update is clipped and noised before it leaves the client
-                shared = apply_local_dp(task.config, self.name, task.round, shared, from_bytes(task.payload))
-            reply = reply_codec(task.payload)   # the codec the server asked for (in the download's metadata)
-            # local keys never leave the client; deltas are taken from the weights as received (decoded afresh)
-            payload = to_bytes(shared) if reply is None else encode(shared, reply, reference=from_bytes(task.payload) if reply.delta else None)
+                shared = apply_local_dp(task.config, self.name, task.round, shared, reference)
+            # local keys never leave the client
+            payload = to_bytes(shared) if reply is None else encode(shared, reply, reference=reference if reply.delta else None)
             self.state.save(task.run, task.round, self.algo.state_dict())
             self._holds = (task.run, task.round)
             self.state.forget(task.run, {r for r in keep if r is not None} | {task.round})

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dsfed.federated.engines.base import (
+    NOT_CONNECTED,
     DeliverReply,
     DeliverTask,
     EvaluateReply,
@@ -100,7 +101,7 @@ class RemoteEngine:
                 if reply.ok:
                     self._ready.add(name)
                 else:
-                    failed[name] = reply_type(name, error=f"setup failed: {reply.error}", fatal=reply.fatal)
+                    failed[name] = reply_type(name, error=f"setup failed: {reply.error}", fatal=reply.fatal, sent=False)
         return failed
 
     def _send(self, tasks: Mapping[str, Message], reply_type: type[R]) -> dict[str, R]:
@@ -120,11 +121,11 @@ class RemoteEngine:
             if name in connected:
                 wire[name] = encode(task)
             else:
-                out[name] = reply_type(name, error=f"node {name} is not connected")
+                out[name] = reply_type(name, error=f"node {name} {NOT_CONNECTED}", sent=False)
         for name, answer in self.transport.exchange(wire).items():
             if isinstance(answer, str):
                 self._ready.discard(name)  # a node that comes back may have restarted: set it up again
-                out[name] = reply_type(name, error=answer)
+                out[name] = reply_type(name, error=answer, sent=not answer.endswith(NOT_CONNECTED))
                 continue
             reply = decode(*answer)
             if not isinstance(reply, reply_type):
@@ -163,7 +164,7 @@ class RemoteEngine:
         connected = set(self.transport.nodes)
         for name in tasks:
             if name not in failed and name not in connected:
-                failed[name] = FitReply(name, error=f"node {name} is not connected")
+                failed[name] = FitReply(name, error=f"node {name} {NOT_CONNECTED}", sent=False)
         result: SecureRound = exchange({n: encode(t) for n, t in tasks.items() if n not in failed}, cfg, max_weight, round)
         for name, reply in result.replies.items():
             if not reply.ok and ("not connected" in str(reply.error) or "no reply" in str(reply.error)):

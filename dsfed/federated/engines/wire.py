@@ -87,6 +87,7 @@ def encode(message: Message) -> tuple[str, dict[str, Any], bytes]:
         return kind, {"kind": message.kind, "run": message.run, "settings": message.settings, "wire": WIRE_VERSION}, b""
     meta = asdict(message)
     payload = meta.pop("payload", b"")
+    meta.pop("sent", None)   # a reply's ``sent`` is the server's own record: a reply on the wire was sent
     meta = {k: list(v) if isinstance(v, tuple) else v for k, v in meta.items()}
     if "config" in meta:
         meta["config"] = dict(meta["config"])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from dsfed.federated.engines.base import NOT_CONNECTED
 from dsfed.federated.engines.remote import WireMessage
 from dsfed.federated.flower.messages import flower_type, from_record, to_record
 
@@ -117,7 +118,7 @@ class GridTransport:
         for name, (kind, meta, payload) in messages.items():
             node = self.node_of.get(name)
             if node is None:
-                out[name] = f"node {name} is not connected"
+                out[name] = f"node {name} {NOT_CONNECTED}"
                 continue
             client_of[node] = name
             flower.append(Message(to_record(kind, meta, payload), dst_node_id=node, message_type=flower_type(kind), ttl=self.timeout_s))
@@ -136,7 +137,7 @@ class GridTransport:
         result = secure_fit(self.grid, self.node_of, here, cfg, max_weight, round, self.timeout_s)
         for name in messages:
             if name not in here:
-                result.replies[name] = FitReply(name, error=f"node {name} is not connected")
+                result.replies[name] = FitReply(name, error=f"node {name} {NOT_CONNECTED}", sent=False)
         result.replies = {name: result.replies[name] for name in messages}
         return result
 
