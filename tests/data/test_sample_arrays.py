@@ -31,6 +31,16 @@ def test_samples_are_packed_into_shard_files_and_read_back_one_by_one(tmp_path: 
     assert all(np.array_equal(stored[i], array[i]) for i in rows)
 
 
+def test_the_same_samples_give_the_same_bytes(tmp_path: Path) -> None:
+    """Outputs are byte-stable (two runs of a stage give equal DVC hashes): so is the shard layout."""
+    array = np.random.default_rng(2).integers(0, 2, size=(300, 2, 16, 16), dtype=np.uint8)
+    for name in ("one", "two"):
+        write_sample_array(zarr.open_group(tmp_path / name, mode="w"), "masks", array)
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two, strict=True))
+
+
 def test_an_empty_array_is_written_and_read(tmp_path: Path) -> None:
     write_sample_array(zarr.open_group(tmp_path / "e.zarr", mode="w"), "masks", np.zeros((0, 2, 4, 4), np.uint8))
     stored = zarr.open_group(tmp_path / "e.zarr", mode="r")["masks"]
