@@ -137,7 +137,6 @@ NOT_CONNECTED = "is not connected"
 """How a reply's error ends when the engine had no connection to the client's node (nothing was sent)."""
 
 
-
 @dataclass
 class Reply:
     """What every reply carries besides its content.
