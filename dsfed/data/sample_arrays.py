@@ -14,10 +14,28 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-__all__ = ["SAMPLES_PER_SHARD", "write_sample_array"]
+__all__ = ["IN_MEMORY_BYTES", "SAMPLES_PER_SHARD", "read_sample_array", "write_sample_array"]
 
 SAMPLES_PER_SHARD = 256
 """Samples per shard file: 1 GiB at the paper's 1024 px RGB; the whole store at the demo's sizes."""
+
+
+IN_MEMORY_BYTES = 32 * 2**20
+"""Arrays up to this size (decoded) are read whole when opened and served from memory: a shard read in one
+call costs what about 20 single-sample reads do (80 samples at 128 px: 28 ms whole, 1.3 ms a sample), and
+training reads every sample each epoch. 650 RGB samples at 128 px; a 1024 px store stays on disk."""
+
+
+def read_sample_array(array: zarr.Array) -> zarr.Array | np.ndarray:
+    """``array`` itself, or its whole content as an (N, ...) numpy array when it decodes to at most
+    :data:`IN_MEMORY_BYTES`. Either indexes the same way (``a[i]``, ``a[rows]``, ``a.shape``, ``a.dtype``).
+    The in-memory one is read-only: a row is a view, so a reader that wrote into it would change what every
+    later read gets (a zarr read is a fresh copy); it raises instead."""
+    if array.nbytes > IN_MEMORY_BYTES:
+        return array
+    whole: np.ndarray = np.asarray(array[:])
+    whole.flags.writeable = False
+    return whole
 
 
 def write_sample_array(group: zarr.Group, name: str, array: np.ndarray, codec: str = "zstd", level: int = 5) -> zarr.Array:

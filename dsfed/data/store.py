@@ -20,7 +20,7 @@ from dsfed.config import Params
 from dsfed.data.guarded_masks import GuardedMasks
 from dsfed.data.mask_checks import check_foreground
 from dsfed.data.partition import partition_indices
-from dsfed.data.sample_arrays import write_sample_array
+from dsfed.data.sample_arrays import read_sample_array, write_sample_array
 from dsfed.data.sources import Sample, SourceItem, build_source
 from dsfed.data.splits import SPLITS, assign_splits, stable_seed
 from dsfed.errors import HeldOutError, SourceError, StoreError
@@ -325,21 +325,23 @@ class ClientStore:
         return dict(self._group.attrs)
 
     @cached_property
-    def images(self) -> zarr.Array:
-        """(N, 3, S, S) uint8. Cached: opening an array reads its metadata (about 1 ms)."""
-        return self._group["images"]  # type: ignore[return-value]
+    def images(self) -> zarr.Array | np.ndarray:
+        """(N, 3, S, S) uint8: in memory when small (:func:`read_sample_array`), else read a sample at a time.
+        Cached: opening an array reads its metadata (about 1 ms)."""
+        return read_sample_array(self._group["images"])  # type: ignore[arg-type]
 
     @cached_property
-    def masks(self) -> zarr.Array | GuardedMasks:
-        """(N, K, Sm, Sm) uint8 in {0, 1}: the array, or a :class:`GuardedMasks` when labels are not full."""
+    def masks(self) -> zarr.Array | np.ndarray | GuardedMasks:
+        """(N, K, Sm, Sm) uint8 in {0, 1}: the array (in memory when small), or a :class:`GuardedMasks` when
+        labels are not full (which reads the rows it lets through from disk, never the whole array)."""
         if self.labels == "full":
-            return self._group["masks"]  # type: ignore[return-value]
+            return read_sample_array(self._group["masks"])  # type: ignore[arg-type]
         if self.oracle and self.labels == "test_only":
             key = str(self.path.resolve())
             if key not in _ORACLE_WARNED:
                 _ORACLE_WARNED.add(key)
                 log.warning("oracle access to client %s's masks: only the supervised upper bound may do this", self.client)
-            return self._group["masks"]  # type: ignore[return-value]
+            return read_sample_array(self._group["masks"])  # type: ignore[arg-type]
         array: zarr.Array | None = self._group["masks"] if self.labels == "test_only" else None  # type: ignore[assignment]
         sm = int(self.attrs["mask_size"])
         shape = tuple(array.shape) if array is not None else (len(self), len(self.classes), sm, sm)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
-from dsfed.data.sample_arrays import SAMPLES_PER_SHARD, write_sample_array
+from dsfed.data import sample_arrays
+from dsfed.data.sample_arrays import SAMPLES_PER_SHARD, read_sample_array, write_sample_array
 
 
 def _files(folder: Path) -> list[Path]:
@@ -57,3 +59,19 @@ def test_a_store_of_one_file_per_sample_reads_the_same(tmp_path: Path) -> None:
     old_read, new_read = (zarr.open_group(tmp_path / f"{v}.zarr", mode="r")["masks"] for v in ("old", "new"))
     assert len(_files(tmp_path / "old.zarr" / "masks")) == 21 and len(_files(tmp_path / "new.zarr" / "masks")) == 2
     assert np.array_equal(old_read[:], new_read[:]) and np.array_equal(old_read[[3, 11]], new_read[[3, 11]])
+
+
+def test_a_small_array_is_served_from_memory_and_a_large_one_from_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading is the same either way: the rows, a fancy selection, shape and dtype."""
+    array = np.random.default_rng(3).integers(0, 256, size=(30, 3, 8, 8), dtype=np.uint8)
+    stored = write_sample_array(zarr.open_group(tmp_path / "m.zarr", mode="w"), "images", array)
+    small = read_sample_array(stored)
+    monkeypatch.setattr(sample_arrays, "IN_MEMORY_BYTES", array.nbytes - 1)
+    large = read_sample_array(stored)
+    assert isinstance(small, np.ndarray) and isinstance(large, zarr.Array)
+    with pytest.raises(ValueError, match="read-only"):
+        small[0] += 1   # a row is a view of what every later read gets
+    for served in (small, large):
+        assert served.shape == array.shape and served.dtype == array.dtype
+        assert all(np.array_equal(served[i], array[i]) for i in (0, 13, 29))
+        assert np.array_equal(served[[4, 2]], array[[4, 2]])

@@ -23,8 +23,10 @@ def test_store_schema_and_contents(project: Path) -> None:
     store = ClientStore(out)
     assert store.images.shape == (12, 3, 48, 48) and store.images.dtype == np.uint8
     assert store.masks.shape == (12, 2, 24, 24) and set(np.unique(store.masks[:])) <= {0, 1}
-    assert store.images.chunks == (1, 3, 48, 48) and store.masks.chunks == (1, 2, 24, 24)
-    assert store.images.shards == (12, 3, 48, 48) and store.masks.shards == (12, 2, 24, 24)
+    on_disk = zarr.open_group(out, mode="r")
+    assert on_disk["images"].chunks == (1, 3, 48, 48) and on_disk["masks"].chunks == (1, 2, 24, 24)
+    assert on_disk["images"].shards == (12, 3, 48, 48) and on_disk["masks"].shards == (12, 2, 24, 24)
+    assert isinstance(store.images, np.ndarray) and np.array_equal(store.images, on_disk["images"][:])   # small: in memory
     splits = {s: store.split(s).tolist() for s in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == list(range(12))
     assert [len(splits[s]) for s in ("train", "val", "test")] == [7, 2, 3]

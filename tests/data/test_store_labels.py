@@ -202,7 +202,7 @@ def test_full_store_fingerprint_and_attrs_are_as_before_labels_existed(project: 
     assert fingerprint_payload(labelled_params(project, "full"), "a", files) == before
     assert fingerprint_payload(labelled_params(project, "test_only"), "a", files)["labels"] == "test_only"
     # older stores carry no labels attr: full, masks as the plain array
-    assert isinstance(full.masks, zarr.Array)
+    assert not isinstance(full.masks, GuardedMasks)
 
 
 def test_changing_labels_rebuilds_the_store(project: Path) -> None:
@@ -220,7 +220,7 @@ def test_changing_labels_rebuilds_the_store(project: Path) -> None:
         fingerprints.setdefault(labels, store.attrs["fingerprint"])
         assert store.attrs["fingerprint"] == fingerprints[labels]
     assert len(set(fingerprints.values())) == 3
-    assert isinstance(ClientStore(out).masks, zarr.Array)  # back to full: masks written again
+    assert not isinstance(ClientStore(out).masks, GuardedMasks)  # back to full: masks written again
 
 
 def test_labels_setting_is_validated(project: Path) -> None:
