@@ -1,5 +1,9 @@
 """Benchmark: random-access samples/s from a Zarr client store vs decoding the same samples from PNG files.
 
+``zarr_*``: reads from the store's arrays on disk (what a store over ``IN_MEMORY_BYTES`` gets);
+``memory_load_ms``: what ``ClientStore`` pays once to serve a small store from memory (its images and masks
+read whole), after which a sample is an array view.
+
 Prints one JSON object. Usage: ``python benchmarks/store_access.py [--n 200] [--reads 2000] [--sizes 128 256]``.
 """
 
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zarr
 from PIL import Image
 
 from dsfed.config import parse_params
@@ -66,7 +71,12 @@ def bench(size: int, n: int, reads: int, work: Path) -> dict[str, object]:
     pngs = work / f"png{size}"
     _write_pngs(store, pngs)
     order = np.random.default_rng(0).integers(0, n, size=reads)
-    images, masks = store.images, store.masks
+    on_disk = zarr.open_group(out, mode="r")
+    images, masks = on_disk["images"], on_disk["masks"]
+    start = time.perf_counter()
+    in_memory = ClientStore(out)
+    in_memory.images, in_memory.masks  # noqa: B018 (read whole when small)
+    memory_load_s = time.perf_counter() - start
     zarr_rate = _rate(lambda i: (images[i], masks[i]), order)
     png_rate = _rate(lambda i: _read_png(pngs, i), order)
     # a batch of 8 consecutive samples in one call: zarr-python's fixed per-call cost is shared
@@ -82,6 +92,8 @@ def bench(size: int, n: int, reads: int, work: Path) -> dict[str, object]:
         "png_samples_per_s": round(png_rate, 1),
         "zarr_speedup": round(zarr_rate / png_rate, 2),
         "zarr_batch8_samples_per_s": round(zarr_batch_rate, 1),
+        "memory_load_ms": round(memory_load_s * 1e3, 1),
+        "in_memory": isinstance(in_memory.images, np.ndarray),
         "zarr_bytes": _dir_bytes(out),
         "png_bytes": _dir_bytes(pngs),
         "raw_bytes": raw,
