@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Also write the JSON here.")
     parser.add_argument("--target", default=None, help="Run `dsfed repro TARGET` (and time its no-op rerun) instead of make demo.")
     parser.add_argument("--venv", type=Path, default=None, help="The virtual environment of an --existing run (default: its .venv).")
+    parser.add_argument("--note", default=None, help="A sentence kept in the JSON (how an --existing run was taken: its command, load).")
     args = parser.parse_args()
 
     import torch
@@ -178,6 +179,8 @@ def main() -> None:
         seconds, peak = _timed(command, root, args.work / "demo.log", memory=True)
         result["demo_s"], result["peak_rss_gb"] = round(seconds, 1), round(peak / 1e9, 2)
     result["target"] = args.target or "make demo"
+    if args.note:
+        result["note"] = args.note
     result = summarise(root, result, args.target, args.venv)
     print_table(result)
     emit(result, args.out)
