@@ -14,10 +14,17 @@ and ``artifacts/timings.jsonl``): ``process_s`` (the stage's python process), ``
 run, start to end), ``task_s`` (its tasks: the stage's own work), ``prefect_overhead_s`` = flow_run_s -
 task_s, and ``startup_s`` = process_s - flow_run_s (imports, settings, the flow run's creation).
 
+``--four CHECKOUT`` replaces step 1 by a copy of a checkout already built (moved to this commit; refused unless
+``dvc status`` is clean there); ``scratch_4_s`` is then null (it is not in the ratio). ``--scope dsfedmed`` runs
+step 3 without the SAM-Fed stages (empty ``samfed`` mappings in five/). A join reruns none of them (the run stops
+if a ``samfed*`` stage is among the join's), so that is the strict ratio: the join against only the stages it
+could have had to rerun.
+
     python benchmarks/incremental.py --work /tmp/dsfed-incremental --out docs/benchmarks/incremental-cpu.json
 
-About 40 min on 2 CPU cores. ``--keep`` leaves the clones and the server's database (``<work>/prefect``:
-``prefect server start`` on it shows every run, e.g. for ``scripts/ui_screenshot.py``).
+About 100 min on 2 CPU cores for the whole default; with ``--four`` and ``--scope dsfedmed`` about 25 min.
+``--keep`` leaves the clones and the server's database (``<work>/prefect``: ``prefect server start`` on it
+shows every run, e.g. for ``scripts/ui_screenshot.py``).
 """
 
 from __future__ import annotations
@@ -60,6 +67,37 @@ def _clone(work: Path, name: str, env: dict[str, str]) -> Path:
     root = work / name
     subprocess.run(["git", "clone", "-q", str(REPO), str(root)], check=True, env=env)
     return root
+
+
+def _copy_built(source: Path, work: Path, name: str, env: dict[str, str]) -> Path:
+    """A copy of ``source``, a built checkout (any commit), moved to this commit: refused unless its pipeline is
+    then up to date (``dvc status`` clean), i.e. the commits between changed no stage."""
+    root = work / name
+    subprocess.run(["cp", "-a", str(source), str(root)], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["git", "fetch", "-q", str(REPO), head], cwd=root, check=True, env=env)
+    subprocess.run(["git", "checkout", "-q", "--detach", head], cwd=root, check=True, env=env)
+    if subprocess.run([sys.executable, "-m", "dvc", "status", "--quiet"], cwd=root, env=env).returncode != 0:
+        raise SystemExit(f"--four {source}: its pipeline is not up to date at {head[:8]} (`dvc status` there)")
+    return root
+
+
+def _without_samfed(params: Path) -> None:
+    """``samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`` in ``params`` (the rest kept as
+    written): no SAM-Fed stage, as in scenarios/skin."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    yaml = YAML()
+    yaml.width = 4096
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = yaml.load(params.read_text())
+    empty = CommentedMap((section, {}) for section in ("public", "clients", "architectures", "variants"))
+    empty.fa.set_flow_style()
+    doc["samfed"] = empty
+    with params.open("w") as out:
+        yaml.dump(doc, out)
 
 
 async def _read(what: str, **filters: Any) -> list[Any]:
@@ -116,6 +154,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dsfed-incremental"))
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the clones and the Prefect database")
+    parser.add_argument("--four", type=Path, default=None,
+                        help="a built checkout (up to date at this commit) to copy instead of the 4-client run from scratch")
+    parser.add_argument("--scope", choices=("all", "dsfedmed"), default="all",
+                        help="the 5-client run from scratch: every stage, or DSFedMed's only (no SAM-Fed stage)")
     args = parser.parse_args()
     if args.work.exists():
         raise SystemExit(f"{args.work}: exists; give another --work (nothing is overwritten)")
@@ -128,9 +170,13 @@ def main() -> None:
     os.environ["PREFECT_API_AUTH_STRING"] = env["PREFECT_API_AUTH_STRING"]
     py = sys.executable
     try:
-        four = _clone(args.work, "four", env)
-        scratch_4, _ = _run([py, "-m", "dvc", "repro"], four, env)
-        print(f"from scratch, 4 clients: {scratch_4:.1f} s", file=sys.stderr)
+        scratch_4: float | None = None
+        if args.four is not None:
+            four = _copy_built(args.four.resolve(), args.work, "four", env)
+        else:
+            four = _clone(args.work, "four", env)
+            scratch_4, _ = _run([py, "-m", "dvc", "repro"], four, env)
+            print(f"from scratch, 4 clients: {scratch_4:.1f} s", file=sys.stderr)
 
         port = api.split(":")[-1].split("/")[0]
         ui = subprocess.Popen([py, "-m", "dsfed_pipeline.flows.ui", "--port", port, "--root", "."], cwd=four, env=env,
@@ -158,6 +204,8 @@ def main() -> None:
         ran = [row["stage"] for row in stage_rows]
         warm = json.loads((four / "artifacts/distill/metrics.json").read_text()).get("warm_start_from")
         print(f"incremental (event to redistill done): {incremental:.1f} s; ran {ran}", file=sys.stderr)
+        if args.scope == "dsfedmed" and any(stage.startswith("samfed") for stage in ran):
+            raise SystemExit(f"--scope dsfedmed: the join reran SAM-Fed stages ({ran}); the strict ratio does not apply")
 
         five = _clone(args.work, "five", env)
         from dsfed.clients import add_client
@@ -165,6 +213,8 @@ def main() -> None:
 
         like = load_params(five / "params.yaml").clients["site_c"].source.model_dump(mode="json", exclude_defaults=True)
         add_client(five / "params.yaml", "site_e", {**like, "kind": "phantom", "site": "site_e"})
+        if args.scope == "dsfedmed":
+            _without_samfed(five / "params.yaml")
         since = datetime.now().astimezone()
         scratch_5, _ = _run([py, "-m", "dvc", "repro"], five, env)
         rows = per_stage(api, since, datetime.now().astimezone(), five / "artifacts")
@@ -175,7 +225,8 @@ def main() -> None:
         eval5 = json.loads((five / "artifacts/eval/metrics.json").read_text())
         result = {
             "benchmark": "incremental", "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-            "joined": "site_e", "scratch_4_s": round(scratch_4, 1), "incremental_s": round(incremental, 1),
+            "joined": "site_e", "scope": args.scope, "four_from": str(args.four) if args.four else None,
+            "scratch_4_s": round(scratch_4, 1) if scratch_4 is not None else None, "incremental_s": round(incremental, 1),
             "incremental_run_s": round((run.end_time - run.start_time).total_seconds(), 1),
             "trigger_latency_s": round((run.start_time - started).total_seconds(), 1),
             "scratch_5_s": round(scratch_5, 1), "ratio": round(incremental / scratch_5, 3),
