@@ -230,7 +230,7 @@ def main() -> None:
             "incremental_run_s": round((run.end_time - run.start_time).total_seconds(), 1),
             "trigger_latency_s": round((run.start_time - started).total_seconds(), 1),
             "scratch_5_s": round(scratch_5, 1), "ratio": round(incremental / scratch_5, 3),
-            "incremental_stages": ran, "distill_warm_start_from": warm,
+            "incremental_stages": ran, "incremental_stage_rows": stage_rows, "distill_warm_start_from": warm,
             "site_e_dice": {f"{model}_{which}": ev["models"][model]["clients"]["site_e"]["dice"]
                             for model in ("fedtinysam", "dsfedmed_tiny") for which, ev in (("incremental", eval4), ("from_scratch", eval5))},
             "source_dice": {"fedtinysam_incremental": eval4["models"]["fedtinysam"]["source_mean"]["dice"],
