@@ -23,8 +23,8 @@ could have had to rerun.
     python benchmarks/incremental.py --work /tmp/dsfed-incremental --out docs/benchmarks/incremental-cpu.json
 
 About 100 min on 2 CPU cores for the whole default; with ``--four`` and ``--scope dsfedmed`` 46 min (2026-12-06,
-the machine in a slow phase). ``--keep`` leaves the clones and the server's database (``<work>/prefect``: ``prefect server start`` on it
-shows every run, e.g. for ``scripts/ui_screenshot.py``).
+the machine in a slow phase). ``--keep`` leaves the clones and the server's database (``<work>/prefect``:
+``prefect server start`` on it shows every run, e.g. for ``scripts/ui_screenshot.py``).
 """
 
 from __future__ import annotations
