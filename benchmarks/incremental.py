@@ -82,22 +82,14 @@ def _copy_built(source: Path, work: Path, name: str, env: dict[str, str]) -> Pat
     return root
 
 
-def _without_samfed(params: Path) -> None:
-    """``samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`` in ``params`` (the rest kept as
-    written): no SAM-Fed stage, as in scenarios/skin."""
-    from ruamel.yaml import YAML
+def _without_samfed(doc: Any) -> None:
+    """``samfed: {public: {}, clients: {}, architectures: {}, variants: {}}`` (as scenarios/skin): no SAM-Fed
+    stage. An edit for :func:`dsfed.clients.edit_params`."""
     from ruamel.yaml.comments import CommentedMap
 
-    yaml = YAML()
-    yaml.width = 4096
-    yaml.preserve_quotes = True
-    yaml.representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
-    doc = yaml.load(params.read_text())
     empty = CommentedMap((section, {}) for section in ("public", "clients", "architectures", "variants"))
     empty.fa.set_flow_style()
     doc["samfed"] = empty
-    with params.open("w") as out:
-        yaml.dump(doc, out)
 
 
 async def _read(what: str, **filters: Any) -> list[Any]:
@@ -208,13 +200,13 @@ def main() -> None:
             raise SystemExit(f"--scope dsfedmed: the join reran SAM-Fed stages ({ran}); the strict ratio does not apply")
 
         five = _clone(args.work, "five", env)
-        from dsfed.clients import add_client
+        from dsfed.clients import add_client, edit_params
         from dsfed.config import load_params
 
         like = load_params(five / "params.yaml").clients["site_c"].source.model_dump(mode="json", exclude_defaults=True)
         add_client(five / "params.yaml", "site_e", {**like, "kind": "phantom", "site": "site_e"})
         if args.scope == "dsfedmed":
-            _without_samfed(five / "params.yaml")
+            edit_params(five / "params.yaml", _without_samfed)
         since = datetime.now().astimezone()
         scratch_5, _ = _run([py, "-m", "dvc", "repro"], five, env)
         rows = per_stage(api, since, datetime.now().astimezone(), five / "artifacts")

@@ -7,6 +7,7 @@ whole params file (with path checks) before anything is written, and are written
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from dsfed.config import ConfigError, Params, parse_params
 from dsfed.errors import DsfedError
 from dsfed.io import atomic_path
 
-__all__ = ["add_client", "list_clients", "remove_client"]
+__all__ = ["add_client", "edit_params", "list_clients", "remove_client"]
 
 
 def _yaml() -> Any:
@@ -43,6 +44,15 @@ def _check_and_write(path: Path, doc: Any) -> Params:
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(text)
     return params
+
+
+def edit_params(path: str | Path, edit: Callable[[Any], None]) -> Params:
+    """Apply ``edit`` to the round-trip document of ``path`` (ruamel's maps and lists: comments and layout
+    kept), then validate the whole file and write it atomically; an invalid result writes nothing."""
+    path = Path(path)
+    doc = _load(path)
+    edit(doc)
+    return _check_and_write(path, doc)
 
 
 def list_clients(path: str | Path) -> list[dict[str, Any]]:

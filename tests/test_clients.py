@@ -80,3 +80,18 @@ def test_remove(params_file: Path) -> None:
     assert "site_c" not in params.clients and params.federated.clients == ["site_a", "site_b", "site_d"]
     code, _ = invoke("clients", "remove", "site_d", "--params", str(params_file))  # the held-out client
     assert code != 0 and "site_d" in load_params(params_file).clients
+
+
+def test_edit_params_keeps_the_rest_as_written_and_refuses_an_invalid_edit_whole(params_file: Path) -> None:
+    from dsfed.clients import edit_params
+    from dsfed.config import ConfigError
+
+    before = params_file.read_text()
+    params = edit_params(params_file, lambda doc: doc["distill"].__setitem__("rounds", 3))
+    after = params_file.read_text()
+    assert params.distill.rounds == 3
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(before.splitlines()) == len(after.splitlines()) and len(changed) == 1 and "rounds: 3" in changed[0][1]
+    with pytest.raises(ConfigError, match="distill.rounds"):
+        edit_params(params_file, lambda doc: doc["distill"].__setitem__("rounds", -1))
+    assert params_file.read_text() == after
